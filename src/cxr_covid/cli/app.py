@@ -1,0 +1,101 @@
+"""The Typer application and the single place where errors become exit codes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from cxr_covid import DISCLAIMER, __version__
+from cxr_covid.cli.console import error
+from cxr_covid.errors import EXIT_CODES, CxrCovidError
+
+EPILOG = (
+    f"{DISCLAIMER}\n\n"
+    "Exit codes: "
+    + escape("; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES))
+    + ".\n\nHome: $CXR_COVID_HOME, else the platform's user data folder (see `cxr-covid info`)."
+)
+
+
+class _CxrCovidGroup(TyperGroup):
+    """Turns the tool's own errors into `Error: ...` on stderr and their exit code.
+
+    Doing it in the group's invoke (not in `main`) means CliRunner tests see exactly what a
+    user sees.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CxrCovidError as exc:
+            error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    name="cxr-covid",
+    cls=_CxrCovidGroup,
+    help=(
+        "Reproduce and extend a CNN study that tells COVID-19, healthy and viral-pneumonia "
+        f"chest X-rays apart, and show where the networks look. {DISCLAIMER}"
+    ),
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cxr-covid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Root options."""
+
+
+def _register_commands() -> None:
+    # Each command lives in its own module; importing them must not import TensorFlow.
+    from cxr_covid.cli import (
+        augment,
+        download,
+        evaluate,
+        heatmap,
+        info,
+        models,
+        predict,
+        reproduce,
+        train,
+    )
+
+    app.command("download", help=download.HELP, epilog=EPILOG)(download.download)
+    app.command("augment", help=augment.HELP, epilog=EPILOG)(augment.augment)
+    app.command("train", help=train.HELP, epilog=EPILOG)(train.train)
+    app.command("eval", help=evaluate.HELP, epilog=EPILOG)(evaluate.evaluate)
+    app.command("reproduce", help=reproduce.HELP, epilog=EPILOG)(reproduce.reproduce)
+    app.command("predict", help=predict.HELP, epilog=EPILOG)(predict.predict)
+    app.command("heatmap", help=heatmap.HELP, epilog=EPILOG)(heatmap.heatmap)
+    app.add_typer(models.app, name="models", help=models.HELP)
+    app.command("info", help=info.HELP, epilog=EPILOG)(info.info)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()

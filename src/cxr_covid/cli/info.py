@@ -1,0 +1,84 @@
+"""`cxr-covid info`: versions, home, devices, stored datasets and models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cxr_covid.cli.console import out, print_json
+
+HELP = (
+    "Show versions, the home folder, the devices TensorFlow sees, and stored datasets and models."
+)
+
+
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the same as JSON.")] = False,
+) -> None:
+    from cxr_covid.system import describe
+
+    with out.status("Asking TensorFlow for devices...") if not as_json else _nullcontext():
+        report = describe()
+    if as_json:
+        print_json(report.to_dict())
+        return
+    versions = Table(title="cxr-covid", show_header=False, title_justify="left")
+    for key, value in report.versions.items():
+        versions.add_row(key, value)
+    versions.add_row("home", report.home + ("  (CXR_COVID_HOME)" if report.home_overridden else ""))
+    devices = ", ".join(f"{d['type']}:{d['name'].split(':', 1)[-1]}" for d in report.devices)
+    versions.add_row("devices", devices or "none")
+    out.print(versions)
+
+    datasets = Table(title="Datasets", title_justify="left")
+    for column in (
+        "name",
+        "source",
+        "images",
+        "per class",
+        "train/val/test",
+        "augmented",
+        "created",
+    ):
+        datasets.add_column(column)
+    for ds in report.datasets:
+        datasets.add_row(
+            ds.name,
+            ds.source,
+            str(ds.images),
+            ", ".join(f"{k} {v}" for k, v in ds.classes.items()),
+            "/".join(str(ds.splits.get(s, 0)) for s in ("train", "val", "test")),
+            str(ds.augmented),
+            ds.created,
+        )
+    out.print(datasets if report.datasets else "[dim]No datasets yet: `cxr-covid download`.[/]")
+
+    models = Table(title="Models", title_justify="left")
+    for column in ("id", "arch", "dataset", "size", "aug", "val acc", "test acc", "created"):
+        models.add_column(column)
+    for m in report.models:
+        models.add_row(
+            m.id,
+            m.architecture,
+            m.dataset,
+            str(m.image_size),
+            "yes" if m.augmented else "no",
+            _pct(m.val_accuracy),
+            _pct(m.test_accuracy),
+            m.created,
+        )
+    out.print(models if report.models else "[dim]No models yet: `cxr-covid train`.[/]")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None

@@ -1,0 +1,110 @@
+"""`cxr-covid models list|show|rm`: the model store's face."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cxr_covid.cli.console import out, print_json
+
+HELP = "List, show and remove trained models in the model store."
+
+app = typer.Typer(help=HELP, no_args_is_help=True)
+
+
+@app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List stored models, oldest first."""
+    from dataclasses import asdict
+
+    from cxr_covid.system import summarize_models
+
+    models = summarize_models()
+    if as_json:
+        print_json([asdict(m) for m in models])
+        return
+    if not models:
+        out.print("[dim]No models yet: `cxr-covid train`.[/]")
+        return
+    table = Table(title="Models", title_justify="left")
+    for column in ("id", "arch", "dataset", "size", "aug", "val acc", "test acc", "created"):
+        table.add_column(column)
+    for m in models:
+        table.add_row(
+            m.id,
+            m.architecture,
+            m.dataset,
+            str(m.image_size),
+            "yes" if m.augmented else "no",
+            "-" if m.val_accuracy is None else f"{100 * m.val_accuracy:.2f}%",
+            "-" if m.test_accuracy is None else f"{100 * m.test_accuracy:.2f}%",
+            m.created,
+        )
+    out.print(table)
+
+
+@app.command("show")
+def show_command(
+    model: Annotated[str, typer.Argument(help="Model id (default: the newest).")] = "",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole record as JSON.")
+    ] = False,
+) -> None:
+    """Show a model's record: architecture, data, training settings, history, evaluations."""
+    from cxr_covid import store
+
+    stored = store.resolve(model or None)
+    record = stored.record()
+    if as_json:
+        print_json(record.to_dict())
+        return
+    table = Table(title=f"Model {record.id}", show_header=False, title_justify="left")
+    table.add_row("path", str(stored.root))
+    table.add_row("architecture", record.architecture)
+    table.add_row("classes", ", ".join(record.classes))
+    table.add_row("preprocessing", ", ".join(f"{k}={v}" for k, v in record.preprocessing.items()))
+    table.add_row("Grad-CAM layer", record.last_conv_layer)
+    table.add_row("created", record.created)
+    for key, value in record.dataset.items():
+        table.add_row(f"dataset.{key}", str(value))
+    for key, value in record.training.items():
+        table.add_row(f"training.{key}", str(value))
+    for key, value in record.metrics.items():
+        table.add_row(f"metrics.{key}", str(value))
+    epochs = len(next(iter(record.history.values()), []))
+    table.add_row("history", f"{epochs} epochs ({', '.join(record.history)})" if epochs else "-")
+    for key, value in record.versions.items():
+        table.add_row(f"version.{key}", value)
+    out.print(table)
+    for evaluation in record.evaluations:
+        line = (
+            f"eval on {evaluation.get('split', '?')} ({evaluation.get('created', '')}): "
+            f"accuracy {100 * float(evaluation.get('accuracy', 0)):.2f}%"
+        )
+        interval = evaluation.get("accuracy_ci")
+        if interval:
+            line += f" [95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f}%]"
+        if "n" in evaluation:
+            line += f" on {evaluation['n']} images"
+        out.print(line)
+
+
+@app.command("rm")
+def rm_command(
+    model: Annotated[list[str], typer.Argument(help="Model id(s) to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete models from the store (asks first unless --yes)."""
+    from cxr_covid import store
+
+    targets = [store.resolve(name) for name in model]
+    for target in targets:
+        if not yes and not typer.confirm(f"Delete model {target.id}?", default=False):
+            out.print(f"kept {target.id}")
+            continue
+        store.remove(target)
+        out.print(f"removed {target.id}")

@@ -1,0 +1,1 @@
+"""Datasets: sources, download, catalogue, split, augment, and the one image decode path."""

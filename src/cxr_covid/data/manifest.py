@@ -1,0 +1,120 @@
+"""The manifest: one CSV row per image, read by every command after `download`.
+
+Columns: path (relative to the dataset folder, POSIX), class (canonical), sha256, width,
+height, split (train/val/test), origin (original/augmented), source (for augmented rows, the
+path of the image it came from), patient (an id where file names or metadata carry one).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections import Counter
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from cxr_covid import atomic
+from cxr_covid.errors import DataError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+ORIGINAL = "original"
+AUGMENTED = "augmented"
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: str
+    label: str
+    sha256: str
+    width: int
+    height: int
+    split: str = ""
+    origin: str = ORIGINAL
+    source: str = ""
+    patient: str = ""
+
+    def with_split(self, split: str) -> ManifestRow:
+        return replace(self, split=split)
+
+
+# CSV header names; `label` is written as `class` (a Python keyword could not be a field).
+_COLUMN_FOR_FIELD = {
+    f.name: ("class" if f.name == "label" else f.name) for f in fields(ManifestRow)
+}
+COLUMNS: tuple[str, ...] = tuple(_COLUMN_FOR_FIELD.values())
+
+
+def to_csv_text(rows: list[ManifestRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([getattr(row, f) for f in _COLUMN_FOR_FIELD])
+    return buffer.getvalue()
+
+
+def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
+    atomic.write_text(path, to_csv_text(rows))
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = set(COLUMNS) - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{path}: not a cxr-covid manifest (missing {sorted(missing)})")
+            return [
+                ManifestRow(
+                    path=r["path"],
+                    label=r["class"],
+                    sha256=r["sha256"],
+                    width=int(r["width"]),
+                    height=int(r["height"]),
+                    split=r["split"],
+                    origin=r["origin"],
+                    source=r["source"],
+                    patient=r["patient"],
+                )
+                for r in reader
+            ]
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: manifest not found") from exc
+    except (ValueError, KeyError, csv.Error) as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc})") from exc
+
+
+def manifest_hash(rows: list[ManifestRow]) -> str:
+    """Identity of a manifest's content: the sha256 of its canonical CSV text."""
+    return hashlib.sha256(to_csv_text(rows).encode("utf-8")).hexdigest()
+
+
+def split_hash(rows: list[ManifestRow]) -> str:
+    """Identity of the split alone (original images and their assigned split), so two
+    models can be checked to have been tested on the same images."""
+    lines = sorted(f"{r.sha256},{r.label},{r.split}" for r in rows if r.origin == ORIGINAL)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def counts(rows: list[ManifestRow]) -> dict[str, dict[str, int]]:
+    """{split: {class: n}}, with split '' for rows not yet split."""
+    table: dict[str, Counter[str]] = {}
+    for row in rows:
+        table.setdefault(row.split, Counter())[row.label] += 1
+    return {split: dict(counter) for split, counter in table.items()}
+
+
+def select(
+    rows: list[ManifestRow], split: str, *, include_augmented: bool = False
+) -> list[ManifestRow]:
+    """Rows of one split; augmented rows only when asked (they only ever sit in train)."""
+    return [r for r in rows if r.split == split and (include_augmented or r.origin == ORIGINAL)]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

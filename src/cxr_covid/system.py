@@ -1,0 +1,136 @@
+"""What `cxr-covid info` reports: versions, the home, devices, datasets and models."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cxr_covid import __version__, paths, store
+from cxr_covid.data.dataset import list_datasets
+from cxr_covid.errors import CxrCovidError
+
+
+@dataclass
+class DatasetSummary:
+    name: str
+    source: str
+    images: int
+    classes: dict[str, int]
+    splits: dict[str, int]
+    augmented: int
+    created: str
+
+
+@dataclass
+class ModelSummary:
+    id: str
+    architecture: str
+    dataset: str
+    image_size: int
+    augmented: bool
+    val_accuracy: float | None
+    test_accuracy: float | None
+    created: str
+
+
+@dataclass
+class SystemInfo:
+    versions: dict[str, str]
+    home: str
+    home_overridden: bool
+    devices: list[dict[str, str]]
+    datasets: list[DatasetSummary] = field(default_factory=list)
+    models: list[ModelSummary] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _devices() -> tuple[dict[str, str], list[dict[str, str]]]:
+    import keras
+    import tensorflow as tf
+
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    devices = [{"name": d.name, "type": d.device_type} for d in tf.config.list_physical_devices()]
+    return versions, devices
+
+
+def summarize_datasets() -> list[DatasetSummary]:
+    summaries = []
+    for ds in list_datasets():
+        try:
+            rows = ds.rows()
+            info = ds.info()
+        except CxrCovidError:
+            continue
+        classes: dict[str, int] = {}
+        splits: dict[str, int] = {}
+        augmented = 0
+        for row in rows:
+            if row.origin != "original":
+                augmented += 1
+                continue
+            classes[row.label] = classes.get(row.label, 0) + 1
+            splits[row.split] = splits.get(row.split, 0) + 1
+        summaries.append(
+            DatasetSummary(
+                name=ds.name,
+                source=str(info.get("source", {}).get("kind", "?"))
+                if isinstance(info.get("source"), dict)
+                else str(info.get("source", "?")),
+                images=sum(classes.values()),
+                classes=classes,
+                splits=splits,
+                augmented=augmented,
+                created=str(info.get("created", "")),
+            )
+        )
+    return summaries
+
+
+def _latest_accuracy(record: store.ModelRecord, split: str) -> float | None:
+    for evaluation in reversed(record.evaluations):
+        if evaluation.get("split") == split and "accuracy" in evaluation:
+            return float(evaluation["accuracy"])
+    return None
+
+
+def summarize_models() -> list[ModelSummary]:
+    summaries = []
+    for model in store.list_models():
+        try:
+            record = model.record()
+        except CxrCovidError:
+            continue
+        val = record.metrics.get("best_val_accuracy")
+        summaries.append(
+            ModelSummary(
+                id=record.id,
+                architecture=record.architecture,
+                dataset=str(record.dataset.get("name", "")),
+                image_size=int(record.preprocessing.get("image_size", 0)),
+                augmented=bool(record.training.get("augment", False)),
+                val_accuracy=float(val) if val is not None else None,
+                test_accuracy=_latest_accuracy(record, "test"),
+                created=record.created,
+            )
+        )
+    return summaries
+
+
+def describe(*, with_devices: bool = True) -> SystemInfo:
+    versions = {"cxr_covid": __version__, "python": platform.python_version()}
+    devices: list[dict[str, str]] = []
+    if with_devices:
+        tf_versions, devices = _devices()
+        versions.update(tf_versions)
+    return SystemInfo(
+        versions=versions,
+        home=str(paths.home()),
+        home_overridden=bool(os.environ.get(paths.HOME_ENV)),
+        devices=devices,
+        datasets=summarize_datasets(),
+        models=summarize_models(),
+    )
