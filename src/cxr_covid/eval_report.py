@@ -1,0 +1,250 @@
+"""An evaluation as text: table cells, Markdown, CSV and JSON, written atomically.
+
+The CLI's rich table and the Markdown export use the same cell text, so a figure reads the
+same everywhere: `87.88% (29/33) [72.7-95.2]` is 29 of 33 images right, 95 % Wilson interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from cxr_covid import atomic, classes, stats
+from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
+
+
+def percent(x: float, digits: int = 2) -> str:
+    return "n/a" if not math.isfinite(x) else f"{100 * x:.{digits}f}%"
+
+
+def cell(p: stats.Proportion) -> str:
+    """`87.88% (29/33) [72.7-95.2]`; a class with no images reads `n/a (0/0)`."""
+    if p.n == 0:
+        return "n/a (0/0)"
+    return f"{100 * p.value:.2f}% ({p.successes}/{p.n}) [{100 * p.low:.1f}-{100 * p.high:.1f}]"
+
+
+def estimate(e: stats.Estimate, digits: int = 3) -> str:
+    if not math.isfinite(e.value):
+        return "n/a"
+    if not (math.isfinite(e.low) and math.isfinite(e.high)):
+        return f"{e.value:.{digits}f}"
+    return f"{e.value:.{digits}f} [{e.low:.{digits}f}-{e.high:.{digits}f}]"
+
+
+def p_value(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def model_label(evaluation: ModelEvaluation) -> str:
+    return evaluation.model_id
+
+
+def study_header(report: EvaluationReport) -> list[str]:
+    return ["Model", "Total", *(classes.display_name(c) for c in report.columns())]
+
+
+def study_rows(report: EvaluationReport) -> list[list[str]]:
+    """results.png as rows: model, Total, then one cell per class (count and interval)."""
+    rows = []
+    for evaluation in report.evaluations:
+        row = [model_label(evaluation), cell(evaluation.accuracy)]
+        for cls in report.columns():
+            result = evaluation.class_result(cls)
+            row.append(cell(result.accuracy) if result else "-")
+        rows.append(row)
+    return rows
+
+
+def class_metric_header() -> list[str]:
+    return ["Class", "Sensitivity", "Specificity", "PPV", "NPV", "F1", "ROC AUC"]
+
+
+def class_metric_rows(evaluation: ModelEvaluation) -> list[list[str]]:
+    return [
+        [
+            c.display,
+            cell(c.accuracy),
+            cell(c.specificity),
+            cell(c.ppv),
+            cell(c.npv),
+            estimate(c.f1),
+            estimate(c.auc),
+        ]
+        for c in evaluation.per_class
+    ]
+
+
+def confusion_header(evaluation: ModelEvaluation) -> list[str]:
+    return ["true \\ predicted", *(classes.display_name(c) for c in evaluation.classes)]
+
+
+def confusion_rows(evaluation: ModelEvaluation) -> list[list[str]]:
+    return [
+        [classes.display_name(cls), *(str(int(v)) for v in evaluation.confusion[i])]
+        for i, cls in enumerate(evaluation.classes)
+    ]
+
+
+def comparison_header() -> list[str]:
+    return ["Model A", "Model B", "A right, B wrong", "B right, A wrong", "exact p", "mid-p"]
+
+
+def comparison_rows(report: EvaluationReport) -> list[list[str]]:
+    return [
+        [
+            c.model_a,
+            c.model_b,
+            str(c.test.a_only),
+            str(c.test.b_only),
+            p_value(c.test.p_exact),
+            p_value(c.test.p_mid),
+        ]
+        for c in report.comparisons
+    ]
+
+
+def summary_line(evaluation: ModelEvaluation) -> str:
+    return (
+        f"balanced accuracy {estimate(evaluation.balanced_accuracy)}, "
+        f"macro-F1 {estimate(evaluation.macro_f1)}, "
+        f"expected calibration error {evaluation.ece:.3f}"
+        if math.isfinite(evaluation.ece)
+        else f"balanced accuracy {estimate(evaluation.balanced_accuracy)}, "
+        f"macro-F1 {estimate(evaluation.macro_f1)}"
+    )
+
+
+def methods_note(report: EvaluationReport) -> str:
+    level = f"{100 * report.confidence:g} %"
+    return (
+        f"Cells: accuracy (correct/images) [{level} Wilson interval]. F1, balanced accuracy, "
+        f"macro-F1 and ROC AUC: [{level} percentile bootstrap, {report.bootstrap} resamples "
+        f"stratified by class, seed {report.seed}]. McNemar: two-sided exact and mid-p "
+        "tests on the images where exactly one of the two models is right."
+    )
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
+
+
+def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
+    parts = [f"# {title}", ""]
+    sources = sorted({e.test_set.source for e in report.evaluations})
+    parts += [f"Evaluated on: {'; '.join(sources)}.", ""]
+    parts += ["## Test accuracy (the study's table)", ""]
+    parts += [markdown_table(study_header(report), study_rows(report)), ""]
+    parts += [methods_note(report), ""]
+    for evaluation in report.evaluations:
+        parts += [f"## {evaluation.model_id}", ""]
+        parts += [
+            f"{evaluation.architecture}, {evaluation.image_size} px, "
+            f"{'with' if evaluation.augmented else 'without'} augmentation; "
+            f"{evaluation.n} images; {summary_line(evaluation)}.",
+            "",
+        ]
+        parts += [markdown_table(class_metric_header(), class_metric_rows(evaluation)), ""]
+        parts += [markdown_table(confusion_header(evaluation), confusion_rows(evaluation)), ""]
+        for warning in evaluation.warnings:
+            parts += [f"> Warning: {warning}", ""]
+    if report.comparisons:
+        parts += ["## Are the models different? McNemar's test", ""]
+        parts += [markdown_table(comparison_header(), comparison_rows(report)), ""]
+        parts += [
+            "A small p (say below 0.05) says the two models' accuracies differ by more than "
+            "chance on these images; a large p says the data cannot tell them apart.",
+            "",
+        ]
+    for note in report.notes:
+        parts += [f"- {note}"]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("model", "split", "source", "metric", "class", "value", "low", "high", "successes", "n")
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
+
+
+def to_csv(report: EvaluationReport) -> str:
+    """Long format, one figure per row: easy to filter in a spreadsheet or pandas."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for e in report.evaluations:
+        base = [e.model_id, e.test_set.split, e.test_set.source]
+
+        def proportion_row(metric: str, cls: str, p: stats.Proportion) -> None:
+            writer.writerow(
+                [*base, metric, cls, _num(p.value), _num(p.low), _num(p.high), p.successes, p.n]
+            )
+
+        def estimate_row(metric: str, cls: str, est: stats.Estimate) -> None:
+            writer.writerow(
+                [*base, metric, cls, _num(est.value), _num(est.low), _num(est.high), "", e.n]
+            )
+
+        proportion_row("accuracy", "", e.accuracy)
+        estimate_row("balanced_accuracy", "", e.balanced_accuracy)
+        estimate_row("macro_f1", "", e.macro_f1)
+        writer.writerow([*base, "ece", "", _num(e.ece), "", "", "", e.n])
+        for c in e.per_class:
+            proportion_row("accuracy", c.cls, c.accuracy)
+            proportion_row("specificity", c.cls, c.specificity)
+            proportion_row("ppv", c.cls, c.ppv)
+            proportion_row("npv", c.cls, c.npv)
+            estimate_row("f1", c.cls, c.f1)
+            estimate_row("auc", c.cls, c.auc)
+        for i, true_cls in enumerate(e.classes):
+            for j, pred_cls in enumerate(e.classes):
+                writer.writerow(
+                    [*base, f"confusion:{pred_cls}", true_cls, int(e.confusion[i, j]), "", "", "",
+                     e.n]
+                )
+    for c in report.comparisons:
+        writer.writerow(
+            [f"{c.model_a} vs {c.model_b}", "", "", "mcnemar_exact_p", "", _num(c.test.p_exact),
+             "", "", "", c.test.n]
+        )
+        writer.writerow(
+            [f"{c.model_a} vs {c.model_b}", "", "", "mcnemar_mid_p", "", _num(c.test.p_mid),
+             "", "", "", c.test.n]
+        )
+    return buffer.getvalue()
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def to_json_text(report: EvaluationReport, *, predictions: bool = False) -> str:
+    return json.dumps(report.to_dict(predictions=predictions), indent=2) + "\n"
+
+
+def write_json(path: Path, report: EvaluationReport, *, predictions: bool = False) -> None:
+    atomic.write_text(path, to_json_text(report, predictions=predictions))
+
+
+def write_csv(path: Path, report: EvaluationReport) -> None:
+    atomic.write_text(path, to_csv(report))
+
+
+def write_markdown(path: Path, report: EvaluationReport, title: str = "Evaluation") -> None:
+    atomic.write_text(path, to_markdown(report, title))
+
+
+def jsonable(report: EvaluationReport) -> dict[str, Any]:
+    return report.to_dict()
