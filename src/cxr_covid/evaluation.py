@@ -38,7 +38,7 @@ Progress = Callable[[str, int, int], None]  # (model id, images done, images tot
 
 
 @dataclass(frozen=True)
-class TestSet:
+class EvalImages:
     """The labelled images a model is evaluated on, and where they came from."""
 
     paths: tuple[Path, ...]
@@ -55,7 +55,7 @@ class TestSet:
         return found
 
 
-def dataset_test_set(dataset_name: str, split: str) -> TestSet:
+def dataset_test_set(dataset_name: str, split: str) -> EvalImages:
     """The original (never augmented) images of one split of a stored dataset."""
     from cxr_covid.data.dataset import resolve_dataset
     from cxr_covid.data.manifest import select, split_hash
@@ -67,7 +67,7 @@ def dataset_test_set(dataset_name: str, split: str) -> TestSet:
     chosen = select(rows, split)
     if not chosen:
         raise DataError(f"dataset {dataset.name!r} has no {split} images (was it split?)")
-    return TestSet(
+    return EvalImages(
         paths=tuple(dataset.file(r) for r in chosen),
         labels=tuple(r.label for r in chosen),
         split=split,
@@ -117,7 +117,7 @@ def _class_folders(root: Path) -> list[Path]:
 
 def folder_test_set(
     root: Path, model_classes: Sequence[str], class_map: dict[str, str] | None = None
-) -> TestSet:
+) -> EvalImages:
     """An external labelled folder: one sub-folder per class, named like download accepts."""
     root = root.expanduser()
     if not root.is_dir():
@@ -163,7 +163,7 @@ def folder_test_set(
         )
     if not paths:
         raise DataError(f"{root}: no labelled images (expected one sub-folder per class)")
-    return TestSet(
+    return EvalImages(
         paths=tuple(paths),
         labels=tuple(labels),
         split=EXTERNAL,
@@ -208,7 +208,7 @@ class ModelEvaluation:
     augmented: bool
     image_size: int
     classes: list[str]  # the model's output order
-    test_set: TestSet
+    test_set: EvalImages
     accuracy: stats.Proportion
     per_class: list[ClassResult]
     confusion: np.ndarray  # rows true, columns predicted, in `classes` order
@@ -440,7 +440,7 @@ def compute_metrics(
 
 def evaluate_model(
     stored: store.StoredModel,
-    test_set: TestSet,
+    test_set: EvalImages,
     *,
     confidence: float = stats.DEFAULT_CONFIDENCE,
     bootstrap: int = stats.DEFAULT_BOOTSTRAP,
@@ -517,7 +517,7 @@ def evaluate_model(
     )
 
 
-def check_split(record: store.ModelRecord, test_set: TestSet, allow_change: bool) -> list[str]:
+def check_split(record: store.ModelRecord, test_set: EvalImages, allow_change: bool) -> list[str]:
     """Refuse (or, when allowed, warn) when the dataset was re-split after training: its
     test images may then include the model's own training images."""
     recorded = record.dataset.get("split_sha256")
@@ -572,7 +572,7 @@ def evaluate(
             seen.add(m.root.resolve())
             unique.append(m)
 
-    test_sets: dict[tuple[str, str], TestSet] = {}
+    test_sets: dict[tuple[str, str], EvalImages] = {}
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
         record = stored.record()

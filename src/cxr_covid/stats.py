@@ -314,7 +314,7 @@ class McNemar:
         return self.both_right + self.a_only + self.b_only + self.both_wrong
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "n": self.n}
 
 
 def mcnemar_p(b: int, c: int) -> tuple[float, float]:

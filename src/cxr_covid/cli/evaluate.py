@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.console import err, out
@@ -136,19 +137,19 @@ def evaluate(
         render(report)
         for path in (json_path, csv_path, markdown_path):
             if path is not None:
-                err.print(f"[dim]wrote {path}[/]")
+                err.print(f"[dim]wrote {escape(str(path))}[/]", soft_wrap=True)
         if written_plots:
             err.print(f"[dim]wrote {len(written_plots)} figures to {plots}[/]")
         if save:
             err.print("[dim]saved into each model's record (see `cxr-covid models show`)[/]")
     for evaluation in report.evaluations:
         for warning in evaluation.warnings:
-            err.print(f"[yellow]Warning:[/] {warning}")
+            err.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     failed = sum(len(e.failed) for e in report.evaluations)
     if failed:
         for evaluation in report.evaluations:
-            for path, message in evaluation.failed[:20]:
-                err.print(f"[red]unreadable:[/] {path}: {message}")
+            for _path, message in evaluation.failed[:20]:
+                err.print(f"[red]unreadable:[/] {escape(message)}", soft_wrap=True)
         raise PartialFailure(f"{failed} image(s) could not be read and were left out")
 
 
@@ -181,23 +182,23 @@ def render(report: EvaluationReport, title: str = "Test accuracy") -> None:
     from cxr_covid import eval_report
 
     sources = "; ".join(sorted({e.test_set.source for e in report.evaluations}))
-    table = Table(title=f"{title} ({sources})", title_justify="left")
+    table = Table(title=escape(f"{title} ({sources})"), title_justify="left")
     # Cells wrap at their spaces on narrow terminals ("87.88% (29/33)" over its interval)
     # rather than being cut, and the model column never shrinks to nothing.
     for i, name in enumerate(eval_report.study_header(report)):
         table.add_column(name, overflow="fold", min_width=14 if i == 0 else 12)
     for row in eval_report.study_rows(report):
-        table.add_row(*row)
+        table.add_row(*map(escape, row))
     out.print(table)
     out.print(f"[dim]{eval_report.methods_note(report)}[/]")
     for evaluation in report.evaluations:
         details = Table(
-            title=f"{evaluation.model_id}: one class vs the rest", title_justify="left"
+            title=escape(f"{evaluation.model_id}: one class vs the rest"), title_justify="left"
         )
         for name in eval_report.class_metric_header():
             details.add_column(name)
         for row in eval_report.class_metric_rows(evaluation):
-            details.add_row(*row)
+            details.add_row(*map(escape, row))
         out.print(details)
         confusion = Table(title="confusion matrix", title_justify="left")
         for name in eval_report.confusion_header(evaluation):
@@ -211,7 +212,7 @@ def render(report: EvaluationReport, title: str = "Test accuracy") -> None:
         for name in eval_report.comparison_header():
             mcnemar.add_column(name)
         for row in eval_report.comparison_rows(report):
-            mcnemar.add_row(*row)
+            mcnemar.add_row(*map(escape, row))
         out.print(mcnemar)
     for note in report.notes:
-        out.print(f"[dim]{note}[/]")
+        out.print(f"[dim]{escape(note)}[/]")
