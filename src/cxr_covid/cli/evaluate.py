@@ -186,11 +186,14 @@ def render(report: EvaluationReport, title: str = "Test accuracy") -> None:
     # Cells wrap at their spaces on narrow terminals ("87.88% (29/33)" over its interval)
     # rather than being cut, and the model column never shrinks to nothing.
     for i, name in enumerate(eval_report.study_header(report)):
-        table.add_column(name, overflow="fold", min_width=14 if i == 0 else 12)
+        if i == 0:
+            table.add_column(name, overflow="fold", min_width=8, max_width=14)
+        else:
+            table.add_column(name, min_width=12)
     for row in eval_report.study_rows(report):
         table.add_row(*map(escape, row))
     out.print(table)
-    out.print(f"[dim]{eval_report.methods_note(report)}[/]")
+    out.print(f"[dim]{escape(eval_report.methods_note(report))}[/]")
     for evaluation in report.evaluations:
         details = Table(
             title=escape(f"{evaluation.model_id}: one class vs the rest"), title_justify="left"
@@ -206,7 +209,7 @@ def render(report: EvaluationReport, title: str = "Test accuracy") -> None:
         for row in eval_report.confusion_rows(evaluation):
             confusion.add_row(*row)
         out.print(confusion)
-        out.print(eval_report.summary_line(evaluation))
+        out.print(escape(eval_report.summary_line(evaluation)))
     if report.comparisons:
         mcnemar = Table(title="McNemar's test: are the models different?", title_justify="left")
         for name in eval_report.comparison_header():

@@ -1,11 +1,198 @@
-"""`cxr-covid reproduce`."""
+"""`cxr-covid reproduce`: the whole study, end to end, our table beside the published one."""
 
 from __future__ import annotations
 
-from cxr_covid.errors import UsageError
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cxr_covid.cli.console import err, out, print_json
+
+if TYPE_CHECKING:
+    from cxr_covid.reproduce import Event, ReproduceResult
 
 HELP = "Run the whole study end to end and compare our table with the published one."
 
 
-def reproduce() -> None:
-    raise UsageError("`cxr-covid reproduce` is not built yet")
+def reproduce(
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="paper: the study's protocol (224 px, 30 epochs; hours on a CPU). "
+            "quick: 64 px, 5 epochs, minutes; NOT the study's protocol.",
+        ),
+    ] = "paper",
+    from_zip: Annotated[
+        Path | None,
+        typer.Option("--from-zip", help="Use a local copy of the Kaggle zip instead of downloading.",
+                     dir_okay=False),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Dataset name: reuse it if it exists in the home, else download into it.",
+        ),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Download the zip from this URL (a mirror).")
+    ] = None,
+    release: Annotated[
+        int | None,
+        typer.Option("--release", help="Kaggle release to download (default 1, the study's)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Run folder (default: <home>/reproduce/<preset>-<dataset>). Rerun to resume.",
+            file_okay=False,
+        ),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", min=16, help="Override the preset's image size.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Override the preset's epochs.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Override the preset's batch size.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Training and bootstrap seed (default 42).")
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for AUC/F1 intervals.")
+    ] = 1000,
+    estimate: Annotated[
+        bool,
+        typer.Option("--estimate/--no-estimate", help="Time a few training steps first."),
+    ] = True,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget the run folder's progress and start over.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
+    ] = False,
+) -> None:
+    from cxr_covid.reproduce import ReproduceOptions, run
+
+    options = ReproduceOptions(
+        preset=preset,
+        data=data,
+        from_zip=from_zip,
+        url=url,
+        release=release,
+        out=out_dir,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        bootstrap=bootstrap,
+        estimate=estimate,
+        restart=restart,
+    )
+    result = _run_with_progress(lambda notify: run(options, notify))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    render(result)
+
+
+def _run_with_progress(work: Any) -> ReproduceResult:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def notify(event: Event) -> None:
+            if event.message:
+                style = {"skip": "dim", "warning": "yellow", "estimate": "bold cyan"}.get(
+                    event.stage, ""
+                )
+                text = escape(event.message)
+                bar.console.print(f"[{style}]{text}[/]" if style else text, soft_wrap=True)
+            if event.done is not None:
+                label = f"{event.stage} {event.key}".strip()
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=event.total)
+                bar.update(tasks[label], completed=event.done, total=event.total)
+
+        result: ReproduceResult = work(notify)
+        return result
+
+
+def _verdict_cell(published: float, verdict: str) -> str:
+    colour = {"inside": "green", "outside": "red"}.get(verdict)
+    return f"{published:.2f}% " + (f"[{colour}]{verdict}[/]" if colour else verdict)
+
+
+def render(result: ReproduceResult) -> None:
+    from cxr_covid import eval_report
+    from cxr_covid.reproduce import caveats, comparison_header
+
+    protocol = (
+        "the study's protocol"
+        if result.settings["study_protocol"]
+        else "NOT the study's protocol"
+    )
+    title = f"Test accuracy: ours beside the study's (preset {result.preset.name}, {protocol})"
+    ours_cells = [[escape(eval_report.cell(c.ours)) for c in row.cells] for row in result.rows]
+    study_cells = [[_verdict_cell(c.published, c.verdict) for c in row.cells] for row in result.rows]
+    labels = [escape(row.study_model.label) for row in result.rows]
+    header = comparison_header()
+    n = len(result.rows[0].cells) if result.rows else 0
+    if out.width >= 170:
+        # Wide enough: one table, our column group beside the study's.
+        table = Table(title=escape(title), title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(name, min_width=14 if i == 0 else 12)
+        for label, ours, published in zip(labels, ours_cells, study_cells, strict=True):
+            table.add_row(label, *ours, *published)
+        out.print(table)
+    else:
+        # Narrow terminal: the two column groups as two tables, rows in the same order.
+        for group, cells, caption in (
+            (header[1 : 1 + n], ours_cells, escape(title)),
+            (header[1 + n :], study_cells, "The study's published figures: inside or outside "
+             "our 95 % interval"),
+        ):
+            table = Table(title=caption, title_justify="left")
+            table.add_column("Model", max_width=14)
+            for name in group:
+                table.add_column(name, min_width=12)
+            for label, row_cells in zip(labels, cells, strict=True):
+                table.add_row(label, *row_cells)
+            out.print(table)
+    inside, judged = result.inside()
+    out.print(
+        f"{inside} of {judged} published figures lie inside our 95 % Wilson intervals "
+        "(ours: correct/images \\[interval])."
+    )
+    if result.report.comparisons:
+        mcnemar = Table(title="McNemar's test between our models", title_justify="left")
+        for name in eval_report.comparison_header():
+            mcnemar.add_column(name)
+        for row_text in eval_report.comparison_rows(result.report):
+            mcnemar.add_row(*map(escape, row_text))
+        out.print(mcnemar)
+    for note in caveats(result):
+        out.print(f"[dim]- {escape(note)}[/]", soft_wrap=True)
+    out.print(f"Report, tables and plots: {escape(str(result.run_dir))}", soft_wrap=True)

@@ -1,0 +1,727 @@
+"""Run the study end to end and set our results beside the published ones.
+
+    download (if absent) -> split -> augment (COVID-19 x5) -> train baseline without
+    augmentation, baseline with, inception with -> evaluate the three on the same test
+    split -> table: our accuracy (count, 95 % Wilson interval) beside the study's figure,
+    with a verdict per cell (is the published figure inside our interval?).
+
+Resumable: the run folder `<home>/reproduce/<run>/` holds `state.json`, rewritten atomically
+after every finished step; rerunning the same command skips what is done (the dataset, the
+augmentation, each trained model) and continues an interrupted training run from its last
+epoch. The folder also receives the tables (JSON, Markdown, CSV), plots and `report.md`.
+
+Data ingest and training live in `cxr_covid.data.ingest`, `cxr_covid.data.augment` and
+`cxr_covid.training`; they are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxr_covid import DISCLAIMER, atomic, classes, paths, stats, store, study
+from cxr_covid.errors import DataError, UsageError
+from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
+
+STATE_FILE = "state.json"
+STATE_FORMAT = 1
+
+
+# --- options, events, results ---------------------------------------------------------------
+
+
+@dataclass
+class ReproduceOptions:
+    preset: str = "paper"
+    data: str | None = None  # dataset to use (or to create, when a source is given / absent)
+    from_zip: Path | None = None
+    url: str | None = None
+    release: int | None = None  # default: the preset's (the study's first release)
+    out: Path | None = None  # run folder; default <home>/reproduce/<preset>-<dataset>[...]
+    image_size: int | None = None  # overrides of the preset
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    bootstrap: int = stats.DEFAULT_BOOTSTRAP
+    estimate: bool = True
+    restart: bool = False  # forget the run folder's state and start over
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress for the CLI: a message, or a counter (done of total) for a stage."""
+
+    stage: str  # plan, download, augment, estimate, train, eval, write, skip, warning
+    message: str = ""
+    done: int | None = None
+    total: int | None = None
+    key: str = ""  # which model, for train/eval counters
+
+
+Notify = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    seconds_per_step: dict[str, float]  # architecture -> measured seconds per training step
+    steps: dict[str, int]  # model key -> training steps (epochs x steps per epoch)
+    seconds: dict[str, float]  # model key -> estimated seconds
+    cpus: int
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+
+@dataclass(frozen=True)
+class Cell:
+    column: str  # total or a class
+    ours: stats.Proportion
+    published: float  # percent, as printed in the study
+    verdict: str  # inside / outside / n/a
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ours": self.ours.to_dict(),
+            "published_percent": self.published,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    study_model: study.StudyModel
+    model_id: str
+    cells: list[Cell]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.study_model.key,
+            "label": self.study_model.label,
+            "architecture": self.study_model.architecture,
+            "augment": self.study_model.augment,
+            "model": self.model_id,
+            "cells": {c.column: c.to_dict() for c in self.cells},
+        }
+
+
+@dataclass
+class ReproduceResult:
+    run_dir: Path
+    settings: dict[str, Any]
+    preset: study.Preset
+    rows: list[Row]
+    report: EvaluationReport
+    files: list[Path] = field(default_factory=list)
+    estimate: TimeEstimate | None = None
+    data_source: dict[str, Any] = field(default_factory=dict)  # dataset.json's source record
+
+    def inside(self) -> tuple[int, int]:
+        verdicts = [c.verdict for r in self.rows for c in r.cells if c.verdict != "n/a"]
+        return sum(v == "inside" for v in verdicts), len(verdicts)
+
+    def to_dict(self) -> dict[str, Any]:
+        inside, judged = self.inside()
+        return {
+            "run_dir": str(self.run_dir),
+            "preset": self.preset.to_dict(),
+            "study_protocol": self.preset.study_protocol,
+            "settings": self.settings,
+            "data_source": self.data_source,
+            "columns": list(study.TABLE_COLUMNS),
+            "rows": [r.to_dict() for r in self.rows],
+            "published_inside_our_interval": {"inside": inside, "of": judged},
+            "verdict_rule": (
+                "inside: the study's published figure lies within our 95 % Wilson interval"
+            ),
+            "evaluation": self.report.to_dict(),
+        }
+
+
+# --- the run folder's state -----------------------------------------------------------------
+
+
+class RunState:
+    """`state.json`: the settings a run was started with and each finished step."""
+
+    def __init__(self, root: Path, data: dict[str, Any]) -> None:
+        self.root = root
+        self.data = data
+
+    @property
+    def path(self) -> Path:
+        return self.root / STATE_FILE
+
+    @classmethod
+    def open(cls, root: Path, settings: dict[str, Any], restart: bool) -> RunState:
+        path = root / STATE_FILE
+        if path.is_file() and not restart:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise DataError(f"{path}: unreadable run state ({exc}); use --restart") from exc
+            if data.get("settings") != settings:
+                changed = sorted(
+                    k
+                    for k in set(settings) | set(data.get("settings", {}))
+                    if settings.get(k) != data.get("settings", {}).get(k)
+                )
+                raise UsageError(
+                    f"{root} holds a run started with other settings (differs in: "
+                    f"{', '.join(changed)}); choose another --out, or --restart to start over"
+                )
+            return cls(root, data)
+        data = {
+            "format": STATE_FORMAT,
+            "settings": settings,
+            "started": store.now_iso(),
+            "steps": {},
+        }
+        state = cls(root, data)
+        state.save()
+        return state
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        found = self.data["steps"].get(name)
+        return found if isinstance(found, dict) else None
+
+    def finish(self, name: str, **info: Any) -> None:
+        self.data["steps"][name] = {**info, "finished": store.now_iso()}
+        self.save()
+
+    def save(self) -> None:
+        self.data["updated"] = store.now_iso()
+        atomic.write_json(self.path, self.data)
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+def _default_dataset_name(options: ReproduceOptions, release: int | None) -> str:
+    """The name `download` would give this source, so an existing download is reused."""
+    try:
+        from cxr_covid.data.ingest import resolve_source
+
+        source = resolve_source(
+            release=release if options.url is None and options.from_zip is None else None,
+            url=options.url,
+            from_zip=options.from_zip,
+            from_dir=None,
+        )
+        return str(source.default_name)
+    except ImportError:  # pragma: no cover - ingest ships with the package
+        if options.from_zip is not None:
+            return Path(options.from_zip).stem
+        return f"kaggle-r{release}" if release else "kaggle-current"
+
+
+def _settings(options: ReproduceOptions, preset: study.Preset, dataset: str) -> dict[str, Any]:
+    source: dict[str, Any]
+    if options.from_zip is not None:
+        source = {"zip": str(Path(options.from_zip).expanduser().resolve())}
+    elif options.url is not None:
+        source = {"url": options.url}
+    else:
+        source = {"kaggle_release": options.release or preset.release}
+    return {
+        "preset": preset.name,
+        "study_protocol": preset.study_protocol
+        and options.image_size in (None, preset.image_size)
+        and options.epochs in (None, preset.epochs)
+        and options.batch_size in (None, preset.batch_size),
+        "dataset": dataset,
+        "source": source,
+        "image_size": options.image_size or preset.image_size,
+        "epochs": options.epochs or preset.epochs,
+        "batch_size": options.batch_size or preset.batch_size,
+        "learning_rate": preset.learning_rate,
+        "seed": preset.seed if options.seed is None else options.seed,
+        "augment_factor": preset.augment_factor,
+        "split": [0.7, 0.15, 0.15],
+    }
+
+
+def default_run_dir(settings: dict[str, Any], preset: study.Preset) -> Path:
+    name = f"{settings['preset']}-{settings['dataset']}"
+    if (
+        settings["image_size"] != preset.image_size
+        or settings["epochs"] != preset.epochs
+        or settings["batch_size"] != preset.batch_size
+        or settings["seed"] != preset.seed
+    ):
+        name += (
+            f"-{settings['image_size']}px-{settings['epochs']}ep-b{settings['batch_size']}"
+            f"-s{settings['seed']}"
+        )
+    return paths.reproduce_dir() / name
+
+
+def model_name(state: RunState, key: str) -> str:
+    """A model id unique to this run (folder and start time), readable in `models list`.
+
+    The start time is part of it so that `--restart` trains new models instead of adopting
+    the previous run's."""
+    identity = f"{state.root.resolve()}|{state.data.get('started', '')}"
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:8]
+    return f"{key}-{state.data['settings']['preset']}-{digest}"
+
+
+def _ensure_dataset(
+    options: ReproduceOptions, settings: dict[str, Any], state: RunState, notify: Notify
+) -> Any:
+    from cxr_covid.data.dataset import resolve_dataset
+
+    name = settings["dataset"]
+    done = state.step("download")
+    try:
+        dataset = resolve_dataset(name)
+    except DataError:
+        dataset = None
+    if dataset is not None:
+        if done is None:
+            notify(Event("skip", f"dataset {name!r} is already in the home: using it"))
+        else:
+            notify(Event("skip", f"download: done ({name})"))
+        if done is None:
+            state.finish("download", dataset=name, reused=True)
+        return dataset
+    if done is not None:
+        raise DataError(
+            f"dataset {name!r} recorded by this run is gone from the home; use --restart "
+            "to download it again"
+        )
+    from cxr_covid.data.ingest import download_dataset
+
+    source = settings["source"]
+    what = (
+        f"Kaggle release {source['kaggle_release']}"
+        if "kaggle_release" in source
+        else source.get("zip") or source.get("url")
+    )
+    notify(Event("download", f"download: {what} -> dataset {name!r}, split 70/15/15 seed 42"))
+
+    def progress(stage: str, done_: int, total: int | None) -> None:
+        notify(Event("download", done=done_, total=total, key=stage))
+
+    result = download_dataset(
+        release=source.get("kaggle_release"),
+        url=source.get("url"),
+        from_zip=Path(source["zip"]) if "zip" in source else None,
+        name=name,
+        classes=classes.STUDY_CLASSES,
+        split=(0.7, 0.15, 0.15),
+        seed=study.STUDY_SEED,
+        progress=progress,
+    )
+    excluded = len(getattr(result, "excluded", []) or [])
+    if excluded:
+        notify(Event("warning", f"{excluded} image(s) did not decode and were left out"))
+    state.finish("download", dataset=name, counts=getattr(result, "counts", {}))
+    return result.dataset
+
+
+def _ensure_augmented(
+    dataset: Any, settings: dict[str, Any], state: RunState, notify: Notify
+) -> None:
+    if state.step("augment") is not None:
+        notify(Event("skip", "augment: done"))
+        return
+    from cxr_covid.data.augment import augment_dataset
+
+    factor = settings["augment_factor"]
+    notify(Event("augment", f"augment: COVID-19 training images x{factor} (flips, rotations)"))
+
+    def progress(done: int, total: int) -> None:
+        notify(Event("augment", done=done, total=total))
+
+    result = augment_dataset(
+        dataset, factor=factor, classes=(classes.COVID,), seed=settings["seed"], progress=progress
+    )
+    before = getattr(result, "before", {}).get(classes.COVID)
+    after = getattr(result, "after", {}).get(classes.COVID)
+    if before is not None and after is not None:
+        notify(Event("augment", f"augment: COVID-19 training images {before} -> {after}"))
+    state.finish("augment", before=getattr(result, "before", {}), after=getattr(result, "after", {}))
+
+
+def _train_counts(dataset: Any) -> tuple[int, int, int]:
+    """(original training images, augmented training images, validation images)."""
+    rows = dataset.rows()
+    original = sum(1 for r in rows if r.split == "train" and r.origin == "original")
+    augmented = sum(1 for r in rows if r.split == "train" and r.origin != "original")
+    val = sum(1 for r in rows if r.split == "val" and r.origin == "original")
+    return original, augmented, val
+
+
+def measure_step_seconds(arch: str, image_size: int, batch_size: int, steps: int = 3) -> float:
+    """Seconds per training step of a fresh model on random pixels, after one warm-up step."""
+    import keras
+    import numpy as np
+
+    from cxr_covid import models
+
+    model = models.build(arch, image_size, len(classes.STUDY_CLASSES))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(batch_size, image_size, image_size, 3)).astype("float32")
+    y = rng.integers(0, 3, size=(batch_size,))
+    model.train_on_batch(x, y)  # builds and traces the step: not representative
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return (time.perf_counter() - start) / steps
+
+
+def estimate_time(
+    dataset: Any, settings: dict[str, Any], keys: list[str], notify: Notify
+) -> TimeEstimate:
+    original, augmented, val = _train_counts(dataset)
+    size, batch, epochs = settings["image_size"], settings["batch_size"], settings["epochs"]
+    per_step: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    for key in keys:
+        spec = study.study_model(key)
+        if spec.architecture not in per_step:
+            notify(Event("estimate", f"estimate: timing a few {spec.architecture} steps..."))
+            per_step[spec.architecture] = measure_step_seconds(spec.architecture, size, batch)
+        images = original + (augmented if spec.augment else 0)
+        n_steps = math.ceil(images / batch) * epochs
+        steps[key] = n_steps
+        # Validation each epoch: a forward pass only, roughly a third of a training step.
+        val_steps = math.ceil(val / batch) * epochs
+        seconds[key] = per_step[spec.architecture] * (n_steps + val_steps / 3)
+    return TimeEstimate(per_step, steps, seconds, os.cpu_count() or 1)
+
+
+def _train_one(
+    spec: study.StudyModel,
+    name: str,
+    dataset_name: str,
+    settings: dict[str, Any],
+    notify: Notify,
+) -> str:
+    from cxr_covid import training
+
+    def progress(report: Any) -> None:
+        notify(
+            Event(
+                "train",
+                done=int(getattr(report, "epoch", 0)),
+                total=int(getattr(report, "epochs", settings["epochs"])),
+                key=spec.key,
+                message=(
+                    f"{spec.key}: epoch {report.epoch}/{report.epochs} "
+                    f"val accuracy {100 * report.val_accuracy:.2f}%"
+                    if hasattr(report, "val_accuracy")
+                    else ""
+                ),
+            )
+        )
+
+    interrupted = paths.runs_dir() / name / "state.json"
+    if interrupted.is_file() and hasattr(training, "resume"):
+        notify(Event("train", f"train {spec.label}: continuing interrupted run {name}"))
+        result = training.resume(name, progress)
+    else:
+        notify(Event("train", f"train {spec.label} -> model {name}"))
+        result = training.train(
+            training.TrainConfig(
+                arch=spec.architecture,
+                dataset=dataset_name,
+                epochs=settings["epochs"],
+                batch_size=settings["batch_size"],
+                image_size=settings["image_size"],
+                learning_rate=settings["learning_rate"],
+                seed=settings["seed"],
+                name=name,
+                augment=spec.augment,
+            ),
+            progress,
+        )
+    return str(result.model.id)
+
+
+def _ensure_models(
+    dataset: Any,
+    settings: dict[str, Any],
+    state: RunState,
+    estimate: bool,
+    notify: Notify,
+) -> tuple[dict[str, str], TimeEstimate | None]:
+    trained: dict[str, str] = {}
+    todo: list[study.StudyModel] = []
+    for spec in study.STUDY_MODELS:
+        done = state.step(f"train:{spec.key}")
+        name = model_name(state, spec.key)
+        if done is not None and store.model_dir(done["model"]).is_dir():
+            notify(Event("skip", f"train {spec.label}: done (model {done['model']})"))
+            trained[spec.key] = done["model"]
+        elif store.model_dir(name).is_dir():
+            # Trained, but the run stopped before recording it.
+            state.finish(f"train:{spec.key}", model=name)
+            notify(Event("skip", f"train {spec.label}: done (model {name})"))
+            trained[spec.key] = name
+        else:
+            todo.append(spec)
+    timing = None
+    if todo and estimate:
+        timing = estimate_time(dataset, settings, [s.key for s in todo], notify)
+        notify(Event("estimate", format_estimate(timing)))
+    for spec in todo:
+        name = model_name(state, spec.key)
+        model_id = _train_one(spec, name, dataset.name, settings, notify)
+        state.finish(f"train:{spec.key}", model=model_id)
+        trained[spec.key] = model_id
+    return trained, timing
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_estimate(timing: TimeEstimate) -> str:
+    parts = ", ".join(f"{k} ~{format_duration(s)}" for k, s in timing.seconds.items())
+    return (
+        f"estimate: about {format_duration(timing.total_seconds)} of training on this machine "
+        f"({timing.cpus} CPU cores; measured per-step time x steps): {parts}"
+    )
+
+
+def compare_with_study(
+    evaluations: dict[str, ModelEvaluation], trained: dict[str, str]
+) -> list[Row]:
+    rows = []
+    for spec in study.STUDY_MODELS:
+        evaluation = evaluations[trained[spec.key]]
+        cells = []
+        for column in study.TABLE_COLUMNS:
+            if column == study.TOTAL:
+                ours = evaluation.accuracy
+            else:
+                result = evaluation.class_result(column)
+                ours = result.accuracy if result else stats.proportion(0, 0)
+            published = spec.published[column]
+            cells.append(Cell(column, ours, published, study.verdict(published, ours.low, ours.high)))
+        rows.append(Row(spec, trained[spec.key], cells))
+    return rows
+
+
+# --- the whole run --------------------------------------------------------------------------
+
+
+def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceResult:
+    """Reproduce the study (see module doc). Returns our table beside the published one."""
+    tell: Notify = notify or (lambda event: None)
+    preset = study.preset(options.preset)
+    if options.from_zip is not None and options.url is not None:
+        raise UsageError("give at most one of --from-zip and --url")
+    if options.release is not None and (options.from_zip is not None or options.url is not None):
+        raise UsageError("--release selects a Kaggle release; it cannot go with --from-zip/--url")
+    release = options.release if options.release is not None else preset.release
+    dataset_name = options.data or _default_dataset_name(options, release)
+    settings = _settings(options, preset, dataset_name)
+    if options.release is not None:
+        settings["source"] = {"kaggle_release": release}
+    run_dir = (options.out.expanduser() if options.out else default_run_dir(settings, preset))
+    run_dir = paths.ensure(run_dir.resolve())
+    state = RunState.open(run_dir, settings, options.restart)
+
+    tell(Event("plan", f"run folder: {run_dir}"))
+    if settings["study_protocol"]:
+        tell(
+            Event(
+                "plan",
+                f"preset {preset.name}: {preset.description}. Training inception at 224 px for "
+                "30 epochs on a 2-core CPU takes hours (the baseline less); the estimate below "
+                "is measured on this machine. `--preset quick` is a minutes-long stand-in.",
+            )
+        )
+    else:
+        tell(
+            Event(
+                "plan",
+                f"preset {preset.name}: {settings['image_size']} px, {settings['epochs']} "
+                f"epochs, batch {settings['batch_size']}. NOT the study's protocol (224 px, 30 "
+                "epochs, batch 32): its numbers are not comparable with the study's.",
+            )
+        )
+
+    dataset = _ensure_dataset(options, settings, state, tell)
+    _ensure_augmented(dataset, settings, state, tell)
+    trained, timing = _ensure_models(dataset, settings, state, options.estimate, tell)
+
+    from cxr_covid.evaluation import evaluate
+
+    tell(Event("eval", "eval: the three models on the same test split"))
+    first_time = state.step("eval") is None
+    report = evaluate(
+        [trained[s.key] for s in study.STUDY_MODELS],
+        split="test",
+        bootstrap=options.bootstrap,
+        seed=settings["seed"],
+        save=first_time,  # a rerun recomputes the same numbers: record them once
+        progress=lambda model_id, done, total: tell(
+            Event("eval", done=done, total=total, key=model_id)
+        ),
+    )
+    by_id = {e.model_id: e for e in report.evaluations}
+    rows = compare_with_study(by_id, trained)
+    source = dataset.info().get("source")
+    result = ReproduceResult(
+        run_dir,
+        settings,
+        preset,
+        rows,
+        report,
+        estimate=timing,
+        data_source=source if isinstance(source, dict) else {"kind": str(source)},
+    )
+    result.files = write_outputs(result, dataset)
+    inside, judged = result.inside()
+    state.finish("eval", models=trained, inside=inside, judged=judged)
+    tell(Event("write", f"wrote {len(result.files)} files to {run_dir}"))
+    return result
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+def comparison_header() -> list[str]:
+    names = [classes.display_name(c) if c != study.TOTAL else "Total" for c in study.TABLE_COLUMNS]
+    return ["Model", *(f"ours: {n}" for n in names), *(f"study: {n}" for n in names)]
+
+
+def comparison_rows(result: ReproduceResult) -> list[list[str]]:
+    from cxr_covid.eval_report import cell
+
+    rows = []
+    for row in result.rows:
+        ours = [cell(c.ours) for c in row.cells]
+        published = [f"{c.published:.2f}% {c.verdict}" for c in row.cells]
+        rows.append([row.study_model.label, *ours, *published])
+    return rows
+
+
+def caveats(result: ReproduceResult) -> list[str]:
+    notes = []
+    if not result.settings["study_protocol"]:
+        notes.append(
+            f"This run used preset {result.preset.name!r} "
+            f"({result.settings['image_size']} px, {result.settings['epochs']} epochs): NOT "
+            "the study's protocol, so a figure outside our interval says little about the "
+            "study."
+        )
+    source = result.data_source
+    if source.get("kind") != "kaggle" or str(source.get("release")) != str(study.STUDY_RELEASE):
+        notes.append(
+            "The data is not the Kaggle release the study used (release 1: 219 COVID-19, "
+            "1341 normal, 1345 viral pneumonia), so its test set differs from the study's."
+        )
+    notes += [
+        f"The study's COVID-19 test set holds {study.PUBLISHED_COVID_TEST_IMAGES} images: the "
+        "95 % Wilson interval around 29/33 spans 72.7-95.2 %, so its three rows are not "
+        "statistically distinguishable; McNemar's test below asks the same of ours.",
+        "Our split follows the notebook (70/15/15, stratified, seed 42) but the images in "
+        "each split need not be the study's own; each model is one training run, so "
+        "run-to-run variation is not measured.",
+        "The viral-pneumonia and many normal images come from a paediatric collection, while "
+        "the COVID-19 images come from adults: a network can learn age or the hospital's "
+        "equipment rather than disease. High accuracy here is not evidence of clinical use.",
+        DISCLAIMER,
+    ]
+    return notes
+
+
+def to_markdown(result: ReproduceResult, dataset: Any) -> str:
+    from cxr_covid import eval_report
+
+    inside, judged = result.inside()
+    s = result.settings
+    protocol = (
+        "the study's protocol"
+        if s["study_protocol"]
+        else "**NOT the study's protocol** (smaller images and fewer epochs)"
+    )
+    lines = [
+        "# Reproducing the study",
+        "",
+        f"Preset `{result.preset.name}`: {protocol}. Dataset `{s['dataset']}` "
+        f"(source: {json.dumps(result.data_source)}), {s['image_size']} px, {s['epochs']} epochs, "
+        f"batch {s['batch_size']}, Adam {s['learning_rate']}, seed {s['seed']}, COVID-19 "
+        f"training images augmented x{s['augment_factor']}.",
+        "",
+    ]
+    try:
+        original, augmented, val = _train_counts(dataset)
+        test = result.report.evaluations[0].n if result.report.evaluations else 0
+        lines += [
+            f"Images: {original} training (+{augmented} augmented COVID-19 copies for the "
+            f"augmented models), {val} validation, {test} test.",
+            "",
+        ]
+    except Exception:  # the counts are a courtesy; never fail the report on them
+        pass
+    lines += [
+        "## Our results beside the study's",
+        "",
+        "Each of our cells: test accuracy (correct/images) [95 % Wilson interval]. Each study "
+        "cell: the published figure, and whether it lies **inside** or **outside** our "
+        "interval.",
+        "",
+        eval_report.markdown_table(comparison_header(), comparison_rows(result)),
+        "",
+        f"{inside} of {judged} published figures lie inside our 95 % intervals.",
+        "",
+    ]
+    if result.report.comparisons:
+        lines += [
+            "## Are our three models different? McNemar's test",
+            "",
+            eval_report.markdown_table(
+                eval_report.comparison_header(), eval_report.comparison_rows(result.report)
+            ),
+            "",
+        ]
+    lines += ["## Caveats", ""] + [f"- {c}" for c in caveats(result)] + [""]
+    lines += [
+        "## Files",
+        "",
+        "- `results.json`, `results.md`: this table, and every figure of the evaluation",
+        "- `evaluation.csv`: every figure, one per row",
+        "- `plots/`: confusion matrices, ROC curves, reliability diagrams",
+        "- `state.json`: the run's settings and finished steps (rerun to resume)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(result: ReproduceResult, dataset: Any) -> list[Path]:
+    from cxr_covid import eval_report
+    from cxr_covid.eval_plots import write_plots
+
+    root = result.run_dir
+    files = []
+    atomic.write_json(root / "results.json", result.to_dict())
+    files.append(root / "results.json")
+    markdown = to_markdown(result, dataset)
+    details = eval_report.to_markdown(result.report, title="Evaluation details")
+    atomic.write_text(root / "results.md", markdown + "\n" + details.replace("# ", "## ", 1))
+    files.append(root / "results.md")
+    atomic.write_text(root / "report.md", markdown)
+    files.append(root / "report.md")
+    eval_report.write_csv(root / "evaluation.csv", result.report)
+    files.append(root / "evaluation.csv")
+    files.extend(write_plots(result.report, root / "plots"))
+    return files
