@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,7 @@ class RunState:
             return cls(root, data)
         data = {
             "format": STATE_FORMAT,
+            "run": uuid.uuid4().hex[:8],  # names this run's models; new on --restart
             "settings": settings,
             "started": store.now_iso(),
             "steps": {},
@@ -264,13 +266,14 @@ def default_run_dir(settings: dict[str, Any], preset: study.Preset) -> Path:
 
 
 def model_name(state: RunState, key: str) -> str:
-    """A model id unique to this run (folder and start time), readable in `models list`.
+    """A model id unique to this run, readable in `models list`.
 
-    The start time is part of it so that `--restart` trains new models instead of adopting
-    the previous run's."""
-    identity = f"{state.root.resolve()}|{state.data.get('started', '')}"
-    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:8]
-    return f"{key}-{state.data['settings']['preset']}-{digest}"
+    The run's random id is part of it so that `--restart` trains new models instead of
+    adopting the previous run's."""
+    run = state.data.get("run") or hashlib.sha256(
+        str(state.root.resolve()).encode("utf-8")
+    ).hexdigest()[:8]
+    return f"{key}-{state.data['settings']['preset']}-{run}"
 
 
 def _ensure_dataset(
