@@ -57,8 +57,11 @@ def confusion_figure(evaluation: ModelEvaluation) -> Any:
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{evaluation.model_id}\naccuracy {100 * evaluation.accuracy.value:.2f}% "
-                 f"({evaluation.accuracy.successes}/{evaluation.n})", fontsize=9)
+    ax.set_title(
+        f"{evaluation.model_id}\naccuracy {100 * evaluation.accuracy.value:.2f}% "
+        f"({evaluation.accuracy.successes}/{evaluation.n})",
+        fontsize=9,
+    )
     figure.colorbar(image, ax=ax, label="share of the true class")
     return figure
 
@@ -93,14 +96,16 @@ def reliability_figure(evaluation: ModelEvaluation) -> Any:
     centres = [(b.low + b.high) / 2 for b in bins]
     width = bins[0].high - bins[0].low if bins else 0.1
     accuracy = [b.accuracy if b.count else 0.0 for b in bins]
-    top.bar(centres, accuracy, width=width * 0.9, color="tab:blue", alpha=0.8,
-            label="accuracy in bin")
+    top.bar(
+        centres, accuracy, width=width * 0.9, color="tab:blue", alpha=0.8, label="accuracy in bin"
+    )
     top.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect calibration")
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
     ece = "n/a" if not math.isfinite(evaluation.ece) else f"{evaluation.ece:.3f}"
-    top.set_title(f"Reliability (top-class confidence), ECE {ece}\n{evaluation.model_id}",
-                  fontsize=9)
+    top.set_title(
+        f"Reliability (top-class confidence), ECE {ece}\n{evaluation.model_id}", fontsize=9
+    )
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centres, [b.count for b in bins], width=width * 0.9, color="tab:grey")
     bottom.set_xlim(0, 1)
@@ -117,5 +122,7 @@ def write_plots(report: EvaluationReport, folder: Path) -> list[Path]:
         written.append(_save(confusion_figure(evaluation), folder / f"{stem}-confusion.png"))
         if evaluation.n:
             written.append(_save(roc_figure(evaluation), folder / f"{stem}-roc.png"))
-            written.append(_save(reliability_figure(evaluation), folder / f"{stem}-reliability.png"))
+            written.append(
+                _save(reliability_figure(evaluation), folder / f"{stem}-reliability.png")
+            )
     return written

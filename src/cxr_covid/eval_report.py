@@ -173,11 +173,30 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
 
 # --- CSV ------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("model", "split", "source", "metric", "class", "value", "low", "high", "successes", "n")
+CSV_COLUMNS = (
+    "model",
+    "split",
+    "source",
+    "metric",
+    "class",
+    "value",
+    "low",
+    "high",
+    "successes",
+    "n",
+)
 
 
 def _num(x: float | None) -> str:
     return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
+
+
+def _proportion_row(base: list[Any], metric: str, cls: str, p: stats.Proportion) -> list[Any]:
+    return [*base, metric, cls, _num(p.value), _num(p.low), _num(p.high), p.successes, p.n]
+
+
+def _estimate_row(base: list[Any], metric: str, cls: str, est: stats.Estimate, n: int) -> list[Any]:
+    return [*base, metric, cls, _num(est.value), _num(est.low), _num(est.high), "", n]
 
 
 def to_csv(report: EvaluationReport) -> str:
@@ -186,44 +205,29 @@ def to_csv(report: EvaluationReport) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for e in report.evaluations:
-        base = [e.model_id, e.test_set.split, e.test_set.source]
-
-        def proportion_row(metric: str, cls: str, p: stats.Proportion) -> None:
-            writer.writerow(
-                [*base, metric, cls, _num(p.value), _num(p.low), _num(p.high), p.successes, p.n]
-            )
-
-        def estimate_row(metric: str, cls: str, est: stats.Estimate) -> None:
-            writer.writerow(
-                [*base, metric, cls, _num(est.value), _num(est.low), _num(est.high), "", e.n]
-            )
-
-        proportion_row("accuracy", "", e.accuracy)
-        estimate_row("balanced_accuracy", "", e.balanced_accuracy)
-        estimate_row("macro_f1", "", e.macro_f1)
+        base: list[Any] = [e.model_id, e.test_set.split, e.test_set.source]
+        writer.writerow(_proportion_row(base, "accuracy", "", e.accuracy))
+        writer.writerow(_estimate_row(base, "balanced_accuracy", "", e.balanced_accuracy, e.n))
+        writer.writerow(_estimate_row(base, "macro_f1", "", e.macro_f1, e.n))
         writer.writerow([*base, "ece", "", _num(e.ece), "", "", "", e.n])
         for c in e.per_class:
-            proportion_row("accuracy", c.cls, c.accuracy)
-            proportion_row("specificity", c.cls, c.specificity)
-            proportion_row("ppv", c.cls, c.ppv)
-            proportion_row("npv", c.cls, c.npv)
-            estimate_row("f1", c.cls, c.f1)
-            estimate_row("auc", c.cls, c.auc)
+            writer.writerow(_proportion_row(base, "accuracy", c.cls, c.accuracy))
+            writer.writerow(_proportion_row(base, "specificity", c.cls, c.specificity))
+            writer.writerow(_proportion_row(base, "ppv", c.cls, c.ppv))
+            writer.writerow(_proportion_row(base, "npv", c.cls, c.npv))
+            writer.writerow(_estimate_row(base, "f1", c.cls, c.f1, e.n))
+            writer.writerow(_estimate_row(base, "auc", c.cls, c.auc, e.n))
         for i, true_cls in enumerate(e.classes):
             for j, pred_cls in enumerate(e.classes):
-                writer.writerow(
-                    [*base, f"confusion:{pred_cls}", true_cls, int(e.confusion[i, j]), "", "", "",
-                     e.n]
-                )
-    for c in report.comparisons:
-        writer.writerow(
-            [f"{c.model_a} vs {c.model_b}", "", "", "mcnemar_exact_p", "", _num(c.test.p_exact),
-             "", "", "", c.test.n]
-        )
-        writer.writerow(
-            [f"{c.model_a} vs {c.model_b}", "", "", "mcnemar_mid_p", "", _num(c.test.p_mid),
-             "", "", "", c.test.n]
-        )
+                count = int(e.confusion[i, j])
+                writer.writerow([*base, f"confusion:{pred_cls}", true_cls, count, "", "", "", e.n])
+    for comparison in report.comparisons:
+        pair = f"{comparison.model_a} vs {comparison.model_b}"
+        for metric, value in (
+            ("mcnemar_exact_p", comparison.test.p_exact),
+            ("mcnemar_mid_p", comparison.test.p_mid),
+        ):
+            writer.writerow([pair, "", "", metric, "", _num(value), "", "", "", comparison.test.n])
     return buffer.getvalue()
 
 
@@ -244,7 +248,3 @@ def write_csv(path: Path, report: EvaluationReport) -> None:
 
 def write_markdown(path: Path, report: EvaluationReport, title: str = "Evaluation") -> None:
     atomic.write_text(path, to_markdown(report, title))
-
-
-def jsonable(report: EvaluationReport) -> dict[str, Any]:
-    return report.to_dict()

@@ -103,9 +103,7 @@ def parse_class_map(items: Sequence[str] | None) -> dict[str, str]:
 
 
 def _class_folders(root: Path) -> list[Path]:
-    folders = sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     # A zip extracted as-is wraps the class folders in one more folder
     # (COVID-19_Radiography_Dataset/...): step inside when that is all there is.
     if len(folders) == 1 and classes.canonical(folders[0].name) is None:
@@ -562,7 +560,9 @@ def evaluate(
     if not 0 < confidence < 1:
         raise UsageError("confidence must be between 0 and 1")
     if models:
-        stored_models = [m if isinstance(m, store.StoredModel) else store.resolve(m) for m in models]
+        stored_models = [
+            m if isinstance(m, store.StoredModel) else store.resolve(m) for m in models
+        ]
     else:
         stored_models = [store.resolve(None)]
     seen: set[Path] = set()
@@ -616,7 +616,11 @@ def compare(evaluations: Sequence[ModelEvaluation]) -> tuple[list[PairComparison
     notes: list[str] = []
     for i, a in enumerate(evaluations):
         for b in evaluations[i + 1 :]:
-            if a.paths != b.paths or not np.array_equal(a.y_true, b.y_true) or a.classes != b.classes:
+            if (
+                a.paths != b.paths
+                or not np.array_equal(a.y_true, b.y_true)
+                or a.classes != b.classes
+            ):
                 notes.append(
                     f"McNemar's test skipped for {a.model_id} vs {b.model_id}: "
                     "they were not evaluated on the same images"

@@ -270,9 +270,10 @@ def model_name(state: RunState, key: str) -> str:
 
     The run's random id is part of it so that `--restart` trains new models instead of
     adopting the previous run's."""
-    run = state.data.get("run") or hashlib.sha256(
-        str(state.root.resolve()).encode("utf-8")
-    ).hexdigest()[:8]
+    run = (
+        state.data.get("run")
+        or hashlib.sha256(str(state.root.resolve()).encode("utf-8")).hexdigest()[:8]
+    )
     return f"{key}-{state.data['settings']['preset']}-{run}"
 
 
@@ -351,7 +352,9 @@ def _ensure_augmented(
     after = getattr(result, "after", {}).get(classes.COVID)
     if before is not None and after is not None:
         notify(Event("augment", f"augment: COVID-19 training images {before} -> {after}"))
-    state.finish("augment", before=getattr(result, "before", {}), after=getattr(result, "after", {}))
+    state.finish(
+        "augment", before=getattr(result, "before", {}), after=getattr(result, "after", {})
+    )
 
 
 def _train_counts(dataset: Any) -> tuple[int, int, int]:
@@ -382,12 +385,29 @@ def measure_step_seconds(arch: str, image_size: int, batch_size: int, steps: int
     return (time.perf_counter() - start) / steps
 
 
+def expected_counts(settings: dict[str, Any]) -> tuple[int, int, int] | None:
+    """Before the data is here: the image counts of the study's release, when that is the
+    source (training originals, augmented copies, validation); else None."""
+    if settings["source"].get("kaggle_release") != study.STUDY_RELEASE:
+        return None
+    counts = study.RELEASE_1_COUNTS
+    train = sum(round(0.7 * n) for n in counts.values())
+    augmented = round(0.7 * counts[classes.COVID]) * (settings["augment_factor"] - 1)
+    val = sum(round(0.15 * n) for n in counts.values())
+    return train, augmented, val
+
+
 def estimate_time(
-    dataset: Any, settings: dict[str, Any], keys: list[str], notify: Notify
+    counts: tuple[int, int, int],
+    settings: dict[str, Any],
+    keys: list[str],
+    notify: Notify,
+    step_cache: dict[str, float] | None = None,
 ) -> TimeEstimate:
-    original, augmented, val = _train_counts(dataset)
+    """Measured seconds per training step x the steps each model will take."""
+    original, augmented, val = counts
     size, batch, epochs = settings["image_size"], settings["batch_size"], settings["epochs"]
-    per_step: dict[str, float] = {}
+    per_step = step_cache if step_cache is not None else {}
     steps: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for key in keys:
@@ -401,7 +421,7 @@ def estimate_time(
         # Validation each epoch: a forward pass only, roughly a third of a training step.
         val_steps = math.ceil(val / batch) * epochs
         seconds[key] = per_step[spec.architecture] * (n_steps + val_steps / 3)
-    return TimeEstimate(per_step, steps, seconds, os.cpu_count() or 1)
+    return TimeEstimate(dict(per_step), steps, seconds, os.cpu_count() or 1)
 
 
 def _train_one(
@@ -452,13 +472,10 @@ def _train_one(
     return str(result.model.id)
 
 
-def _ensure_models(
-    dataset: Any,
-    settings: dict[str, Any],
-    state: RunState,
-    estimate: bool,
-    notify: Notify,
-) -> tuple[dict[str, str], TimeEstimate | None]:
+def _trained_models(
+    state: RunState, notify: Notify
+) -> tuple[dict[str, str], list[study.StudyModel]]:
+    """Models this run already trained (by study key), and those still to train."""
     trained: dict[str, str] = {}
     todo: list[study.StudyModel] = []
     for spec in study.STUDY_MODELS:
@@ -474,16 +491,7 @@ def _ensure_models(
             trained[spec.key] = name
         else:
             todo.append(spec)
-    timing = None
-    if todo and estimate:
-        timing = estimate_time(dataset, settings, [s.key for s in todo], notify)
-        notify(Event("estimate", format_estimate(timing)))
-    for spec in todo:
-        name = model_name(state, spec.key)
-        model_id = _train_one(spec, name, dataset.name, settings, notify)
-        state.finish(f"train:{spec.key}", model=model_id)
-        trained[spec.key] = model_id
-    return trained, timing
+    return trained, todo
 
 
 def format_duration(seconds: float) -> str:
@@ -494,12 +502,22 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def format_estimate(timing: TimeEstimate) -> str:
+def format_estimate(timing: TimeEstimate, basis: str = "") -> str:
     parts = ", ".join(f"{k} ~{format_duration(s)}" for k, s in timing.seconds.items())
+    basis = f"; {basis}" if basis else ""
     return (
         f"estimate: about {format_duration(timing.total_seconds)} of training on this machine "
-        f"({timing.cpus} CPU cores; measured per-step time x steps): {parts}"
+        f"({timing.cpus} CPU cores; measured seconds per step x steps{basis}): {parts}"
     )
+
+
+def _dataset_exists(name: str) -> bool:
+    from cxr_covid.data.dataset import dataset_path
+
+    try:
+        return (dataset_path(name) / "manifest.csv").is_file()
+    except UsageError:
+        return False
 
 
 def compare_with_study(
@@ -516,7 +534,9 @@ def compare_with_study(
                 result = evaluation.class_result(column)
                 ours = result.accuracy if result else stats.proportion(0, 0)
             published = spec.published[column]
-            cells.append(Cell(column, ours, published, study.verdict(published, ours.low, ours.high)))
+            cells.append(
+                Cell(column, ours, published, study.verdict(published, ours.low, ours.high))
+            )
         rows.append(Row(spec, trained[spec.key], cells))
     return rows
 
@@ -537,7 +557,7 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     settings = _settings(options, preset, dataset_name)
     if options.release is not None:
         settings["source"] = {"kaggle_release": release}
-    run_dir = (options.out.expanduser() if options.out else default_run_dir(settings, preset))
+    run_dir = options.out.expanduser() if options.out else default_run_dir(settings, preset)
     run_dir = paths.ensure(run_dir.resolve())
     state = RunState.open(run_dir, settings, options.restart)
 
@@ -561,9 +581,33 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
             )
         )
 
+    trained, todo = _trained_models(state, tell)
+    keys = [spec.key for spec in todo]
+    step_cache: dict[str, float] = {}
+    timing = None
+    if todo and options.estimate and not _dataset_exists(dataset_name):
+        expected = expected_counts(settings)
+        if expected is not None:
+            timing = estimate_time(expected, settings, keys, tell, step_cache)
+            tell(
+                Event(
+                    "estimate",
+                    format_estimate(
+                        timing, "before download, assuming the first release's 2905 images"
+                    ),
+                )
+            )
+
     dataset = _ensure_dataset(options, settings, state, tell)
     _ensure_augmented(dataset, settings, state, tell)
-    trained, timing = _ensure_models(dataset, settings, state, options.estimate, tell)
+
+    if todo and options.estimate:
+        timing = estimate_time(_train_counts(dataset), settings, keys, tell, step_cache)
+        tell(Event("estimate", format_estimate(timing)))
+    for spec in todo:
+        model_id = _train_one(spec, model_name(state, spec.key), dataset.name, settings, tell)
+        state.finish(f"train:{spec.key}", model=model_id)
+        trained[spec.key] = model_id
 
     from cxr_covid.evaluation import evaluate
 

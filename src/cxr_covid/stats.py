@@ -108,8 +108,9 @@ def _finite(x: float) -> float | None:
 # --- confusion matrix and what follows from it --------------------------------------------
 
 
-def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
-                     n_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int
+) -> np.ndarray:
     """(n_classes, n_classes) int matrix; rows are the true class, columns the prediction."""
     t = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(y_pred, dtype=np.int64)

@@ -18,7 +18,12 @@ TABLE_COLUMNS: tuple[str, ...] = (TOTAL, *classes.STUDY_CLASSES)
 
 PUBLISHED_TEST_IMAGES = 435
 PUBLISHED_COVID_TEST_IMAGES = 33
-STUDY_RELEASE = 1  # the first Kaggle release: 219 COVID-19, 1341 normal, 1345 viral pneumonia
+STUDY_RELEASE = 1  # the first Kaggle release
+RELEASE_1_COUNTS: dict[str, int] = {
+    classes.COVID: 219,
+    classes.NORMAL: 1341,
+    classes.VIRAL_PNEUMONIA: 1345,
+}
 STUDY_AUGMENT_FACTOR = 5
 STUDY_SEED = 42
 
@@ -119,9 +124,7 @@ def preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise UsageError(
-            f"unknown preset {name!r} (choose from: {', '.join(PRESETS)})"
-        ) from None
+        raise UsageError(f"unknown preset {name!r} (choose from: {', '.join(PRESETS)})") from None
 
 
 def verdict(published_percent: float, low: float, high: float) -> str:

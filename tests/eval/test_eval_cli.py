@@ -35,8 +35,9 @@ def test_eval_newest_model_prints_the_study_table_and_saves_the_record(
     # 4 test images per class in the blobs dataset (60/20/20 of 20)
     assert [c["accuracy"]["n"] for c in model["per_class"]] == [4, 4, 4]
     # The counts in the cells add up to the total.
-    assert sum(c["accuracy"]["successes"] for c in model["per_class"]) == (
-        model["accuracy"]["successes"]
+    assert (
+        sum(c["accuracy"]["successes"] for c in model["per_class"])
+        == (model["accuracy"]["successes"])
     )
     assert model["accuracy"]["successes"] >= 10  # the blobs are easy: the fit learned them
     # Saved in the record, and `models show` displays it.
@@ -65,9 +66,19 @@ def test_two_models_get_mcnemar_and_every_export(eval_home: Path, tmp_path: Path
     result = runner.invoke(
         app,
         [
-            "eval", GOOD, WEAK, "--split", "test",
-            "--json", str(out / "e.json"), "--csv", str(out / "e.csv"),
-            "--markdown", str(out / "e.md"), "--plots", str(out / "plots"),
+            "eval",
+            GOOD,
+            WEAK,
+            "--split",
+            "test",
+            "--json",
+            str(out / "e.json"),
+            "--csv",
+            str(out / "e.csv"),
+            "--markdown",
+            str(out / "e.md"),
+            "--plots",
+            str(out / "plots"),
             "--predictions",
         ],
     )
@@ -94,7 +105,9 @@ def test_two_models_get_mcnemar_and_every_export(eval_home: Path, tmp_path: Path
     assert not [p for p in out.rglob(".tmp-*")]
 
 
-def test_eval_probabilities_are_predict_paths_probabilities(eval_home: Path, tmp_path: Path) -> None:
+def test_eval_probabilities_are_predict_paths_probabilities(
+    eval_home: Path, tmp_path: Path
+) -> None:
     from cxr_covid import store
     from cxr_covid.inference import predict_paths
 
@@ -113,7 +126,9 @@ def test_eval_probabilities_are_predict_paths_probabilities(eval_home: Path, tmp
 
 
 def test_eval_other_split(eval_home: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", GOOD, "--split", "val", "--json", str(tmp_path / "v.json")])
+    result = runner.invoke(
+        app, ["eval", GOOD, "--split", "val", "--json", str(tmp_path / "v.json")]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "v.json").read_text())
     assert data["models"][0]["split"] == "val"
@@ -158,8 +173,9 @@ def test_eval_external_folder_with_unknown_class_fails_clearly(
     )
     assert ok.exit_code == 0, ok.output
     # A class the model never learnt is refused too, naming the folder.
-    write_class_folders(folder, per_class=1, labels=("lung_opacity",),
-                        folder_names={"lung_opacity": "Lung_Opacity"})
+    write_class_folders(
+        folder, per_class=1, labels=("lung_opacity",), folder_names={"lung_opacity": "Lung_Opacity"}
+    )
     untrained = runner.invoke(
         app, ["eval", GOOD, "--data", str(folder), "--class-map", "Tuberculosis=skip"]
     )

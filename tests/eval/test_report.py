@@ -10,7 +10,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxr_covid import eval_report, stats
-from cxr_covid.evaluation import EvaluationReport, ModelEvaluation, EvalImages, compare, compute_metrics
+from cxr_covid.evaluation import (
+    EvalImages,
+    EvaluationReport,
+    ModelEvaluation,
+    compare,
+    compute_metrics,
+)
 
 CLASSES = ["covid", "normal", "viral_pneumonia"]
 # The hand-checked case of test_stats: predictions 0 0 1 2 | 1 1 0 | 2 2 1.
@@ -70,7 +76,7 @@ def test_compute_metrics_matches_the_hand_checked_case() -> None:
     assert evaluation.balanced_accuracy.value == pytest.approx(11 / 18)
     assert evaluation.macro_f1.value == pytest.approx(38 / 63)
     for j, result in enumerate(evaluation.per_class):
-        expected = roc_auc_score(Y_TRUE == j, evaluation.probabilities[:, j])
+        expected = roc_auc_score(j == Y_TRUE, evaluation.probabilities[:, j])
         assert result.auc.value == pytest.approx(expected)
         assert result.auc.low <= result.auc.value <= result.auc.high
 
@@ -92,7 +98,13 @@ def test_study_table_layout_one_row_per_model() -> None:
     good, other = _evaluation("model-a", Y_PRED), _evaluation("model-b", Y_TRUE.copy(), seed=2)
     comparisons, notes = compare([good, other])
     report = EvaluationReport([good, other], comparisons, notes, 0.95, 200, 1)
-    assert eval_report.study_header(report) == ["Model", "Total", "Covid-19", "Healthy", "Pneumonia"]
+    assert eval_report.study_header(report) == [
+        "Model",
+        "Total",
+        "Covid-19",
+        "Healthy",
+        "Pneumonia",
+    ]
     rows = eval_report.study_rows(report)
     assert rows[0] == [
         "model-a",
@@ -122,7 +134,11 @@ def test_csv_is_long_format_with_every_figure() -> None:
     for cls in CLASSES:
         for metric in ("accuracy", "specificity", "ppv", "npv", "f1", "auc"):
             assert (metric, cls) in metrics
-    confusion = {r["class"] + ">" + r["metric"]: r["value"] for r in rows if r["metric"].startswith("confusion:")}
+    confusion = {
+        r["class"] + ">" + r["metric"]: r["value"]
+        for r in rows
+        if r["metric"].startswith("confusion:")
+    }
     assert confusion["covid>confusion:normal"] == "1"
     assert confusion["normal>confusion:covid"] == "1"
 

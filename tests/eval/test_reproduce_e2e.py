@@ -62,8 +62,18 @@ def served_zip(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
-QUICK = ["--preset", "quick", "--image-size", "16", "--epochs", "1", "--batch-size", "16",
-         "--bootstrap", "50"]
+QUICK = [
+    "--preset",
+    "quick",
+    "--image-size",
+    "16",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--bootstrap",
+    "50",
+]
 
 
 def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) -> None:
@@ -92,7 +102,12 @@ def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) 
     assert len(data["evaluation"]["mcnemar"]) == 3
 
     report = (run_dir / "report.md").read_text()
-    for caveat in ("NOT the study's protocol", "33 images", "paediatric", "not a diagnostic device"):
+    for caveat in (
+        "NOT the study's protocol",
+        "33 images",
+        "paediatric",
+        "not a diagnostic device",
+    ):
         assert caveat in report
     assert (run_dir / "results.md").read_text().startswith("# Reproducing the study")
     assert (run_dir / "evaluation.csv").is_file()
@@ -104,7 +119,9 @@ def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) 
     for model_id in models.values():
         record = json.loads((cxr_home / "models" / model_id / "model.json").read_text())
         assert len(record["evaluations"]) == 1 and record["evaluations"][0]["split"] == "test"
-    augmented = json.loads((cxr_home / "models" / models["baseline-aug"] / "model.json").read_text())
+    augmented = json.loads(
+        (cxr_home / "models" / models["baseline-aug"] / "model.json").read_text()
+    )
     assert augmented["training"].get("augment") is True
 
     # Rerun: every finished step is skipped, nothing is trained again or saved twice.

@@ -10,7 +10,7 @@ import pytest
 
 from cxr_covid import classes, reproduce, stats, study
 from cxr_covid.errors import UsageError
-from cxr_covid.evaluation import EvaluationReport, EvalImages, ModelEvaluation, compute_metrics
+from cxr_covid.evaluation import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
 
 
 def test_published_table_is_the_studys() -> None:
@@ -73,9 +73,22 @@ def _evaluation(model_id: str, per_class_correct: dict[int, tuple[int, int]]) ->
     )
     paths = [Path(f"/t/{i}.png") for i in range(len(y_true))]
     return ModelEvaluation(
-        model_id, "baseline", False, 224, labels,
+        model_id,
+        "baseline",
+        False,
+        224,
+        labels,
         EvalImages(tuple(paths), tuple(labels[t] for t in y_true), "test", "dataset d"),
-        overall, per_class, cm, balanced, macro, bins, ece, paths, np.array(y_true), probs,
+        overall,
+        per_class,
+        cm,
+        balanced,
+        macro,
+        bins,
+        ece,
+        paths,
+        np.array(y_true),
+        probs,
     )
 
 
@@ -105,9 +118,18 @@ def test_comparison_table_layout(tmp_path: Path) -> None:
     rows = reproduce.compare_with_study({"m1": evaluation}, trained)
     result = reproduce.ReproduceResult(
         run_dir=tmp_path,
-        settings={"preset": "paper", "study_protocol": True, "dataset": "d", "source": {},
-                  "image_size": 224, "epochs": 30, "batch_size": 32, "learning_rate": 0.001,
-                  "seed": 42, "augment_factor": 5},
+        settings={
+            "preset": "paper",
+            "study_protocol": True,
+            "dataset": "d",
+            "source": {},
+            "image_size": 224,
+            "epochs": 30,
+            "batch_size": 32,
+            "learning_rate": 0.001,
+            "seed": 42,
+            "augment_factor": 5,
+        },
         preset=study.preset("paper"),
         rows=rows,
         report=EvaluationReport([evaluation], [], [], 0.95, 0, 42),
@@ -115,8 +137,14 @@ def test_comparison_table_layout(tmp_path: Path) -> None:
     )
     assert reproduce.comparison_header() == [
         "Model",
-        "ours: Total", "ours: Covid-19", "ours: Healthy", "ours: Pneumonia",
-        "study: Total", "study: Covid-19", "study: Healthy", "study: Pneumonia",
+        "ours: Total",
+        "ours: Covid-19",
+        "ours: Healthy",
+        "ours: Pneumonia",
+        "study: Total",
+        "study: Covid-19",
+        "study: Healthy",
+        "study: Pneumonia",
     ]
     first = reproduce.comparison_rows(result)[0]
     assert first == [

@@ -12,7 +12,9 @@ from rich.table import Table
 from cxr_covid.cli.console import err, out
 
 if TYPE_CHECKING:
-    from cxr_covid.evaluation import EvaluationReport
+    from collections.abc import Callable
+
+    from cxr_covid.evaluation import EvaluationReport, Progress
 
 HELP = "Evaluate stored models: the study's per-class accuracy table with 95% intervals, and more."
 
@@ -20,7 +22,9 @@ HELP = "Evaluate stored models: the study's per-class accuracy table with 95% in
 def evaluate(
     models: Annotated[
         list[str] | None,
-        typer.Argument(help="Model ids or folders (default: the newest model).", show_default=False),
+        typer.Argument(
+            help="Model ids or folders (default: the newest model).", show_default=False
+        ),
     ] = None,
     split: Annotated[
         str | None,
@@ -48,13 +52,15 @@ def evaluate(
     ] = None,
     json_path: Annotated[
         Path | None,
-        typer.Option("--json", help="Write every figure as JSON to PATH ('-' for stdout).",
-                     dir_okay=False),
+        typer.Option(
+            "--json", help="Write every figure as JSON to PATH ('-' for stdout).", dir_okay=False
+        ),
     ] = None,
     csv_path: Annotated[
         Path | None,
-        typer.Option("--csv", help="Write every figure as CSV (one figure per row).",
-                     dir_okay=False),
+        typer.Option(
+            "--csv", help="Write every figure as CSV (one figure per row).", dir_okay=False
+        ),
     ] = None,
     markdown_path: Annotated[
         Path | None,
@@ -153,13 +159,16 @@ def evaluate(
         raise PartialFailure(f"{failed} image(s) could not be read and were left out")
 
 
-def _run_with_progress(work, quiet: bool):  # type: ignore[no-untyped-def]
+def _run_with_progress(
+    work: Callable[[Progress | None], EvaluationReport], quiet: bool
+) -> EvaluationReport:
     """Run `work(progress)` with a rich progress bar on stderr (one bar per model)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as ProgressBar
 
     if quiet:
         return work(None)
-    with Progress(
+    with ProgressBar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -167,12 +176,12 @@ def _run_with_progress(work, quiet: bool):  # type: ignore[no-untyped-def]
         console=err,
         transient=True,
     ) as bar:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(model_id: str, done: int, total: int) -> None:
             if model_id not in tasks:
-                tasks[model_id] = bar.add_task(model_id, total=total)
-            bar.update(tasks[model_id], completed=done)  # type: ignore[arg-type]
+                tasks[model_id] = bar.add_task(escape(model_id), total=total)
+            bar.update(tasks[model_id], completed=done)
 
         return work(progress)
 

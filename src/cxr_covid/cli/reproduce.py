@@ -28,8 +28,11 @@ def reproduce(
     ] = "paper",
     from_zip: Annotated[
         Path | None,
-        typer.Option("--from-zip", help="Use a local copy of the Kaggle zip instead of downloading.",
-                     dir_okay=False),
+        typer.Option(
+            "--from-zip",
+            help="Use a local copy of the Kaggle zip instead of downloading.",
+            dir_okay=False,
+        ),
     ] = None,
     data: Annotated[
         str | None,
@@ -149,13 +152,13 @@ def render(result: ReproduceResult) -> None:
     from cxr_covid.reproduce import caveats, comparison_header
 
     protocol = (
-        "the study's protocol"
-        if result.settings["study_protocol"]
-        else "NOT the study's protocol"
+        "the study's protocol" if result.settings["study_protocol"] else "NOT the study's protocol"
     )
     title = f"Test accuracy: ours beside the study's (preset {result.preset.name}, {protocol})"
     ours_cells = [[escape(eval_report.cell(c.ours)) for c in row.cells] for row in result.rows]
-    study_cells = [[_verdict_cell(c.published, c.verdict) for c in row.cells] for row in result.rows]
+    study_cells = [
+        [_verdict_cell(c.published, c.verdict) for c in row.cells] for row in result.rows
+    ]
     labels = [escape(row.study_model.label) for row in result.rows]
     header = comparison_header()
     n = len(result.rows[0].cells) if result.rows else 0
@@ -171,8 +174,11 @@ def render(result: ReproduceResult) -> None:
         # Narrow terminal: the two column groups as two tables, rows in the same order.
         for group, cells, caption in (
             (header[1 : 1 + n], ours_cells, escape(title)),
-            (header[1 + n :], study_cells, "The study's published figures: inside or outside "
-             "our 95 % interval"),
+            (
+                header[1 + n :],
+                study_cells,
+                "The study's published figures: inside or outside our 95 % interval",
+            ),
         ):
             table = Table(title=caption, title_justify="left")
             table.add_column("Model", max_width=14)
