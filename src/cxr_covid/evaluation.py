@@ -126,7 +126,8 @@ def folder_test_set(
     paths: list[Path] = []
     labels: list[str] = []
     for folder in _class_folders(root):
-        target = class_map.get(folder.name) or classes.canonical(folder.name)
+        # --class-map first (matched like aliases: case, spaces and punctuation ignored).
+        target = classes.canonical(folder.name, class_map)
         if target in SKIP_TARGETS:
             continue
         if target is None:
