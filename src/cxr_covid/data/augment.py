@@ -148,6 +148,8 @@ def augment_dataset(
 
     total = sum(target - len(sources) for target, sources in plans.values())
     done = 0
+    if progress is not None:
+        progress(0, total)
     new_rows: list[ManifestRow] = []
     built: list[tuple[Path, Path]] = []  # (temporary folder, final folder)
     try:

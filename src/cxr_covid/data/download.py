@@ -29,7 +29,7 @@ import requests
 from cxr_covid.data.sources import CREDENTIALS_HELP, Credentials
 from cxr_covid.errors import DownloadError
 
-CHUNK = 1 << 16
+CHUNK = 1 << 14  # small enough that a broken-off transfer loses little
 RETRIES_ENV = "CXR_COVID_DOWNLOAD_RETRIES"
 BACKOFF_ENV = "CXR_COVID_DOWNLOAD_BACKOFF"
 TIMEOUT_ENV = "CXR_COVID_DOWNLOAD_TIMEOUT"

@@ -38,6 +38,8 @@ SUSPICIOUS_SIZE = 64 * 1024**2
 class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_members: int = DEFAULT_MAX_MEMBERS
+    max_ratio: int = MAX_RATIO
+    suspicious_size: int = SUSPICIOUS_SIZE
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -94,8 +96,8 @@ def check_archive(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipI
             raise ArchiveError(f"refusing archive: member {info.filename!r} has {problem}")
         total += info.file_size
         if (
-            info.file_size > SUSPICIOUS_SIZE
-            and info.file_size > MAX_RATIO * max(1, info.compress_size)
+            info.file_size > limits.suspicious_size
+            and info.file_size > limits.max_ratio * max(1, info.compress_size)
         ):
             raise ArchiveError(
                 f"refusing archive: member {info.filename!r} inflates "
@@ -179,11 +181,7 @@ def copy_tree(
 ) -> list[Path]:
     """Copy the files of a local folder that `keep` accepts, preserving relative paths;
     symbolic links are followed for files but never for folders (no cycles)."""
-    files = sorted(
-        p
-        for p in _walk(source)
-        if keep(p)
-    )
+    files = sorted(p for p in _walk(source) if keep(p))
     written = []
     for index, path in enumerate(files, 1):
         target = dest / path.relative_to(source)
