@@ -184,6 +184,15 @@ def build_catalog(
             skipped[label] += 1
         else:
             candidates.append((rel, label))
+    found_labels = {label for _rel, label in candidates}
+    missing = [c for c in classes if c not in found_labels]
+    if candidates and missing:
+        folders = ", ".join(sorted(unmatched)[:5]) or "none"
+        raise DataError(
+            f"no images of class {', '.join(missing)} under {root.name} (folders without a "
+            f"class: {folders}); map folders with --class-map 'FOLDER=CLASS,...' or choose "
+            "the classes present with --classes"
+        )
     layout = detect_layout([rel for rel, _ in candidates] + relatives[:2000])
     if not candidates:
         found = ", ".join(sorted(unmatched)[:5]) or "no image files at all"
