@@ -101,7 +101,9 @@ def http_server() -> Iterator[Server]:
     handler_class = type("H", (_RequestHandler,), {"server_state": state})
     server.RequestHandlerClass = handler_class
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield state

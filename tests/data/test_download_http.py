@@ -56,9 +56,10 @@ def test_kaggle_endpoint_current_release(
     code, out, err = _download("--json")
     assert code == 0, err
     counts = _counts(out)
-    assert sum(counts["train"].values()) + sum(counts["val"].values()) + sum(
-        counts["test"].values()
-    ) == 30  # lung opacity not selected by default
+    assert (
+        sum(counts["train"].values()) + sum(counts["val"].values()) + sum(counts["test"].values())
+        == 30
+    )  # lung opacity not selected by default
     assert _datasets(cxr_home) == ["kaggle-current"]
     info = json.loads((cxr_home / "datasets" / "kaggle-current" / "dataset.json").read_text())
     assert info["source"]["kind"] == "kaggle"
@@ -258,7 +259,9 @@ HOSTILE = {
     "dotdot": with_member(GOOD, "../evil.png", b"x"),
     "nested-dotdot": with_member(GOOD, "COVID-19_Radiography_Dataset/../../evil.png", b"x"),
     "absolute": with_member(GOOD, "/tmp/evil.png", b"x"),
-    "symlink": with_member(GOOD, special_member("COVID-19_Radiography_Dataset/link", SYMLINK), b"/etc/passwd"),
+    "symlink": with_member(
+        GOOD, special_member("COVID-19_Radiography_Dataset/link", SYMLINK), b"/etc/passwd"
+    ),
     "device": with_member(GOOD, special_member("dev0", CHAR_DEVICE), b""),
     "not-a-zip": b"\x00\x01 definitely not a zip archive" * 10,
 }
@@ -291,9 +294,7 @@ def test_zip_bomb_is_refused_by_the_size_bound(
     assert _datasets(cxr_home) == []
 
 
-def test_failed_replacement_keeps_the_previous_dataset(
-    http_server: Server, cxr_home: Path
-) -> None:
+def test_failed_replacement_keeps_the_previous_dataset(http_server: Server, cxr_home: Path) -> None:
     http_server.routes["/good.zip"] = lambda h, n: h.send_body(GOOD)
     http_server.routes["/bad.zip"] = lambda h, n: h.send_body(HOSTILE["dotdot"])
     code, _out, err = _download("--url", http_server.url("/good.zip"), "--name", "mine")

@@ -31,7 +31,11 @@ def _zip(tmp_path: Path, layout: str, per_class: int = 10) -> Path:
 
 @pytest.mark.parametrize(
     ("layout", "expected_layout"),
-    [("first", "kaggle-first"), ("intermediate", "kaggle-intermediate"), ("current", "kaggle-current")],
+    [
+        ("first", "kaggle-first"),
+        ("intermediate", "kaggle-intermediate"),
+        ("current", "kaggle-current"),
+    ],
 )
 def test_every_kaggle_layout_is_catalogued(
     tmp_path: Path, cxr_home: Path, layout: str, expected_layout: str
@@ -138,14 +142,18 @@ def test_bad_class_map_and_split_are_usage_errors(tmp_path: Path) -> None:
     source = write_class_folders(tmp_path / "d", per_class=4)
     result = runner.invoke(app, ["download", "--from-dir", str(source), "--class-map", "x"])
     assert result.exit_code == EXIT_USAGE
-    result = runner.invoke(app, ["download", "--from-dir", str(source), "--split", "0.75,0.15,0.15"])
+    result = runner.invoke(
+        app, ["download", "--from-dir", str(source), "--split", "0.75,0.15,0.15"]
+    )
     assert result.exit_code == EXIT_USAGE
     assert "105 %" in result.stderr
 
 
 def test_existing_name_needs_force(tmp_path: Path, cxr_home: Path) -> None:
     archive = _zip(tmp_path, "first")
-    assert runner.invoke(app, ["download", "--from-zip", str(archive), "--name", "x"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["download", "--from-zip", str(archive), "--name", "x"]).exit_code == 0
+    )
     first = (cxr_home / "datasets" / "x" / "dataset.json").read_text()
     result = runner.invoke(app, ["download", "--from-zip", str(archive), "--name", "x"])
     assert result.exit_code == EXIT_USAGE

@@ -84,7 +84,10 @@ def test_keep_filter_skips_members(tmp_path: Path) -> None:
     [
         ("COVID-19 Radiography Database/COVID-19/COVID-19 (1).png", "covid"),
         ("COVID-19 Radiography Database/NORMAL/NORMAL (3).png", "normal"),
-        ("COVID-19 Radiography Database/Viral Pneumonia/Viral Pneumonia (2).png", "viral_pneumonia"),
+        (
+            "COVID-19 Radiography Database/Viral Pneumonia/Viral Pneumonia (2).png",
+            "viral_pneumonia",
+        ),
         ("COVID-19 Radiography Database/COVID/COVID (10).png", "covid"),
         ("COVID-19_Radiography_Dataset/COVID/images/COVID-1.png", "covid"),
         ("COVID-19_Radiography_Dataset/Lung_Opacity/images/Lung_Opacity-1.png", "lung_opacity"),

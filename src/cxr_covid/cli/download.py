@@ -45,9 +45,7 @@ def download(
     ] = None,
     from_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--from-dir", help="Use your own images in class folders.", file_okay=False
-        ),
+        typer.Option("--from-dir", help="Use your own images in class folders.", file_okay=False),
     ] = None,
     name: Annotated[
         str | None,
@@ -174,9 +172,7 @@ def render(result: DownloadResult) -> None:
             totals[label] += by.get(label, 0)
         table.add_row(split, *(str(by.get(c, 0)) for c in labels), str(sum(by.values())))
     table.add_section()
-    table.add_row(
-        "all", *(str(totals[c]) for c in labels), str(sum(totals.values())), style="bold"
-    )
+    table.add_row("all", *(str(totals[c]) for c in labels), str(sum(totals.values())), style="bold")
     out.print(table)
     out.print(f"Saved to {result.dataset.root}")
     if result.excluded:

@@ -130,7 +130,7 @@ def augment_dataset(
         target = max(n, majority) if balance else n * int(factor or 1)
         targets[c] = target
         setting = {"target": target, "seed": seed}
-        record = records.get(c)
+        record: dict[str, Any] = records.get(c) or {}
         existing = [r for r in old_aug if r.label == c]
         same = bool(record) and all(record.get(k) == v for k, v in setting.items())
         complete = len(existing) == target - n and all(dataset.file(r).is_file() for r in existing)
@@ -139,8 +139,8 @@ def augment_dataset(
             continue
         if existing and not same and not force:
             raise UsageError(
-                f"class {c!r} was already augmented to {record.get('target') if record else '?'} "
-                f"images with seed {record.get('seed') if record else '?'}; add --force to redo "
+                f"class {c!r} was already augmented to {record.get('target', '?')} "
+                f"images with seed {record.get('seed', '?')}; add --force to redo "
                 f"it for {target} images with seed {seed}"
             )
         sources = sorted((r for r in train if r.label == c), key=lambda r: natural_key(r.path))
@@ -163,8 +163,9 @@ def augment_dataset(
                 for i, src in enumerate(sources)
             ]
 
-            def make(job: tuple[ManifestRow, int], tmp: Path = tmp, final: Path = final,
-                     label: str = c) -> list[ManifestRow]:
+            def make(
+                job: tuple[ManifestRow, int], tmp: Path = tmp, final: Path = final, label: str = c
+            ) -> list[ManifestRow]:
                 src, copies = job
                 if copies == 0:
                     return []

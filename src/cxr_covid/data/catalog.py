@@ -113,7 +113,7 @@ def is_candidate(relative: str) -> bool:
 
 
 def natural_key(text: str) -> list[object]:
-    """"COVID (2).png" before "COVID (10).png", as a person would sort them."""
+    """ "COVID (2).png" before "COVID (10).png", as a person would sort them."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
@@ -187,10 +187,10 @@ def build_catalog(
     found_labels = {label for _rel, label in candidates}
     missing = [c for c in classes if c not in found_labels]
     if candidates and missing:
-        folders = ", ".join(sorted(unmatched)[:5]) or "none"
+        names = ", ".join(sorted(unmatched)[:5]) or "none"
         raise DataError(
             f"no images of class {', '.join(missing)} under {root.name} (folders without a "
-            f"class: {folders}); map folders with --class-map 'FOLDER=CLASS,...' or choose "
+            f"class: {names}); map folders with --class-map 'FOLDER=CLASS,...' or choose "
             "the classes present with --classes"
         )
     layout = detect_layout([rel for rel, _ in candidates] + relatives[:2000])

@@ -65,7 +65,7 @@ class RetryPolicy:
         )
 
     def wait(self, failures: int, retry_after: str | None = None) -> float:
-        seconds = self.backoff * (2 ** max(0, failures - 1))
+        seconds = self.backoff * float(2 ** max(0, failures - 1))
         if retry_after:
             with contextlib.suppress(ValueError):
                 seconds = max(seconds, float(retry_after))

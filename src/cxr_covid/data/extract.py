@@ -95,9 +95,8 @@ def check_archive(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipI
         if problem:
             raise ArchiveError(f"refusing archive: member {info.filename!r} has {problem}")
         total += info.file_size
-        if (
-            info.file_size > limits.suspicious_size
-            and info.file_size > limits.max_ratio * max(1, info.compress_size)
+        if info.file_size > limits.suspicious_size and info.file_size > limits.max_ratio * max(
+            1, info.compress_size
         ):
             raise ArchiveError(
                 f"refusing archive: member {info.filename!r} inflates "
@@ -194,7 +193,7 @@ def copy_tree(
 
 
 def _walk(root: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for folder, dirs, names in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(folder) / n for n in names if not n.startswith("."))

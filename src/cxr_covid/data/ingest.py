@@ -191,8 +191,10 @@ def download_dataset(
                 copy_tree(
                     root,
                     images,
-                    keep=lambda p: p.suffix.lower() in IMAGE_SUFFIXES
-                    and keep_member(p.relative_to(root).as_posix()),
+                    keep=lambda p: (
+                        p.suffix.lower() in IMAGE_SUFFIXES
+                        and keep_member(p.relative_to(root).as_posix())
+                    ),
                     progress=lambda done, total: report("copy", done, total),
                 )
             catalog = build_catalog(
@@ -214,8 +216,7 @@ def download_dataset(
             )
     except FileExistsError:
         raise UsageError(
-            f"a dataset named {target.name!r} appeared while downloading; add --force to "
-            "replace it"
+            f"a dataset named {target.name!r} appeared while downloading; add --force to replace it"
         ) from None
     finally:
         # The archive (not a `.part` of an interrupted transfer, which stays for resuming)

@@ -26,7 +26,7 @@ STUDY_SEED = 42
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
-    """"0.7,0.15,0.15" (or "70,15,15") -> (0.7, 0.15, 0.15); UsageError if it cannot work."""
+    """ "0.7,0.15,0.15" (or "70,15,15") -> (0.7, 0.15, 0.15); UsageError if it cannot work."""
     try:
         values = [float(v) for v in text.replace("/", ",").split(",")]
     except ValueError:
@@ -68,9 +68,7 @@ def assign_splits(
     if n == 0:
         raise DataError("nothing to split: the dataset is empty")
     # Group keys in first-appearance order; an item without a group is a group of its own.
-    keys = [
-        (f"g:{groups[i]}" if groups is not None and groups[i] else f"i:{i}") for i in range(n)
-    ]
+    keys = [(f"g:{groups[i]}" if groups is not None and groups[i] else f"i:{i}") for i in range(n)]
     order: dict[str, int] = {}
     for key in keys:
         order.setdefault(key, len(order))
