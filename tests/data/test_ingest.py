@@ -242,3 +242,25 @@ def test_manifest_is_readable_by_the_shared_reader(tmp_path: Path, cxr_home: Pat
     rows = read_manifest(result.dataset.manifest_path)
     assert {r.origin for r in rows} == {"original"}
     assert {r.split for r in rows} == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize("stage", ["extract", "check"])
+def test_interrupt_leaves_previous_dataset_and_no_partial_one(
+    tmp_path: Path, cxr_home: Path, stage: str
+) -> None:
+    archive = _zip(tmp_path, "first")
+    download_dataset(from_zip=archive, name="keep")
+    before = (cxr_home / "datasets" / "keep" / "manifest.csv").read_bytes()
+
+    def ctrl_c(current: str, done: int, total: int | None) -> None:
+        if current == stage and done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        download_dataset(
+            from_zip=_zip(tmp_path, "current"), name="keep", force=True, progress=ctrl_c
+        )
+    with pytest.raises(KeyboardInterrupt):
+        download_dataset(from_zip=archive, name="new", progress=ctrl_c)
+    assert sorted(p.name for p in (cxr_home / "datasets").iterdir()) == ["keep"]
+    assert (cxr_home / "datasets" / "keep" / "manifest.csv").read_bytes() == before

@@ -213,3 +213,24 @@ def test_dhash_clusters_and_drop_policy() -> None:
     assert groups == [[0, 4]]
     assert dd.to_drop(groups, ["a", "b", "c", "d", "a"]) == {4}
     assert dd.to_drop(groups, ["a", "b", "c", "d", "b"]) == {0, 4}
+
+
+def test_near_pairs_without_numpy_popcount(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    hashes = [rng.bytes(32) for _ in range(150)]
+    hashes[7] = hashes[120]
+    flipped = bytearray(hashes[3])
+    flipped[0] ^= 0b111
+    hashes[99] = bytes(flipped)
+    fast = dd.near_pairs(hashes, max_distance=5, block=16)
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    slow = dd.near_pairs(hashes, max_distance=5, block=16)
+    assert fast == slow
+    assert [(p.a, p.b, p.distance) for p in fast] == [(3, 99, 3), (7, 120, 0)]
+
+
+def test_file_and_folder_of_the_same_name_is_an_archive_error(tmp_path: Path) -> None:
+    path = tmp_path / "clash.zip"
+    path.write_bytes(_zip({"a": b"file", "a/b.png": b"x"}))
+    with pytest.raises(ArchiveError, match="cannot extract"):
+        safe_extract(path, tmp_path / "out")

@@ -190,12 +190,15 @@ def augment_dataset(
                     )
                 return made
 
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pool = ThreadPoolExecutor(max_workers=max(1, workers))
+            try:
                 for made in pool.map(make, jobs):
                     new_rows.extend(made)
                     done += len(made)
                     if progress is not None and made:
                         progress(done, total)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: skip queued work
         # Commit: folders into place, then the manifest (the point of no return), then
         # superseded images and the record.
         for tmp, final in built:

@@ -225,7 +225,8 @@ def build_catalog(
     items: list[Item] = []
     excluded: list[tuple[str, str]] = []
     # Pillow releases the GIL while decoding, so threads give a real speed-up here.
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 1)) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 1))
+    try:
         for index, result in enumerate(pool.map(check, candidates), 1):
             if isinstance(result, Item):
                 items.append(result)
@@ -233,6 +234,9 @@ def build_catalog(
                 excluded.append(result)
             if progress is not None:
                 progress(index, len(candidates))
+    finally:
+        # On Ctrl-C or an error, drop the queued images instead of decoding all of them.
+        pool.shutdown(wait=True, cancel_futures=True)
     if not items:
         raise DataError(
             f"none of the {len(candidates)} images under {root.name} could be decoded "

@@ -151,6 +151,8 @@ def safe_extract(
         raise ArchiveError(f"{zip_path.name}: unsupported compression ({exc})") from exc
     except RuntimeError as exc:  # encrypted members
         raise ArchiveError(f"{zip_path.name}: cannot extract ({exc})") from exc
+    except OSError as exc:  # e.g. a file and a folder of the same name, or a full disk
+        raise ArchiveError(f"{zip_path.name}: cannot extract ({exc})") from exc
     return written
 
 
