@@ -36,6 +36,13 @@ def _downloads(home: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
+def test_downloads_folder_is_removed_when_empty(http_server: Server, cxr_home: Path) -> None:
+    http_server.routes["/a.zip"] = lambda h, n: h.send_body(GOOD)
+    code, _out, err = _download("--url", http_server.url("/a.zip"))
+    assert code == 0, err
+    assert not (cxr_home / "downloads").exists()
+
+
 def _counts(stdout: str) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = json.loads(stdout)["counts"]
     return counts

@@ -224,6 +224,8 @@ def download_dataset(
         if downloaded is not None:
             with contextlib.suppress(FileNotFoundError):
                 downloaded.unlink()
+            with contextlib.suppress(OSError):
+                downloaded.parent.rmdir()  # only if empty: a kept .part stays
     result.dataset = Dataset(target)
     return result
 
