@@ -239,6 +239,15 @@ def test_html_page_instead_of_zip(http_server: Server, cxr_home: Path, ctype: st
     assert _datasets(cxr_home) == [] and _downloads(cxr_home) == []
 
 
+def test_json_message_instead_of_zip(http_server: Server, cxr_home: Path) -> None:
+    message = b'{"code": 404, "message": "Dataset version not found"}'
+    http_server.routes["/api.zip"] = lambda h, n: h.send_body(message, ctype="application/json")
+    code, _out, err = _download("--url", http_server.url("/api.zip"))
+    assert code == EXIT_DOWNLOAD
+    assert "Dataset version not found" in err
+    assert _datasets(cxr_home) == [] and _downloads(cxr_home) == []
+
+
 def test_sha256_mismatch(http_server: Server, cxr_home: Path) -> None:
     http_server.routes["/a.zip"] = lambda h, n: h.send_body(GOOD)
     code, _out, err = _download("--url", http_server.url("/a.zip"), "--sha256", "0" * 64)

@@ -187,9 +187,17 @@ def _attempt(
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             mode = "wb"
-        if "text/html" in response.headers.get("Content-Type", "").lower():
+        ctype = response.headers.get("Content-Type", "").lower()
+        if "text/html" in ctype:
             _discard(part)
             raise DownloadError(_html_message(host))
+        if "json" in ctype:
+            # An API error message with status 200 (Kaggle does this for some failures).
+            text = response.raw.read(2000, decode_content=True).decode("utf-8", "replace")
+            _discard(part)
+            raise DownloadError(
+                f"{host} answered with a message instead of a zip: {' '.join(text.split())}"
+            )
         done = have
         first = True
         try:
