@@ -55,10 +55,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         ctype: str = "application/zip",
         honour_range: bool = True,
         cut_after: int | None = None,
+        etag: str | None = None,
     ) -> None:
         """Serve `data` (honouring Range), or declare it whole and hang up after `cut_after`."""
         start = 0
         header = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range != etag:
+            header = None  # RFC 9110: the file changed, so send all of it
         if header and honour_range and header.startswith("bytes="):
             start = int(header[6:].split("-")[0])
             if start >= len(data):
@@ -72,6 +76,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
+        if etag:
+            self.send_header("ETag", etag)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

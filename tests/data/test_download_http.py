@@ -126,6 +126,27 @@ def test_interrupted_run_resumes_on_the_next_run(
     assert _downloads(cxr_home) == []
 
 
+def test_changed_file_is_not_spliced_onto_an_old_part(
+    http_server: Server, cxr_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = GOOD, layout_zip("current", per_class=12, size=48, seed=9)
+    http_server.routes["/v.zip"] = lambda h, n: h.send_body(
+        old if n == 1 else new,
+        etag='"v1"' if n == 1 else '"v2"',
+        cut_after=len(old) // 2 if n == 1 else None,
+    )
+    monkeypatch.setenv("CXR_COVID_DOWNLOAD_RETRIES", "1")
+    code, _out, _err = _download("--url", http_server.url("/v.zip"))
+    assert code == EXIT_DOWNLOAD
+    assert sorted(_downloads(cxr_home))[1].endswith(".zip.part.etag")
+    code, out, err = _download("--url", http_server.url("/v.zip"), "--json")
+    assert code == 0, err
+    second = http_server.requests_to("/v.zip")[1]
+    assert second["If-Range"] == '"v1"' and "Range" in second
+    assert sum(sum(c.values()) for c in _counts(out).values()) == 36  # the new file, whole
+    assert _downloads(cxr_home) == []
+
+
 def test_server_that_ignores_range_gets_a_fresh_start(http_server: Server) -> None:
     cut = len(GOOD) // 4
     http_server.routes["/norange.zip"] = lambda h, n: h.send_body(

@@ -84,6 +84,11 @@ def part_path(target: Path) -> Path:
     return target.with_name(target.name + ".part")
 
 
+def _validator_path(part: Path) -> Path:
+    """Beside the .part file: the ETag (or Last-Modified) of the file it is the start of."""
+    return part.with_name(part.name + ".etag")
+
+
 def fetch(
     url: str,
     target: Path,
@@ -141,6 +146,7 @@ def fetch(
                 f"download from {host} has sha256 {digest}, expected {sha256.lower()}"
             )
     os.replace(part, target)
+    _discard(_validator_path(part))
     return target
 
 
@@ -156,6 +162,11 @@ def _attempt(
 ) -> int | None:
     """One request. Returns the expected total size (None if the server did not say)."""
     headers = {"Range": f"bytes={have}-"} if have else {}
+    validator = _validator_path(part)
+    if have and validator.is_file():
+        # If-Range: resume only if the file is still the one the .part holds the start of;
+        # otherwise the server sends the new file whole (200) and we start over.
+        headers["If-Range"] = validator.read_text(encoding="utf-8").strip()
     try:
         response = session.get(
             url, headers=headers, stream=True, timeout=(min(30.0, policy.timeout), policy.timeout)
@@ -187,6 +198,11 @@ def _attempt(
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             mode = "wb"
+            tag = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            if tag and not tag.startswith("W/"):  # weak ETags may not be used in If-Range
+                validator.write_text(tag, encoding="utf-8")
+            else:
+                _discard(validator)
         ctype = response.headers.get("Content-Type", "").lower()
         if "text/html" in ctype:
             _discard(part)
@@ -287,3 +303,6 @@ def _sha256(path: Path) -> str:
 def _discard(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+    if path.name.endswith(".part"):
+        with contextlib.suppress(FileNotFoundError):
+            _validator_path(path).unlink()
