@@ -166,3 +166,19 @@ def test_augmented_images_decode_with_the_shared_path(cxr_home: Path) -> None:
     for row in dataset.rows():
         if row.origin != ORIGINAL:
             assert read_image(dataset.file(row)).shape == (24, 24, 3)
+
+
+def test_identical_training_images_get_distinct_files(cxr_home: Path) -> None:
+    import dataclasses
+    import shutil
+
+    dataset = build_dataset(cxr_home, "d", per_class=10, size=24)
+    rows = dataset.rows()
+    first = next(r for r in rows if r.label == "covid" and r.split == "train")
+    twin = dataclasses.replace(first, path="images/covid/twin.png")
+    shutil.copy(dataset.file(first), dataset.file(twin))
+    dataset.write_rows([*rows, twin])
+    augment_dataset(dataset)
+    augmented = [r.path for r in dataset.rows() if r.origin != ORIGINAL]
+    assert len(augmented) == len(set(augmented)) == 28  # 7 training images x 4
+    assert all(dataset.file(r).is_file() for r in dataset.rows())

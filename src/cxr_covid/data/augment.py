@@ -159,21 +159,25 @@ def augment_dataset(
             built.append((tmp, final))
             want = target - len(sources)
             jobs = [
-                (src, want // len(sources) + (1 if i < want % len(sources) else 0))
+                (i, src, want // len(sources) + (1 if i < want % len(sources) else 0))
                 for i, src in enumerate(sources)
             ]
 
             def make(
-                job: tuple[ManifestRow, int], tmp: Path = tmp, final: Path = final, label: str = c
+                job: tuple[int, ManifestRow, int],
+                tmp: Path = tmp,
+                final: Path = final,
+                label: str = c,
             ) -> list[ManifestRow]:
-                src, copies = job
+                index, src, copies = job
                 if copies == 0:
                     return []
                 pixels = read_image(dataset.file(src))
                 made = []
                 for copy in range(1, copies + 1):
                     data = _png_bytes(transform(pixels, _rng(seed, src.sha256, copy)))
-                    file_name = f"{PurePosixPath(src.path).stem}-{src.sha256[:8]}-aug{copy}.png"
+                    # The position keeps names unique even for two identical source files.
+                    file_name = f"{index + 1:05d}-{PurePosixPath(src.path).stem}-aug{copy}.png"
                     (tmp / file_name).write_bytes(data)
                     made.append(
                         ManifestRow(
