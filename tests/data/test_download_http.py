@@ -246,8 +246,17 @@ def test_credentials_are_not_sent_to_a_mirror(
 def test_404(http_server: Server, cxr_home: Path) -> None:
     code, _out, err = _download("--url", http_server.url("/nothing.zip"))
     assert code == EXIT_DOWNLOAD
-    assert "HTTP 404" in err
+    assert "HTTP 404" in err and "/nothing.zip" in err
     assert _datasets(cxr_home) == []
+
+
+def test_secrets_in_a_url_are_never_printed(http_server: Server) -> None:
+    url = http_server.url("/gone.zip?X-Goog-Signature=SIGNED-SECRET").replace(
+        "http://", "http://user:PASSWORD-SECRET@"
+    )
+    code, out, err = _download("--url", url)
+    assert code == EXIT_DOWNLOAD
+    assert "SECRET" not in out + err
 
 
 @pytest.mark.parametrize("ctype", ["text/html; charset=utf-8", "application/octet-stream"])

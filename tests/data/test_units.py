@@ -184,6 +184,7 @@ def test_kaggle_url_and_default_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Source("url", "https://h/p/Archive%20v2.zip").default_name == "Archive-20v2"
     assert Source("zip", "/a/covid19-radiography-dev.zip").default_name == "covid19-radiography-dev"
     assert Source("dir", "/a/my data").default_name == "my-data"
+    assert Source("url", "https://u:pw@h:8080/a.zip").describe()["url"] == "https://h:8080/a.zip"
 
 
 def test_credentials_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,7 +109,7 @@ def fetch(
     policy = policy or RetryPolicy.from_env()
     target.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(target)
-    host = urlparse(url).netloc or url
+    host = _host(url)
     failures = 0
     last = ""
     with requests.Session() as session:
@@ -174,7 +174,8 @@ def _attempt(
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise _Retry(f"cannot reach {host} ({type(exc).__name__})") from None
     except requests.RequestException as exc:
-        raise DownloadError(f"cannot download from {host}: {exc}") from None
+        detail = str(exc).replace(url, host)  # no user:password@ or signed query in messages
+        raise DownloadError(f"cannot download from {host}: {detail}") from None
     with response:
         status = response.status_code
         if status == 416 and have:
@@ -258,9 +259,18 @@ def _check_status(response: requests.Response, host: str, credentials: Credentia
         )
     if status == 404:
         raise DownloadError(
-            f"HTTP 404 from {host}: no such file (check --release N or --url {response.url})"
+            f"HTTP 404 from {host}: no such file (check --release N, or the URL "
+            f"{_host(response.url)}{urlparse(response.url).path})"
         )
     raise DownloadError(f"HTTP {status} {response.reason or ''} from {host}".rstrip())
+
+
+def _host(url: str) -> str:
+    """Host and port only: never a user:password@ part or a signed query string."""
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return "the server"
+    return parsed.hostname + (f":{parsed.port}" if parsed.port else "")
 
 
 def _html_message(host: str) -> str:

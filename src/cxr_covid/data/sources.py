@@ -65,7 +65,13 @@ class Source:
             record["url"] = self.location
             record["release"] = self.release if self.release else "current"
         elif self.kind == "url":
-            record["url"] = self.location
+            parsed = urlparse(self.location)
+            if parsed.username or parsed.password:  # keep credentials out of dataset.json
+                netloc = parsed.hostname or ""
+                netloc += f":{parsed.port}" if parsed.port else ""
+                record["url"] = parsed._replace(netloc=netloc).geturl()
+            else:
+                record["url"] = self.location
         else:
             record["path"] = self.location
         return record
