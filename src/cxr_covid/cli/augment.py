@@ -2,10 +2,116 @@
 
 from __future__ import annotations
 
-from cxr_covid.errors import UsageError
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cxr_covid.cli.console import err, out, print_json
+
+if TYPE_CHECKING:
+    from cxr_covid.data.augment import AugmentResult
 
 HELP = "Augment the training split offline (flips, rotations) as the study did."
 
 
-def augment() -> None:
-    raise UsageError("`cxr-covid augment` is not built yet")
+def augment(
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Dataset name (default: the only or newest one)."),
+    ] = None,
+    factor: Annotated[
+        int,
+        typer.Option(
+            "--factor",
+            help="Grow each augmented class's training images to this many times their "
+            "number (the study: 5).",
+            min=1,
+        ),
+    ] = 5,
+    balance: Annotated[
+        bool,
+        typer.Option(
+            "--balance",
+            help="Instead of --factor, raise each class to the largest class's training count.",
+        ),
+    ] = False,
+    classes: Annotated[
+        str, typer.Option("--classes", help="Comma-separated classes to augment.")
+    ] = "covid",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (deterministic).")] = 42,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo an augmentation that already exists.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the counts as JSON on stdout.")
+    ] = False,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from cxr_covid.data.augment import augment_dataset
+    from cxr_covid.data.dataset import resolve_dataset
+
+    target = resolve_dataset(dataset)
+    wanted = [c.strip() for c in classes.split(",") if c.strip()]
+    with Progress(
+        "Augmenting", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+    ) as bar:
+        task = bar.add_task("augment", total=None)
+        result = augment_dataset(
+            target,
+            factor=None if balance else factor,
+            balance=balance,
+            classes=wanted,
+            seed=seed,
+            force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        print_json(to_json(result))
+        return
+    render(result)
+
+
+def to_json(result: AugmentResult) -> dict[str, Any]:
+    return {
+        "dataset": result.dataset.name,
+        "before": result.before,
+        "after": result.after,
+        "created": result.created,
+        "already_done": result.skipped,
+        "targets": result.targets,
+    }
+
+
+def render(result: AugmentResult) -> None:
+    from cxr_covid.classes import display_name
+
+    labels = list(result.before)
+    table = Table(
+        title=f"Training images of {result.dataset.name}, before and after augmentation",
+        title_justify="left",
+    )
+    table.add_column("")
+    for label in labels:
+        table.add_column(display_name(label), justify="right")
+    table.add_column("Total", justify="right", style="bold")
+    table.add_row(
+        "Original data",
+        *(str(result.before[c]) for c in labels),
+        str(sum(result.before.values())),
+    )
+    table.add_row(
+        "Data augmentation",
+        *(str(result.after[c]) for c in labels),
+        str(sum(result.after.values())),
+        style="bold",
+    )
+    out.print(table)
+    if result.created:
+        out.print(f"Created {result.created} augmented image(s); validation and test untouched.")
+    if result.skipped:
+        out.print(
+            f"Already augmented with these settings: {', '.join(result.skipped)} "
+            "(--force redoes it)."
+        )

@@ -2,13 +2,258 @@
 
 from __future__ import annotations
 
-from cxr_covid.errors import UsageError
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cxr_covid.cli.console import err, out, print_json
+
+if TYPE_CHECKING:
+    from cxr_covid.data.ingest import DownloadResult
 
 HELP = (
     "Download the COVID-19 Radiography Database (or use a local zip/folder), "
     "catalogue, verify and split it."
 )
 
+_STAGES = {
+    "download": "Downloading",
+    "extract": "Unpacking",
+    "copy": "Copying",
+    "check": "Checking images",
+}
 
-def download() -> None:
-    raise UsageError("`cxr-covid download` is not built yet")
+
+def download(
+    release: Annotated[
+        int | None,
+        typer.Option(
+            "--release",
+            help="Kaggle release number (the study used 1). Default: the current release.",
+            min=1,
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Download the zip from this URL (a mirror) instead."),
+    ] = None,
+    from_zip: Annotated[
+        Path | None,
+        typer.Option("--from-zip", help="Use a zip archive you already have.", dir_okay=False),
+    ] = None,
+    from_dir: Annotated[
+        Path | None,
+        typer.Option("--from-dir", help="Use your own images in class folders.", file_okay=False),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Dataset name in the home (default from the source: kaggle-current, "
+            "kaggle-r1, the zip's or folder's name).",
+        ),
+    ] = None,
+    classes: Annotated[
+        str,
+        typer.Option(
+            "--classes",
+            help="Comma-separated classes to keep; add lung_opacity to opt it in.",
+        ),
+    ] = "covid,normal,viral_pneumonia",
+    class_map: Annotated[
+        str | None,
+        typer.Option(
+            "--class-map",
+            help="Map folder names to classes: 'Folder A=covid,Folder B=normal'.",
+        ),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option("--split", help="Train,val,test fractions (the study: 0.7,0.15,0.15)."),
+    ] = "0.7,0.15,0.15",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split (the study: 42).")] = 42,
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe",
+            help="Drop near-duplicate images (keep one per group; drop groups whose labels "
+            "disagree) before splitting.",
+        ),
+    ] = False,
+    near_distance: Annotated[
+        int,
+        typer.Option(
+            "--near-distance",
+            help="Near-duplicate threshold in bits of the 256-bit perceptual hash.",
+            min=0,
+            max=256,
+        ),
+    ] = 10,
+    sha256: Annotated[
+        str | None,
+        typer.Option("--sha256", help="Expected sha256 of the downloaded zip (verified)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing dataset of the same name.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the counts and findings as JSON on stdout.")
+    ] = False,
+) -> None:
+    from cxr_covid.data.catalog import parse_class_map
+    from cxr_covid.data.ingest import download_dataset
+    from cxr_covid.data.splits import parse_fractions
+
+    fractions = parse_fractions(split)
+    mapping = parse_class_map(class_map)
+    wanted = [c.strip() for c in classes.split(",") if c.strip()]
+    with _Progress() as progress:
+        result = download_dataset(
+            release=release,
+            url=url,
+            from_zip=from_zip,
+            from_dir=from_dir,
+            name=name,
+            classes=wanted,
+            split=fractions,
+            seed=seed,
+            dedupe=dedupe,
+            force=force,
+            class_map=mapping or None,
+            progress=progress.update,
+            sha256=sha256,
+            near_distance=near_distance,
+        )
+    if as_json:
+        print_json(to_json(result))
+        return
+    render(result)
+
+
+def to_json(result: DownloadResult) -> dict[str, Any]:
+    return {
+        "dataset": result.dataset.name,
+        "path": str(result.dataset.root),
+        "source": result.source,
+        "layout": result.layout,
+        "counts": result.counts,
+        "total": result.total,
+        "excluded": [{"path": p, "reason": r} for p, r in result.excluded],
+        "duplicates": result.duplicates,
+        "near_duplicates": {
+            "pairs": len(result.near_duplicates),
+            "across_classes": sum(n.across_classes for n in result.near_duplicates),
+            "across_splits": sum(n.across_splits for n in result.near_duplicates),
+        },
+        "dropped": result.dropped,
+        "skipped_classes": result.skipped,
+        "unmatched_folders": result.unmatched,
+    }
+
+
+def render(result: DownloadResult) -> None:
+    from cxr_covid.classes import display_name, label_order
+
+    labels = label_order(sorted({c for by in result.counts.values() for c in by}))
+    table = Table(
+        title=f"Dataset {result.dataset.name} ({result.layout})",
+        title_justify="left",
+    )
+    table.add_column("split")
+    for label in labels:
+        table.add_column(display_name(label), justify="right")
+    table.add_column("Total", justify="right", style="bold")
+    totals = dict.fromkeys(labels, 0)
+    for split in ("train", "val", "test"):
+        by = result.counts.get(split, {})
+        for label in labels:
+            totals[label] += by.get(label, 0)
+        table.add_row(split, *(str(by.get(c, 0)) for c in labels), str(sum(by.values())))
+    table.add_section()
+    table.add_row("all", *(str(totals[c]) for c in labels), str(sum(totals.values())), style="bold")
+    out.print(table)
+    out.print(f"Saved to {result.dataset.root}")
+    if result.excluded:
+        err.print(f"[yellow]Excluded {len(result.excluded)} image(s) that do not decode:[/]")
+        for path, reason in result.excluded[:10]:
+            err.print(f"  {path}: {reason}", markup=False)
+        if len(result.excluded) > 10:
+            err.print(f"  ... and {len(result.excluded) - 10} more (see report.json)")
+    if result.duplicates:
+        extra = sum(len(g) - 1 for g in result.duplicates)
+        err.print(
+            f"[yellow]{len(result.duplicates)} group(s) of byte-identical images "
+            f"({extra} extra copies)[/]; --dedupe drops them"
+        )
+    near = result.near_duplicates
+    if near:
+        across_c = sum(n.across_classes for n in near)
+        across_s = sum(n.across_splits for n in near)
+        err.print(
+            f"[yellow]{len(near)} near-duplicate pair(s): {across_c} across classes, "
+            f"{across_s} across splits[/] (listed in report.json)"
+            + ("" if result.dropped else "; --dedupe drops them")
+        )
+    if result.dropped:
+        err.print(f"Dropped {len(result.dropped)} duplicate image(s) before splitting.")
+    if result.skipped:
+        skipped = ", ".join(f"{c} {n}" for c, n in result.skipped.items())
+        err.print(f"Not selected (add with --classes): {skipped}")
+    if result.unmatched:
+        folders = ", ".join(f"{f} ({n})" for f, n in list(result.unmatched.items())[:5])
+        err.print(f"[yellow]Images in folders with no class (map with --class-map):[/] {folders}")
+
+
+class _Progress:
+    """A rich progress bar per stage on stderr: bytes, rate and ETA for the download."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bytes = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self._items = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._active: Any = None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._active is not None:
+            self._active.stop()
+
+    def update(self, stage: str, done: int, total: int | None) -> None:
+        bar = self._bytes if stage == "download" else self._items
+        if bar is not self._active:
+            if self._active is not None:
+                self._active.stop()
+            bar.start()
+            self._active = bar
+        if stage not in self._tasks:
+            self._tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
+        bar.update(self._tasks[stage], completed=done, total=total)

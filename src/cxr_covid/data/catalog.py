@@ -1,0 +1,256 @@
+"""The catalogue: which image is which class, which images decode, which are duplicates.
+
+Layouts recognised (the class is the nearest enclosing folder whose name is a class alias;
+folders like `images/` are looked through, `masks/` is ignored):
+
+- first Kaggle release (the study's): `COVID-19/`, `NORMAL/`, `Viral Pneumonia/`, files like
+  `COVID-19 (1).png`
+- the intermediate release: `COVID/COVID (1).png`, ...
+- the current release: `COVID-19_Radiography_Dataset/<Class>/images/<Class>-N.png` with a
+  `masks/` sibling (lung masks, not X-rays: ignored)
+- any folder of class folders (`--from-dir`), names mapped by classes.canonical or --class-map
+
+Every image is decoded with the one decode path (data.images.read_image); an image that does
+not decode is excluded and listed with the reason, never silently kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from cxr_covid import classes as cls
+from cxr_covid.data.dedupe import dhash
+from cxr_covid.data.images import IMAGE_SUFFIXES, read_image
+from cxr_covid.errors import CxrCovidError, DataError, UsageError
+
+# Folders that sit between a class folder and its images, or hold something else.
+PASS_THROUGH = {"images", "image", "img", "imgs", "png", "jpg", "files", "data"}
+IGNORED_FOLDERS = {"masks", "mask", "__macosx", "segmentations", "lung_masks"}
+
+# Patient ids carried in file names, per public collection:
+#   Kermany et al. paediatric set: person1608_virus_2786.jpeg -> person1608
+#   CheXpert-style:                patient00001_study1_view1  -> patient00001
+#   NIH ChestX-ray14:              00000013_005.png           -> 00000013
+_PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_", re.I),
+    re.compile(r"^(patient\d+)", re.I),
+    re.compile(r"^(\d{8})_\d{3}\.\w+$"),
+)
+
+
+def patient_id(file_name: str) -> str:
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(file_name)
+        if match:
+            return match.group(1).lower()
+    return ""
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """`"Folder A=covid,Folder B=normal"` -> {"Folder A": "covid", ...}; targets may be aliases."""
+    mapping: dict[str, str] = {}
+    if not text:
+        return mapping
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise UsageError(f"--class-map entry {item.strip()!r} is not FOLDER=CLASS")
+        folder, target = (part.strip() for part in item.rsplit("=", 1))
+        canonical = target if target in cls.ALL_CLASSES else cls.canonical(target)
+        if not folder or canonical is None:
+            raise UsageError(
+                f"--class-map entry {item.strip()!r}: {target!r} is not a class "
+                f"(use one of {', '.join(cls.ALL_CLASSES)})"
+            )
+        mapping[folder] = canonical
+    return mapping
+
+
+def parse_classes(names: Sequence[str]) -> tuple[str, ...]:
+    """Canonical class names in the study's order; DataError for a name that is no class."""
+    result: list[str] = []
+    for name in names:
+        canonical = name if name in cls.ALL_CLASSES else cls.canonical(name)
+        if canonical is None:
+            raise DataError(f"unknown class {name!r} (known: {', '.join(cls.ALL_CLASSES)})")
+        if canonical not in result:
+            result.append(canonical)
+    if not result:
+        raise DataError("no classes selected")
+    return tuple(cls.label_order(result))
+
+
+def class_of(relative: str, class_map: dict[str, str] | None = None) -> str | None:
+    """The class of an image at `relative` (POSIX path inside the dataset root), or None.
+
+    None also for anything under an ignored folder such as `masks/`.
+    """
+    folders = PurePosixPath(relative).parts[:-1]
+    if any(f.lower() in IGNORED_FOLDERS for f in folders):
+        return None
+    for folder in reversed(folders):
+        if folder.lower() in PASS_THROUGH:
+            continue
+        label = cls.canonical(folder, class_map)
+        if label is not None:
+            return label
+    return None
+
+
+def is_candidate(relative: str) -> bool:
+    name = PurePosixPath(relative).name
+    return PurePosixPath(relative).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
+def natural_key(text: str) -> list[object]:
+    """ "COVID (2).png" before "COVID (10).png", as a person would sort them."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str  # relative to the catalogued folder, POSIX
+    label: str
+    sha256: str
+    width: int
+    height: int
+    patient: str
+    phash: bytes  # perceptual hash (dedupe.dhash), for near-duplicate detection
+
+
+@dataclass
+class Catalog:
+    items: list[Item]
+    excluded: list[tuple[str, str]]  # (path, reason) for images that do not decode
+    layout: str
+    skipped: dict[str, int] = field(default_factory=dict)  # known class, not selected -> n
+    unmatched: dict[str, int] = field(default_factory=dict)  # folder without a class -> n
+    duplicates: list[list[str]] = field(default_factory=list)  # groups of identical files
+
+
+def detect_layout(paths: Sequence[str]) -> str:
+    parts = [PurePosixPath(p).parts for p in paths]
+    folders = {f.lower() for p in parts for f in p[:-1]}
+    if any(len(p) > 2 and p[-2].lower() == "images" and cls.canonical(p[-3]) for p in parts):
+        return "kaggle-current"  # <Class>/images/<Class>-N.png (masks/ beside it)
+    if {"covid-19", "normal", "viral pneumonia"} <= folders:
+        return "kaggle-first"
+    if any(re.match(r"^covid \(\d+\)\.", p[-1], re.I) for p in parts if p):
+        return "kaggle-intermediate"
+    return "class-folders"
+
+
+def build_catalog(
+    root: Path,
+    *,
+    classes: Sequence[str] = cls.STUDY_CLASSES,
+    class_map: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> Catalog:
+    """Scan `root`, classify and decode-check every image. DataError if none is usable."""
+    selected = set(classes)
+    relatives = sorted(
+        (
+            Path(folder, name).relative_to(root).as_posix()
+            for folder, _dirs, names in os.walk(root)
+            for name in names
+        ),
+        key=natural_key,
+    )
+    candidates: list[tuple[str, str]] = []
+    skipped: Counter[str] = Counter()
+    unmatched: Counter[str] = Counter()
+    for rel in relatives:
+        if not is_candidate(rel):
+            continue
+        folders = PurePosixPath(rel).parts[:-1]
+        if any(f.lower() in IGNORED_FOLDERS for f in folders):
+            continue
+        label = class_of(rel, class_map)
+        if label is None:
+            unmatched[str(PurePosixPath(rel).parent)] += 1
+        elif label not in selected:
+            skipped[label] += 1
+        else:
+            candidates.append((rel, label))
+    found_labels = {label for _rel, label in candidates}
+    missing = [c for c in classes if c not in found_labels]
+    if candidates and missing:
+        names = ", ".join(sorted(unmatched)[:5]) or "none"
+        raise DataError(
+            f"no images of class {', '.join(missing)} under {root.name} (folders without a "
+            f"class: {names}); map folders with --class-map 'FOLDER=CLASS,...' or choose "
+            "the classes present with --classes"
+        )
+    layout = detect_layout([rel for rel, _ in candidates] + relatives[:2000])
+    if not candidates:
+        found = ", ".join(sorted(unmatched)[:5]) or "no image files at all"
+        raise DataError(
+            f"no images of the selected classes ({', '.join(classes)}) under {root.name}: "
+            f"folders found: {found}; name class folders like covid/ normal/ "
+            "viral_pneumonia/, or map them with --class-map 'FOLDER=CLASS,...'"
+        )
+
+    def check(entry: tuple[str, str]) -> Item | tuple[str, str]:
+        rel, label = entry
+        path = root / rel
+        try:
+            data = path.read_bytes()
+            pixels = read_image(data if path.suffix.lower() not in (".dcm", ".dicom") else path)
+        except CxrCovidError as exc:
+            return (rel, str(exc).replace("<bytes>: ", ""))
+        except OSError as exc:
+            return (rel, f"cannot read ({exc.strerror or exc})")
+        return Item(
+            path=rel,
+            label=label,
+            sha256=hashlib.sha256(data).hexdigest(),
+            width=int(pixels.shape[1]),
+            height=int(pixels.shape[0]),
+            patient=patient_id(PurePosixPath(rel).name),
+            phash=dhash(np.asarray(pixels)),
+        )
+
+    items: list[Item] = []
+    excluded: list[tuple[str, str]] = []
+    # Pillow releases the GIL while decoding, so threads give a real speed-up here.
+    pool = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 1))
+    try:
+        for index, result in enumerate(pool.map(check, candidates), 1):
+            if isinstance(result, Item):
+                items.append(result)
+            else:
+                excluded.append(result)
+            if progress is not None:
+                progress(index, len(candidates))
+    finally:
+        # On Ctrl-C or an error, drop the queued images instead of decoding all of them.
+        pool.shutdown(wait=True, cancel_futures=True)
+    if not items:
+        raise DataError(
+            f"none of the {len(candidates)} images under {root.name} could be decoded "
+            f"(first: {excluded[0][0]}: {excluded[0][1]})"
+        )
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        by_hash[item.sha256].append(item.path)
+    duplicates = [group for group in by_hash.values() if len(group) > 1]
+    return Catalog(
+        items=items,
+        excluded=excluded,
+        layout=layout,
+        skipped=dict(skipped),
+        unmatched=dict(unmatched),
+        duplicates=duplicates,
+    )
