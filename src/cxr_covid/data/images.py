@@ -119,14 +119,26 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def dicom_available() -> bool:
+    """Whether the optional `dicom` extra (pydicom) is installed."""
+    try:
+        import pydicom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _read_dicom(source: Path | bytes) -> np.ndarray:
     try:
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise DependencyError(
             "reading DICOM needs the optional extra: pip install 'cxr-covid[dicom]'"
         ) from exc
+    try:  # pydicom >= 3
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
         dataset = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
