@@ -231,10 +231,9 @@ def predict_to_file(
     summary = PredictSummary(record.id, list(record.classes), out, inputs=len(paths))
     summary.skipped = len(paths) - len(todo)
     summary.counts = dict.fromkeys(record.classes, 0)
-    if on_start is not None:
-        on_start(summary)
-
     model = stored.load() if todo else None
+    if on_start is not None:  # after loading, so a progress bar's rate counts images only
+        on_start(summary)
     start = time.perf_counter()
     if out_path is None:
         _write_all(sys.stdout, False, True, todo, model, record, fmt, batch_size, summary,

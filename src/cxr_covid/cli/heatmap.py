@@ -62,6 +62,7 @@ def heatmap(
     ] = False,
 ) -> None:
     """Explain predictions with Grad-CAM: an overlay and a captioned panel per image."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cxr_covid import DISCLAIMER, store
@@ -97,17 +98,17 @@ def heatmap(
 
     for result in summary.results:
         if result.error:
-            err.print(f"[red]x[/] {result.error}", soft_wrap=True)
+            err.print(f"[red]x[/] {escape(result.error)}", soft_wrap=True)
             continue
         assert result.predicted is not None and result.explained is not None
         probability = 100 * result.probabilities[result.predicted]
         line = f"{result.path}: {display_name(result.predicted)} ({probability:.1f}%)"
         if result.explained != result.predicted:
             line += f", explaining {display_name(result.explained)}"
-        out.print(f"{line} -> {result.heatmap}, {result.panel}", soft_wrap=True)
+        out.print(escape(f"{line} -> {result.heatmap}, {result.panel}"), soft_wrap=True)
     written = len(summary.results) - len(summary.failed)
     out.print(
-        f"{written} heat map(s) from model {summary.model_id}, layer {summary.layer}",
+        escape(f"{written} heat map(s) from model {summary.model_id}, layer {summary.layer}"),
         soft_wrap=True,
     )
     out.print(f"[dim]{DISCLAIMER}[/]")

@@ -68,6 +68,7 @@ def predict(
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.markup import escape
     from rich.text import Text
 
     from cxr_covid import store
@@ -79,9 +80,13 @@ def predict(
     stored = store.resolve(model)
 
     class RateColumn(ProgressColumn):
+        """Images per second since the start (rich's own speed needs `advance` samples)."""
+
         def render(self, task: Task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("- img/s" if speed is None else f"{speed:.1f} img/s", style="cyan")
+            elapsed = task.finished_time if task.finished else task.elapsed
+            if not elapsed or not task.completed:
+                return Text("- img/s", style="cyan")
+            return Text(f"{task.completed / elapsed:.1f} img/s", style="cyan")
 
     progress = Progress(
         TextColumn("[bold]predict[/]"),
@@ -98,7 +103,9 @@ def predict(
 
     def on_start(summary: PredictSummary) -> None:
         if summary.skipped:
-            err.print(f"resume: {summary.skipped} input(s) already in {out_file}, skipped")
+            err.print(
+                f"resume: {summary.skipped} input(s) already in {escape(out_file)}, skipped"
+            )
         progress.update(task, total=summary.inputs - summary.skipped)
         progress.start()
 
@@ -119,7 +126,7 @@ def predict(
         )
     except KeyboardInterrupt:
         progress.stop()
-        where = "" if out_file == STDOUT else f"; every finished row is in {out_file}"
+        where = "" if out_file == STDOUT else f"; every finished row is in {escape(out_file)}"
         err.print(f"[yellow]Interrupted[/]{where} (add --resume to continue).")
         raise typer.Exit(130) from None
     finally:
@@ -134,13 +141,14 @@ def predict(
 
 
 def _print_summary(summary: PredictSummary, *, to_stderr: bool) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from cxr_covid import DISCLAIMER
     from cxr_covid.classes import display_name
 
     console = err if to_stderr else out
-    table = Table(title=f"Predictions ({summary.model_id})", title_justify="left")
+    table = Table(title=f"Predictions ({escape(summary.model_id)})", title_justify="left")
     table.add_column("predicted class")
     table.add_column("images", justify="right")
     table.add_column("share", justify="right")
@@ -155,9 +163,9 @@ def _print_summary(summary: PredictSummary, *, to_stderr: bool) -> None:
         parts.append(f"{summary.skipped} skipped (already there)")
     if summary.written:
         parts.append(f"{summary.images_per_second:.1f} images/s")
-    console.print(", ".join(parts))
+    console.print(escape(", ".join(parts)), soft_wrap=True)
     for message in summary.first_errors:
-        console.print(f"[red]x[/] {message}", soft_wrap=True)
+        console.print(f"[red]x[/] {escape(message)}", soft_wrap=True)
     if summary.failed > len(summary.first_errors):
         console.print(f"  ... and {summary.failed - len(summary.first_errors)} more")
     console.print(f"[dim]{DISCLAIMER}[/]")
