@@ -15,6 +15,7 @@ heat map explains exactly the prediction `predict` reports.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,7 @@ def overlay(
 
 def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
@@ -238,7 +239,12 @@ def panel_png(
     figure.suptitle(f"{title}\n{heading}\n{probs}" if title else f"{heading}\n{probs}")
     figure.supxlabel(DISCLAIMER, fontsize=7, color="0.4")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    with warnings.catch_warnings():
+        # File names in scripts the bundled font lacks (CJK...) render as boxes; that is
+        # no reason to print a warning per glyph.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        # Fast zlib level: a panel is a preview, and level 6 costs more than drawing it.
+        figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 

@@ -99,7 +99,7 @@ def predict(
         console=err,
         transient=False,
     )
-    task = progress.add_task("predict", total=None)
+    task = progress.add_task("predict", total=None, start=False)
 
     def on_start(summary: PredictSummary) -> None:
         if summary.skipped:
@@ -107,6 +107,7 @@ def predict(
                 f"resume: {summary.skipped} input(s) already in {escape(out_file)}, skipped"
             )
         progress.update(task, total=summary.inputs - summary.skipped)
+        progress.start_task(task)  # the clock starts now, after the model is loaded
         progress.start()
 
     def on_progress(done: int, total: int) -> None:
