@@ -84,7 +84,7 @@ def resolve_class(name: str, classes: Sequence[str]) -> int:
         if name == cls or name.lower() == display_name(cls).lower():
             return i
     target = canonical(name)
-    if target in classes:
+    if target is not None and target in classes:
         return list(classes).index(target)
     raise UsageError(f"unknown class {name!r} (this model knows: {', '.join(classes)})")
 
@@ -165,7 +165,7 @@ def colorize(heat: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """(H, W) in [0, 1] -> (H, W, 3) uint8 through a matplotlib colour map."""
     import matplotlib
 
-    rgba = matplotlib.colormaps[colormap](heat)
+    rgba = np.asarray(matplotlib.colormaps[colormap](heat), dtype=np.float64)
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -283,8 +283,10 @@ def output_paths(paths: Sequence[Path], out: str | None) -> list[tuple[Path, Pat
                 f"--out {target} names one file, but there are {len(paths)} images: "
                 "give a folder instead"
             )
-        stem = target.name[: -len(HEATMAP_SUFFIX)] if target.name.endswith(HEATMAP_SUFFIX) else (
-            target.stem
+        stem = (
+            target.name[: -len(HEATMAP_SUFFIX)]
+            if target.name.endswith(HEATMAP_SUFFIX)
+            else (target.stem)
         )
         return [(target, target.with_name(stem + PANEL_SUFFIX))]
     if target.exists() and not target.is_dir():

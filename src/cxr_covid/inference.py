@@ -16,6 +16,7 @@ one, so 100,000 inputs cost no more pixel memory than 100.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from collections import deque
@@ -120,10 +121,10 @@ def compiled_predict(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
     try:
-        step = _STEPS.get(model)
+        cached = _STEPS.get(model)
     except TypeError:  # not weak-referenceable: compile without caching
-        step = None
-    if step is None:
+        cached = None
+    if cached is None:
         shape = tuple(model.inputs[0].shape[1:])
 
         @tf.function(  # type: ignore[untyped-decorator]
@@ -133,13 +134,13 @@ def compiled_predict(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         def step(x: Any) -> Any:
             return model(x, training=False)
 
-        try:
+        with contextlib.suppress(TypeError):
             _STEPS[model] = step
-        except TypeError:
-            pass
+        cached = step
+    compiled = cached
 
     def run(pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(step(pixels.astype(np.float32, copy=False)))
+        return np.asarray(compiled(pixels.astype(np.float32, copy=False)))
 
     return run
 

@@ -126,8 +126,10 @@ class RowWriter:
             for r in rows:
                 # float32 probabilities round-trip exactly with 9 significant digits.
                 writer.writerow(
-                    ["" if r[c] is None else (f"{r[c]:.9g}" if isinstance(r[c], float) else r[c])
-                     for c in self.columns]
+                    [
+                        "" if r[c] is None else (f"{r[c]:.9g}" if isinstance(r[c], float) else r[c])
+                        for c in self.columns
+                    ]
                 )
             text = buffer.getvalue()
         self._emit(text)
@@ -242,14 +244,14 @@ def predict_to_file(
         on_start(summary)
     start = time.perf_counter()
     if out_path is None:
-        _write_all(sys.stdout, False, True, todo, model, record, fmt, batch_size, summary,
-                   progress)
+        _write_all(sys.stdout, False, True, todo, model, record, fmt, batch_size, summary, progress)
     else:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         appending = resume and out_path.exists() and out_path.stat().st_size > 0
         with open(out_path, "a" if appending else "w", encoding="utf-8", newline="") as handle:
-            _write_all(handle, True, not appending, todo, model, record, fmt, batch_size,
-                       summary, progress)
+            _write_all(
+                handle, True, not appending, todo, model, record, fmt, batch_size, summary, progress
+            )
     summary.seconds = time.perf_counter() - start
     return summary
 

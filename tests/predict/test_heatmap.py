@@ -157,9 +157,7 @@ def test_overlay_blends_by_alpha() -> None:
     assert np.abs(half - expected).max() <= 1
 
 
-def test_same_stems_in_different_folders_do_not_collide(
-    tiny_model: Path, tmp_path: Path
-) -> None:
+def test_same_stems_in_different_folders_do_not_collide(tiny_model: Path, tmp_path: Path) -> None:
     from tests.helpers import write_class_folders
 
     write_class_folders(tmp_path / "in", per_class=1, size=24)  # covid/covid-1.png ...

@@ -192,7 +192,7 @@ def test_load_for_model_equals_read_then_resize(tmp_path: Path, method: str, mod
     elif mode == "P":
         img = img.convert("P")
     elif mode == "I;16":
-        img = Image.fromarray((base[..., 0].astype(np.uint16) * 257))
+        img = Image.fromarray(base[..., 0].astype(np.uint16) * 257)
     elif mode == "RGBA":
         img = Image.fromarray(np.dstack([base, base[..., :1]]), mode="RGBA")
     path = tmp_path / "x.png"

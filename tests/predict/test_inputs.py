@@ -12,8 +12,17 @@ from cxr_covid.inputs import expand_inputs, output_stems
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    for name in ["a.png", "b.JPG", "notes.txt", "data.csv", ".hidden.png", "sub/c.png",
-                 "sub/deeper/d.dcm", "sub/e.md", ".git/f.png"]:
+    for name in [
+        "a.png",
+        "b.JPG",
+        "notes.txt",
+        "data.csv",
+        ".hidden.png",
+        "sub/c.png",
+        "sub/deeper/d.dcm",
+        "sub/e.md",
+        ".git/f.png",
+    ]:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
@@ -66,4 +75,8 @@ def test_output_stems_are_unique() -> None:
     plain = [Path("x/a.png"), Path("y/b.png")]
     assert output_stems(plain) == [Path("a"), Path("b")]
     clash = [Path("/d/covid/1.png"), Path("/d/normal/1.png"), Path("/d/normal/1.jpg")]
-    assert [s.as_posix() for s in output_stems(clash)] == ["covid/1", "normal/1_png", "normal/1_jpg"]
+    assert [s.as_posix() for s in output_stems(clash)] == [
+        "covid/1",
+        "normal/1_png",
+        "normal/1_jpg",
+    ]

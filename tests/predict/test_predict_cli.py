@@ -116,7 +116,9 @@ def test_csv_to_stdout(tiny_model: Path, odd_images: dict[str, Path]) -> None:
     assert rows[0]["path"] == str(odd_images["unicode"])
 
 
-def test_existing_output_is_protected(tiny_model: Path, odd_images: dict[str, Path], tmp_path: Path) -> None:
+def test_existing_output_is_protected(
+    tiny_model: Path, odd_images: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "r.csv"
     out.write_text("precious\n")
     args = ["predict", str(odd_images["good"]), "-m", str(tiny_model), "-o", str(out)]
@@ -197,9 +199,7 @@ def test_no_images_found_is_a_usage_error(tiny_model: Path, tmp_path: Path) -> N
     assert missing.exit_code == EXIT_USAGE and "no such file" in missing.output
 
 
-def test_real_sample_images_all_predict(
-    tiny_model: Path, cxr_sample: Path, tmp_path: Path
-) -> None:
+def test_real_sample_images_all_predict(tiny_model: Path, cxr_sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
     result = runner.invoke(
         app, ["predict", str(cxr_sample), "-r", "-m", str(tiny_model), "-o", str(out)]
@@ -209,3 +209,33 @@ def test_real_sample_images_all_predict(
     assert len(rows) == 24
     assert all(r["error"] == "" and r["predicted_class"] in CLASSES for r in rows)
     assert "24 row(s) written" in result.output
+
+
+def test_ctrl_c_exits_130_and_says_how_to_continue(
+    tiny_model: Path, odd_images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxr_covid.prediction
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cxr_covid.prediction, "predict_to_file", interrupted)
+    out = tmp_path / "r.csv"
+    result = runner.invoke(
+        app, ["predict", str(odd_images["good"]), "-m", str(tiny_model), "-o", str(out)]
+    )
+    assert result.exit_code == 130
+    assert "--resume" in result.output
+
+
+def test_jsonl_resume_skips_done_inputs(tiny_model: Path, tmp_path: Path) -> None:
+    from tests.predict.test_inference import _write_pngs
+
+    paths = _write_pngs(tmp_path / "in", 5)
+    out = tmp_path / "r.jsonl"
+    first = ["predict", *map(str, paths[:2]), "-m", str(tiny_model), "-o", str(out)]
+    assert runner.invoke(app, first).exit_code == 0
+    rest = ["predict", str(tmp_path / "in"), "-m", str(tiny_model), "-o", str(out), "--resume"]
+    assert runner.invoke(app, rest).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["path"] for r in rows] == [str(p) for p in paths]

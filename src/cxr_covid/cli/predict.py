@@ -58,6 +58,7 @@ def predict(
     ] = 32,
 ) -> None:
     """Predict COVID-19 / healthy / viral pneumonia for each image, one row per image."""
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -68,7 +69,6 @@ def predict(
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-    from rich.markup import escape
     from rich.text import Text
 
     from cxr_covid import store
@@ -103,9 +103,7 @@ def predict(
 
     def on_start(summary: PredictSummary) -> None:
         if summary.skipped:
-            err.print(
-                f"resume: {summary.skipped} input(s) already in {escape(out_file)}, skipped"
-            )
+            err.print(f"resume: {summary.skipped} input(s) already in {escape(out_file)}, skipped")
         progress.update(task, total=summary.inputs - summary.skipped)
         progress.start_task(task)  # the clock starts now, after the model is loaded
         progress.start()
@@ -170,4 +168,3 @@ def _print_summary(summary: PredictSummary, *, to_stderr: bool) -> None:
     if summary.failed > len(summary.first_errors):
         console.print(f"  ... and {summary.failed - len(summary.first_errors)} more")
     console.print(f"[dim]{DISCLAIMER}[/]")
-

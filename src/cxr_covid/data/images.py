@@ -91,7 +91,7 @@ def _decode(source: Path | bytes) -> Image.Image | np.ndarray:
         return _read_dicom(source if isinstance(source, Path) else data)
     try:
         # Not closed explicitly: it reads from memory, and closing would free the pixels.
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         width, height = img.size
         if width * height > MAX_PIXELS:
             raise ImageError(
@@ -154,7 +154,10 @@ def _read_dicom(source: Path | bytes) -> np.ndarray:
     try:  # pydicom >= 3
         from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]
     except ImportError:  # pydicom 2.x
-        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+        from pydicom.pixel_data_handlers.util import (  # type: ignore[no-redef]
+            apply_modality_lut,
+            apply_voi_lut,
+        )
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
         dataset = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
