@@ -109,6 +109,17 @@ def test_16bit_grayscale_png_uses_its_full_range(odd_images: dict[str, Path]) ->
     assert (pixels[..., 0] == pixels[..., 1]).all()
 
 
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_16bit_png_with_fewer_significant_bits_is_not_black(tmp_path: Path, bits: int) -> None:
+    """Medical exports often store raw 12-bit values in a 16-bit PNG: scale from 4095."""
+    top = 2**bits - 1
+    ramp = np.tile(np.linspace(0, top, 30).astype(np.uint16), (30, 1))
+    Image.fromarray(ramp).save(tmp_path / "raw.png")
+    row = read_image(tmp_path / "raw.png")[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255
+    assert abs(row[15] - round(255 * int(ramp[0, 15]) / top)) <= 1
+
+
 def test_rgba_transparency_is_composited_on_black(odd_images: dict[str, Path]) -> None:
     pixels = read_image(odd_images["rgba"])
     assert pixels.shape == (30, 30, 3)

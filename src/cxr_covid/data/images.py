@@ -119,12 +119,19 @@ def _decode(source: Path | bytes) -> Image.Image | np.ndarray:
 _ORIENTATION = 0x0112  # EXIF tag
 
 
+_DEPTHS = (8, 10, 12, 14, 16)
+
+
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit PNG/TIFF: PNG semantics use the full 0..65535 range, so scale linearly.
+        # 16-bit PNG/TIFF: scale linearly from the bit depth the values actually use.
+        # Full-range files (PNG's own rule) peak above 16383 and are scaled from 65535;
+        # radiographs exported by many medical tools keep raw 10/12/14-bit detector
+        # values, which scaled from 65535 would come out nearly black.
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        peak = float(arr.max(initial=0))
+        top = next((2.0**bits - 1 for bits in _DEPTHS if peak <= 2.0**bits - 1), peak)
         gray = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
