@@ -239,3 +239,40 @@ def test_jsonl_resume_skips_done_inputs(tiny_model: Path, tmp_path: Path) -> Non
     assert runner.invoke(app, rest).exit_code == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["path"] for r in rows] == [str(p) for p in paths]
+
+
+def test_real_sigint_keeps_complete_rows(tiny_model: Path, tmp_path: Path) -> None:
+    """A real Ctrl-C (SIGINT) to a running `cxr-covid predict`: exit 130, and every line in
+    the file is a complete row that --resume can continue from."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.predict.test_inference import _write_pngs
+
+    paths = _write_pngs(tmp_path / "in", 3000, size=8)
+    out = tmp_path / "r.csv"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "cxr_covid", "predict", str(tmp_path / "in")]
+    command += ["-m", str(tiny_model), "-o", str(out), "-b", "1"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.02)
+    if process.poll() is not None:
+        pytest.skip("the run finished before it could be interrupted")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert b"--resume" in stderr
+    raw = out.read_bytes()
+    assert raw.endswith(b"\n")
+    rows = _read_csv(out)
+    assert 2 <= len(rows) < len(paths)
+    assert all(r["p_covid"] and r["model"] == "tiny-baseline" for r in rows)
+    assert [r["path"] for r in rows] == [str(p) for p in sorted(paths)[: len(rows)]]
