@@ -1,7 +1,8 @@
 """Batched prediction over image files, streamed, sharing training's decode path.
 
-`predict_paths` is the one place that turns files into class probabilities: `predict`,
-`eval` and `heatmap` all call it, so the same file always gets the same probabilities.
+`predict_paths` is the one place that turns files into class probabilities: `predict` and
+`eval` call it (and `heatmap` reads through the same `load_for_model`), so the same file
+always gets the same probabilities.
 
 Why it is fast (benchmarks/bench_predict.py, docs/performance.md):
 - decoding runs in a thread pool (Pillow and zlib release the GIL) a few batches ahead of

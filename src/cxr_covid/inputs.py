@@ -25,8 +25,18 @@ from cxr_covid.errors import UsageError
 _GLOB_CHARS = frozenset("*?[")
 
 
-def _folder_images(folder: Path, recursive: bool) -> Iterator[Path]:
-    """Image files in `folder` (sorted, so runs are reproducible), skipping hidden entries."""
+def _folder_images(
+    folder: Path, recursive: bool, visited: set[str] | None = None
+) -> Iterator[Path]:
+    """Image files in `folder` (sorted, so runs are reproducible), skipping hidden entries.
+
+    Each real folder is visited once, so a symbolic link pointing back up cannot loop.
+    """
+    visited = set() if visited is None else visited
+    real = os.path.realpath(folder)
+    if real in visited:
+        return
+    visited.add(real)
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
@@ -42,7 +52,7 @@ def _folder_images(folder: Path, recursive: bool) -> Iterator[Path]:
             yield path
     if recursive:
         for sub in subfolders:
-            yield from _folder_images(sub, recursive)
+            yield from _folder_images(sub, recursive, visited)
 
 
 def _expand_one(spec: str, recursive: bool) -> tuple[list[Path], int]:

@@ -194,3 +194,24 @@ def test_real_sample_images_all_heat_map(
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("*.heatmap.png"))) == 24
     assert len(list(out.glob("*.panel.png"))) == 24
+
+
+def test_heatmap_probabilities_equal_predict_probabilities(
+    tiny_model: Path, odd_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """The caption's numbers are the ones `predict` writes, for every readable odd input."""
+    from cxr_covid.explain import heatmap_files
+    from cxr_covid.inference import predict_paths
+
+    good = [p for k, p in odd_images.items() if k not in BAD]
+    stored = store.StoredModel(tiny_model)
+    summary = heatmap_files(good, stored, str(tmp_path / "maps"))
+    predicted = {
+        p.path: p.probabilities
+        for p in predict_paths(stored.load(), good, stored.record().prep, batch_size=4)
+    }
+    labels = stored.record().classes
+    for result in summary.results:
+        assert result.error is None
+        caption = np.array([result.probabilities[c] for c in labels])
+        np.testing.assert_allclose(caption, predicted[result.path], atol=1e-6)

@@ -80,3 +80,9 @@ def test_output_stems_are_unique() -> None:
         "normal/1_png",
         "normal/1_jpg",
     ]
+
+
+def test_a_symlink_loop_is_visited_once(tree: Path) -> None:
+    (tree / "sub" / "loop").symlink_to(tree, target_is_directory=True)
+    found = names(expand_inputs([str(tree)], recursive=True), tree)
+    assert found == ["a.png", "b.JPG", "sub/c.png", "sub/deeper/d.dcm"]
