@@ -46,6 +46,7 @@ class GradCam:
     class_index: int  # the class explained
     probabilities: np.ndarray  # (classes,) the model's output for the image
     layer: str
+    raw_max: float = 0.0  # the map's maximum before scaling; 0 means no positive evidence
 
 
 def spatial_layers(model: Any) -> list[str]:
@@ -143,7 +144,7 @@ class GradCamExplainer:
         cam = np.asarray(cam, dtype=np.float32)
         top = float(cam.max())
         cam = cam / top if top > 0 else np.zeros_like(cam)
-        return GradCam(cam, int(chosen), np.asarray(probs, dtype=np.float32), self.layer)
+        return GradCam(cam, int(chosen), np.asarray(probs, dtype=np.float32), self.layer, top)
 
 
 def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -224,13 +225,17 @@ def panel_png(
     left.set_title("original")
     right.imshow(_shrink(blended))
     explained = display_name(classes[result.class_index])
-    right.set_title(f"Grad-CAM for {explained} (layer {result.layer})")
+    right_title = f"Grad-CAM for {explained} (layer {result.layer})"
+    if result.raw_max <= 0:  # an all-zero map is not "everything equally unimportant"
+        right_title += "\nno region raised this class's score"
+    right.set_title(right_title)
     for axis in (left, right):
         axis.set_axis_off()
     figure.colorbar(
         ScalarMappable(norm=Normalize(0, 1), cmap=colormap),
         ax=[left, right],
         fraction=0.03,
+        shrink=0.8,
         pad=0.02,
         label="relative importance",
     )
