@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -19,4 +20,6 @@ def print_json(data: Any) -> None:
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+    # Escaped: messages carry file names and hints like `pip install 'cxr-covid[dicom]'`,
+    # whose brackets rich would otherwise take for markup and swallow.
+    err.print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)

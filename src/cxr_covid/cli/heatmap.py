@@ -1,11 +1,118 @@
-"""`cxr-covid heatmap`."""
+"""`cxr-covid heatmap`: Grad-CAM overlays and captioned panels, one pair per image."""
 
 from __future__ import annotations
 
-from cxr_covid.errors import UsageError
+from typing import Annotated
+
+import typer
+
+from cxr_covid.cli.console import err, out
 
 HELP = "Grad-CAM heat maps: where the network looks, as overlays and panels."
 
 
-def heatmap() -> None:
-    raise UsageError("`cxr-covid heatmap` is not built yet")
+def heatmap(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Images, folders (add -r to go into sub-folders) or glob patterns.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model id or folder (default: the newest model)."),
+    ] = None,
+    out_path: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for <stem>.heatmap.png and <stem>.panel.png, or (one image) the "
+            "overlay's .png file name.",
+        ),
+    ] = "heatmaps",
+    class_name: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            "-c",
+            help="Explain this class (e.g. covid, normal, viral_pneumonia) instead of the "
+            "predicted one.",
+            show_default=False,
+        ),
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            "--layer",
+            help="Layer to explain (default: the model record's last convolution).",
+            show_default=False,
+        ),
+    ] = None,
+    colormap: Annotated[
+        str, typer.Option("--colormap", help="Any matplotlib colour map (jet, inferno...).")
+    ] = "jet",
+    alpha: Annotated[
+        float,
+        typer.Option("--alpha", min=0.0, max=1.0, help="Opacity of the heat map over the image."),
+    ] = 0.4,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look inside sub-folders too.")
+    ] = False,
+) -> None:
+    """Explain predictions with Grad-CAM: an overlay and a captioned panel per image."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from cxr_covid import DISCLAIMER, store
+    from cxr_covid.classes import display_name
+    from cxr_covid.errors import PartialFailure
+    from cxr_covid.explain import heatmap_files
+    from cxr_covid.inputs import expand_inputs
+
+    files = expand_inputs(paths, recursive)
+    stored = store.resolve(model)
+    progress = Progress(
+        TextColumn("[bold]heatmap[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+    )
+    task = progress.add_task("heatmap", total=len(files))
+    try:
+        with progress:
+            summary = heatmap_files(
+                files,
+                stored,
+                out_path,
+                class_name=class_name,
+                layer=layer,
+                colormap=colormap,
+                alpha=alpha,
+                progress=lambda done, total: progress.update(task, completed=done),
+            )
+    except KeyboardInterrupt:
+        err.print("[yellow]Interrupted[/]: the pictures written so far are complete.")
+        raise typer.Exit(130) from None
+
+    for result in summary.results:
+        if result.error:
+            err.print(f"[red]x[/] {escape(result.error)}", soft_wrap=True)
+            continue
+        assert result.predicted is not None and result.explained is not None
+        probability = 100 * result.probabilities[result.predicted]
+        line = f"{result.path}: {display_name(result.predicted)} ({probability:.1f}%)"
+        if result.explained != result.predicted:
+            line += f", explaining {display_name(result.explained)}"
+        out.print(escape(f"{line} -> {result.heatmap}, {result.panel}"), soft_wrap=True)
+    written = len(summary.results) - len(summary.failed)
+    out.print(
+        escape(f"{written} heat map(s) from model {summary.model_id}, layer {summary.layer}"),
+        soft_wrap=True,
+    )
+    out.print(f"[dim]{DISCLAIMER}[/]")
+    if summary.failed:
+        raise PartialFailure(
+            f"{len(summary.failed)} of {len(summary.results)} image(s) could not be explained"
+        )

@@ -1,11 +1,170 @@
-"""`cxr-covid predict`."""
+"""`cxr-covid predict`: one CSV/JSONL row per image, streamed, with a progress bar."""
 
 from __future__ import annotations
 
-from cxr_covid.errors import UsageError
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cxr_covid.cli.console import err, out
+
+if TYPE_CHECKING:
+    from cxr_covid.prediction import PredictSummary
 
 HELP = "Predict the class of chest X-ray images and write one CSV/JSONL row per image."
 
 
-def predict() -> None:
-    raise UsageError("`cxr-covid predict` is not built yet")
+def predict(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Images, folders (add -r to go into sub-folders) or glob patterns.",
+            show_default=False,
+        ),
+    ],
+    out_file: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Results file (.csv or .jsonl), or - for stdout. Rows appear as they are made.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model id or folder (default: the newest model)."),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look inside sub-folders too.")
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="csv or jsonl (default: from the --out suffix, else csv).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Keep the rows already in --out and skip their inputs."),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")
+    ] = 32,
+) -> None:
+    """Predict COVID-19 / healthy / viral pneumonia for each image, one row per image."""
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    from cxr_covid import store
+    from cxr_covid.errors import PartialFailure
+    from cxr_covid.inputs import expand_inputs
+    from cxr_covid.prediction import STDOUT, predict_to_file
+
+    files = expand_inputs(paths, recursive)
+    stored = store.resolve(model)
+
+    class RateColumn(ProgressColumn):
+        """Images per second since the start (rich's own speed needs `advance` samples)."""
+
+        def render(self, task: Task) -> Text:
+            elapsed = task.finished_time if task.finished else task.elapsed
+            if not elapsed or not task.completed:
+                return Text("- img/s", style="cyan")
+            return Text(f"{task.completed / elapsed:.1f} img/s", style="cyan")
+
+    progress = Progress(
+        TextColumn("[bold]predict[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+    task = progress.add_task("predict", total=None, start=False)
+
+    def on_start(summary: PredictSummary) -> None:
+        if summary.skipped:
+            err.print(f"resume: {summary.skipped} input(s) already in {escape(out_file)}, skipped")
+        progress.update(task, total=summary.inputs - summary.skipped)
+        progress.start_task(task)  # the clock starts now, after the model is loaded
+        progress.start()
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    try:
+        summary = predict_to_file(
+            files,
+            stored,
+            out_file,
+            fmt=fmt,
+            resume=resume,
+            overwrite=overwrite,
+            batch_size=batch_size,
+            progress=on_progress,
+            on_start=on_start,
+        )
+    except KeyboardInterrupt:
+        progress.stop()
+        where = "" if out_file == STDOUT else f"; every finished row is in {escape(out_file)}"
+        err.print(f"[yellow]Interrupted[/]{where} (add --resume to continue).")
+        raise typer.Exit(130) from None
+    finally:
+        progress.stop()
+
+    _print_summary(summary, to_stderr=out_file == STDOUT)
+    if summary.failed:
+        raise PartialFailure(
+            f"{summary.failed} of {summary.written} input(s) could not be read; "
+            f"their rows in {'stdout' if out_file == STDOUT else out_file} give the reason"
+        )
+
+
+def _print_summary(summary: PredictSummary, *, to_stderr: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cxr_covid import DISCLAIMER
+    from cxr_covid.classes import display_name
+
+    console = err if to_stderr else out
+    table = Table(title=f"Predictions ({escape(summary.model_id)})", title_justify="left")
+    table.add_column("predicted class")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    for cls, count in summary.counts.items():
+        share = f"{100 * count / summary.predicted:.1f}%" if summary.predicted else "-"
+        table.add_row(display_name(cls), str(count), share)
+    if summary.failed:
+        table.add_row("[red]unreadable[/]", f"[red]{summary.failed}[/]", "")
+    console.print(table)
+    parts = [f"{summary.written} row(s) written to {summary.out}"]
+    if summary.skipped:
+        parts.append(f"{summary.skipped} skipped (already there)")
+    if summary.written:
+        parts.append(f"{summary.images_per_second:.1f} images/s")
+    console.print(escape(", ".join(parts)), soft_wrap=True)
+    for message in summary.first_errors:
+        console.print(f"[red]x[/] {escape(message)}", soft_wrap=True)
+    if summary.failed > len(summary.first_errors):
+        console.print(f"  ... and {summary.failed - len(summary.first_errors)} more")
+    console.print(f"[dim]{DISCLAIMER}[/]")

@@ -1,0 +1,364 @@
+"""Grad-CAM: where a network looks, as heat maps, overlays and captioned panels.
+
+Grad-CAM (Selvaraju et al., 2017) weights each channel of a convolution layer's output by
+the mean gradient of the class score over that channel, sums, and keeps the positive part.
+The class score is the pre-softmax logit when the model ends in a softmax Dense layer (as
+every registered architecture does): the softmax output saturates near 1, where its gradient
+vanishes and the map would go blank for the most confident predictions.
+
+The layer defaults to the one the model record names (`last_conv_layer`); an explicit
+layer overrides it, and a model whose record names a missing layer falls back to the last
+layer with a spatial (4-D) output. Images are read through the shared decode path, so the
+heat map explains exactly the prediction `predict` reports.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cxr_covid import DISCLAIMER, atomic
+from cxr_covid.classes import canonical, display_name
+from cxr_covid.data.images import Preprocessing, read_image, resize
+from cxr_covid.errors import CxrCovidError, DependencyError, UsageError
+from cxr_covid.inputs import output_stems
+from cxr_covid.store import StoredModel
+
+DEFAULT_COLORMAP = "jet"
+DEFAULT_ALPHA = 0.4
+HEATMAP_SUFFIX = ".heatmap.png"
+PANEL_SUFFIX = ".panel.png"
+# Panels show images at most this many pixels on a side: a 4000 px radiograph gains nothing
+# on screen and would make the figure slow to render.
+PANEL_MAX_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class GradCam:
+    cam: np.ndarray  # (h, w) float32 in [0, 1] at the layer's resolution
+    class_index: int  # the class explained
+    probabilities: np.ndarray  # (classes,) the model's output for the image
+    layer: str
+    raw_max: float = 0.0  # the map's maximum before scaling; 0 means no positive evidence
+
+
+def spatial_layers(model: Any) -> list[str]:
+    """Names of layers whose output is a feature map (batch, h, w, channels)."""
+    names = []
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) == 4 and layer.name not in ("image", "rescale"):
+            names.append(layer.name)
+    return names
+
+
+def choose_layer(model: Any, requested: str | None, recorded: str | None = None) -> str:
+    """The layer to explain: `requested`, else the record's, else the last feature map."""
+    candidates = spatial_layers(model)
+    if requested:
+        if requested not in candidates:
+            raise UsageError(
+                f"layer {requested!r} has no spatial output to explain "
+                f"(choose from: {', '.join(candidates) or 'none'})"
+            )
+        return requested
+    if recorded and recorded in candidates:
+        return recorded
+    if not candidates:
+        raise UsageError("this model has no convolution layer to explain")
+    return candidates[-1]
+
+
+def resolve_class(name: str, classes: Sequence[str]) -> int:
+    """Index of a class given by canonical name, alias or display name."""
+    for i, cls in enumerate(classes):
+        if name == cls or name.lower() == display_name(cls).lower():
+            return i
+    target = canonical(name)
+    if target is not None and target in classes:
+        return list(classes).index(target)
+    raise UsageError(f"unknown class {name!r} (this model knows: {', '.join(classes)})")
+
+
+class GradCamExplainer:
+    """Compiled Grad-CAM for one model and layer; call it on (S, S, 3) uint8 pixels."""
+
+    def __init__(self, model: Any, layer: str) -> None:
+        import keras
+        import tensorflow as tf
+
+        self.layer = layer
+        head = model.layers[-1]
+        activation = getattr(head, "activation", None)
+        # Explain the logit when the head is a softmax Dense: see the module docstring.
+        self._logit_head = (
+            isinstance(head, keras.layers.Dense)
+            and getattr(activation, "__name__", "") == "softmax"
+        )
+        outputs = [model.get_layer(layer).output, head.input if self._logit_head else model.output]
+        self._model = keras.Model(model.inputs, outputs)
+        self._head = head
+        shape = tuple(model.inputs[0].shape[1:])
+
+        @tf.function(  # type: ignore[untyped-decorator]
+            input_signature=[
+                tf.TensorSpec((1, *shape), tf.float32),
+                tf.TensorSpec((), tf.int32),
+            ]
+        )
+        def step(x: Any, class_index: Any) -> tuple[Any, Any, Any]:
+            class_index = tf.cast(class_index, tf.int32)
+            with tf.GradientTape() as tape:
+                features, last = self._model(x, training=False)
+                if self._logit_head:
+                    logits = tf.matmul(last, self._head.kernel) + self._head.bias
+                    probs = tf.nn.softmax(logits)
+                else:
+                    probs = last
+                    logits = last
+                # -1 means "the predicted class", decided inside the graph.
+                chosen = tf.where(
+                    class_index < 0, tf.cast(tf.argmax(probs[0]), tf.int32), class_index
+                )
+                score = tf.gather(logits[0], chosen)
+            grads = tape.gradient(score, features)
+            weights = tf.reduce_mean(grads, axis=(1, 2))  # (1, channels)
+            cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0]
+            return cam, probs[0], chosen
+
+        self._step = step
+
+    def __call__(self, pixels: np.ndarray, class_index: int | None = None) -> GradCam:
+        x = pixels[None].astype(np.float32)
+        cam, probs, chosen = self._step(x, np.int32(-1 if class_index is None else class_index))
+        cam = np.asarray(cam, dtype=np.float32)
+        top = float(cam.max())
+        cam = cam / top if top > 0 else np.zeros_like(cam)
+        return GradCam(cam, int(chosen), np.asarray(probs, dtype=np.float32), self.layer, top)
+
+
+def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear upsampling of a CAM to (height, width), pixel centres aligned."""
+    img = Image.fromarray(cam.astype(np.float32), mode="F")
+    up = np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.clip(up, 0.0, 1.0)
+
+
+def check_colormap(name: str) -> None:
+    import matplotlib
+
+    if name not in matplotlib.colormaps:
+        popular = "jet, inferno, magma, viridis, turbo, hot"
+        raise UsageError(f"unknown colour map {name!r} (e.g. {popular}; any matplotlib name)")
+
+
+def colorize(heat: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) uint8 through a matplotlib colour map."""
+    import matplotlib
+
+    rgba = np.asarray(matplotlib.colormaps[colormap](heat), dtype=np.float64)
+    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def overlay(
+    image: np.ndarray, heat: np.ndarray, colormap: str = DEFAULT_COLORMAP, alpha: float = 0.4
+) -> np.ndarray:
+    """Blend a colourised heat map over an (H, W, 3) uint8 image; alpha is the map's weight."""
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"opacity must be between 0 and 1, not {alpha}")
+    colour = colorize(heat, colormap).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def _shrink(pixels: np.ndarray, max_side: int = PANEL_MAX_SIDE) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+
+
+def panel_png(
+    image: np.ndarray,
+    blended: np.ndarray,
+    classes: Sequence[str],
+    result: GradCam,
+    colormap: str = DEFAULT_COLORMAP,
+    title: str = "",
+) -> bytes:
+    """Side-by-side figure (original | overlay) captioned with the prediction, as PNG bytes.
+
+    Uses matplotlib's Agg canvas directly (no pyplot): no display needed, no global state.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    predicted = int(result.probabilities.argmax())
+    probs = "   ".join(
+        f"{display_name(c)} {100 * float(p):.1f}%"
+        for c, p in zip(classes, result.probabilities, strict=True)
+    )
+    figure = Figure(figsize=(10, 5.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    left.imshow(_shrink(image))
+    left.set_title("original")
+    right.imshow(_shrink(blended))
+    explained = display_name(classes[result.class_index])
+    right_title = f"Grad-CAM for {explained} (layer {result.layer})"
+    if result.raw_max <= 0:  # an all-zero map is not "everything equally unimportant"
+        right_title += "\nno region raised this class's score"
+    right.set_title(right_title)
+    for axis in (left, right):
+        axis.set_axis_off()
+    figure.colorbar(
+        ScalarMappable(norm=Normalize(0, 1), cmap=colormap),
+        ax=[left, right],
+        fraction=0.03,
+        shrink=0.8,
+        pad=0.02,
+        label="relative importance",
+    )
+    heading = f"Predicted: {display_name(classes[predicted])}"
+    heading += f" ({100 * float(result.probabilities[predicted]):.1f}%)"
+    figure.suptitle(f"{title}\n{heading}\n{probs}" if title else f"{heading}\n{probs}")
+    figure.supxlabel(DISCLAIMER, fontsize=7, color="0.4")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # File names in scripts the bundled font lacks (CJK...) render as boxes; that is
+        # no reason to print a warning per glyph.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        # Fast zlib level: a panel is a preview, and level 6 costs more than drawing it.
+        figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
+    return buffer.getvalue()
+
+
+@dataclass
+class HeatmapResult:
+    path: Path
+    heatmap: Path | None = None
+    panel: Path | None = None
+    predicted: str | None = None
+    explained: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class HeatmapSummary:
+    model_id: str
+    layer: str
+    results: list[HeatmapResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[HeatmapResult]:
+        return [r for r in self.results if r.error]
+
+
+def output_paths(paths: Sequence[Path], out: str | None) -> list[tuple[Path, Path]]:
+    """(overlay, panel) destination per input.
+
+    `out` is a folder (default `heatmaps`), or for a single input, a `.png` file name for the
+    overlay (its panel goes beside it).
+    """
+    target = Path(out or "heatmaps").expanduser()
+    if target.suffix.lower() == ".png" and not target.is_dir():
+        if len(paths) != 1:
+            raise UsageError(
+                f"--out {target} names one file, but there are {len(paths)} images: "
+                "give a folder instead"
+            )
+        stem = (
+            target.name[: -len(HEATMAP_SUFFIX)]
+            if target.name.endswith(HEATMAP_SUFFIX)
+            else (target.stem)
+        )
+        return [(target, target.with_name(stem + PANEL_SUFFIX))]
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--out {target} exists and is not a folder")
+    return [
+        (target / (s.as_posix() + HEATMAP_SUFFIX), target / (s.as_posix() + PANEL_SUFFIX))
+        for s in output_stems(paths)
+    ]
+
+
+def heatmap_files(
+    paths: Sequence[Path],
+    stored: StoredModel,
+    out: str | None = None,
+    *,
+    class_name: str | None = None,
+    layer: str | None = None,
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = DEFAULT_ALPHA,
+    progress: Callable[[int, int], None] | None = None,
+) -> HeatmapSummary:
+    """Write `<stem>.heatmap.png` and `<stem>.panel.png` for each image (atomically).
+
+    An image that cannot be read gets a result with its error; the others go on.
+    """
+    from cxr_covid.prediction import check_dicom_support
+
+    check_colormap(colormap)
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha must be between 0 and 1, not {alpha}")
+    destinations = output_paths(paths, out)
+    check_dicom_support(paths)
+    record = stored.record()
+    class_index = resolve_class(class_name, record.classes) if class_name else None
+    model = stored.load()
+    chosen_layer = choose_layer(model, layer, record.last_conv_layer)
+    explainer = GradCamExplainer(model, chosen_layer)
+    prep: Preprocessing = record.prep
+    summary = HeatmapSummary(record.id, chosen_layer)
+    for done, (path, (heat_path, panel_path)) in enumerate(
+        zip(paths, destinations, strict=True), 1
+    ):
+        result = HeatmapResult(path)
+        try:
+            image = read_image(path)
+            # Same as load_for_model(path, prep), without decoding the file twice.
+            pixels = resize(image, prep.image_size, prep.resize)
+            cam = explainer(pixels, class_index)
+            heat = upsample(cam.cam, image.shape[0], image.shape[1])
+            blended = overlay(image, heat, colormap, alpha)
+            atomic.write_bytes(heat_path, png_bytes(blended))
+            atomic.write_bytes(
+                panel_path, panel_png(image, blended, record.classes, cam, colormap, path.name)
+            )
+            result.heatmap, result.panel = heat_path, panel_path
+            result.predicted = record.classes[int(cam.probabilities.argmax())]
+            result.explained = record.classes[cam.class_index]
+            result.probabilities = {
+                c: float(p) for c, p in zip(record.classes, cam.probabilities, strict=True)
+            }
+        except DependencyError:
+            raise
+        except CxrCovidError as exc:
+            result.error = str(exc)
+        except Exception as exc:  # one bad image must not end the run
+            result.error = f"{path}: {type(exc).__name__}: {exc}"
+        summary.results.append(result)
+        if progress is not None:
+            progress(done, len(paths))
+    return summary

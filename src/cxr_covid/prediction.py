@@ -1,0 +1,296 @@
+"""`predict` as a library call: files in, one CSV or JSON-lines row per file out, streamed.
+
+Rows are written as they are produced, a batch at a time: each batch is formatted into one
+string, written, flushed and fsync-ed, so a crash or Ctrl-C keeps every finished row and
+never leaves a half row behind a complete one. `resume` reads what an earlier run wrote
+(dropping a torn last line, if a hard kill left one) and skips those inputs.
+
+Columns: path, predicted_class, p_<class> for every class of the model (in the model's
+order), model, error. A file that cannot be read has an empty prediction and its reason in
+`error`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
+from cxr_covid.errors import DependencyError, UsageError
+from cxr_covid.inference import Prediction, compiled_predict, predict_paths
+from cxr_covid.store import ModelRecord, StoredModel
+
+FORMATS = ("csv", "jsonl")
+STDOUT = "-"
+
+# (done, total) after each batch; `done` counts rows written in this run.
+ProgressCallback = Callable[[int, int], None]
+
+
+def columns(classes: Sequence[str]) -> list[str]:
+    return ["path", "predicted_class", *(f"p_{c}" for c in classes), "model", "error"]
+
+
+def infer_format(out: str, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in FORMATS:
+            raise UsageError(f"unknown format {fmt!r} (choose from: {', '.join(FORMATS)})")
+        return fmt
+    return "jsonl" if out.lower().endswith((".jsonl", ".ndjson")) else "csv"
+
+
+def path_key(path: str | Path) -> str:
+    """How `resume` recognises an input: its absolute, normalised path."""
+    return os.path.normcase(os.path.abspath(str(path)))
+
+
+@dataclass
+class PredictSummary:
+    model_id: str
+    classes: list[str]
+    out: str
+    inputs: int = 0  # files named by the user (after expanding folders and globs)
+    skipped: int = 0  # already in the output (resume)
+    predicted: int = 0
+    failed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # predicted class -> images
+    first_errors: list[str] = field(default_factory=list)  # a few, for the summary
+    seconds: float = 0.0
+
+    @property
+    def written(self) -> int:
+        return self.predicted + self.failed
+
+    @property
+    def images_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+class RowWriter:
+    """Formats predictions as CSV or JSON lines and appends them durably, a batch at a time."""
+
+    def __init__(
+        self,
+        stream: IO[str],
+        fmt: str,
+        classes: Sequence[str],
+        model_id: str,
+        *,
+        durable: bool,
+    ) -> None:
+        self.stream = stream
+        self.fmt = fmt
+        self.classes = list(classes)
+        self.model_id = model_id
+        self.durable = durable
+        self.columns = columns(classes)
+
+    def header(self) -> None:
+        if self.fmt == "csv":
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerow(self.columns)
+            self._emit(buffer.getvalue())
+
+    def row(self, prediction: Prediction) -> dict[str, Any]:
+        probs = prediction.probabilities
+        row: dict[str, Any] = {"path": str(prediction.path)}
+        if probs is None:
+            row["predicted_class"] = None
+            row.update({f"p_{c}": None for c in self.classes})
+        else:
+            row["predicted_class"] = self.classes[int(probs.argmax())]
+            row.update({f"p_{c}": float(p) for c, p in zip(self.classes, probs, strict=True)})
+        row["model"] = self.model_id
+        row["error"] = prediction.error
+        return row
+
+    def write(self, predictions: Sequence[Prediction]) -> None:
+        if not predictions:
+            return
+        rows = [self.row(p) for p in predictions]
+        if self.fmt == "jsonl":
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        else:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            for r in rows:
+                # float32 probabilities round-trip exactly with 9 significant digits.
+                writer.writerow(
+                    [
+                        "" if r[c] is None else (f"{r[c]:.9g}" if isinstance(r[c], float) else r[c])
+                        for c in self.columns
+                    ]
+                )
+            text = buffer.getvalue()
+        self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+        if self.durable:
+            os.fsync(self.stream.fileno())
+
+
+def read_existing(path: Path, fmt: str, classes: Sequence[str], model_id: str) -> set[str]:
+    """Inputs an earlier run already wrote to `path` (as `path_key`s), for `resume`.
+
+    A torn last line (the process was killed while writing) is cut off first, so appending
+    continues from the last complete row. Raises UsageError when the file was written for
+    another model or class list: mixing them in one table would mislead.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return set()
+    if raw and not raw.endswith(b"\n"):
+        keep = raw.rfind(b"\n") + 1
+        with open(path, "r+b") as handle:
+            handle.truncate(keep)
+        raw = raw[:keep]
+    text = raw.decode("utf-8", errors="strict") if raw else ""
+    if not text.strip():
+        return set()
+    done: set[str] = set()
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, [])
+        if header != columns(classes):
+            raise UsageError(
+                f"{path}: its columns ({', '.join(header)}) are not this model's "
+                f"({', '.join(columns(classes))}); write to another file"
+            )
+        records = [dict(zip(header, r, strict=False)) for r in reader if r]
+    else:
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: not a JSON-lines results file ({exc})") from exc
+    for record in records:
+        if record.get("model") != model_id:
+            raise UsageError(
+                f"{path} holds predictions of model {record.get('model')!r}, not "
+                f"{model_id!r}: resume with the same --model, or write to another file"
+            )
+        done.add(path_key(record.get("path", "")))
+    return done
+
+
+def check_dicom_support(paths: Sequence[Path]) -> None:
+    """Fail before any work when DICOM files are named but the `dicom` extra is missing."""
+    if any(p.suffix.lower() in DICOM_SUFFIXES for p in paths) and not dicom_available():
+        raise DependencyError(
+            "these inputs include DICOM files, which need the optional extra: "
+            "pip install 'cxr-covid[dicom]'"
+        )
+
+
+def predict_to_file(
+    paths: Sequence[Path],
+    stored: StoredModel,
+    out: str,
+    *,
+    fmt: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    progress: ProgressCallback | None = None,
+    on_start: Callable[[PredictSummary], None] | None = None,
+) -> PredictSummary:
+    """Predict every file in `paths` with `stored`, writing one row each to `out` (or "-"
+    for stdout). Returns the summary; the caller decides what a failed input means."""
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    fmt = infer_format(out, fmt)
+    record: ModelRecord = stored.record()
+    to_stdout = out == STDOUT
+    if to_stdout and resume:
+        raise UsageError("--resume needs an output file, not stdout")
+    out_path = None if to_stdout else Path(out).expanduser()
+    if out_path is not None:
+        if out_path.is_dir():
+            raise UsageError(f"{out_path} is a folder; --out names the results file")
+        if out_path.exists() and out_path.stat().st_size > 0 and not (resume or overwrite):
+            raise UsageError(
+                f"{out_path} already exists: add --resume to continue it, "
+                "or --overwrite to start again"
+            )
+    check_dicom_support(paths)
+
+    done = (
+        read_existing(out_path, fmt, record.classes, record.id)
+        if out_path is not None and resume
+        else set()
+    )
+    todo = [p for p in paths if path_key(p) not in done] if done else list(paths)
+    summary = PredictSummary(record.id, list(record.classes), out, inputs=len(paths))
+    summary.skipped = len(paths) - len(todo)
+    summary.counts = dict.fromkeys(record.classes, 0)
+    model = stored.load() if todo else None
+    if model is not None:
+        # Trace the compiled step now, so the rate shown is the steady one, not the set-up.
+        size = record.prep.image_size
+        compiled_predict(model)(np.zeros((1, size, size, 3), np.uint8))
+    if on_start is not None:  # after loading, so a progress bar's rate counts images only
+        on_start(summary)
+    start = time.perf_counter()
+    if out_path is None:
+        _write_all(sys.stdout, False, True, todo, model, record, fmt, batch_size, summary, progress)
+    else:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        appending = resume and out_path.exists() and out_path.stat().st_size > 0
+        with open(out_path, "a" if appending else "w", encoding="utf-8", newline="") as handle:
+            _write_all(
+                handle, True, not appending, todo, model, record, fmt, batch_size, summary, progress
+            )
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _write_all(
+    stream: IO[str],
+    durable: bool,
+    header: bool,
+    todo: Sequence[Path],
+    model: Any,
+    record: ModelRecord,
+    fmt: str,
+    batch_size: int,
+    summary: PredictSummary,
+    progress: ProgressCallback | None,
+) -> None:
+    writer = RowWriter(stream, fmt, record.classes, record.id, durable=durable)
+    if header:
+        writer.header()
+    if not todo:
+        return
+    pending: list[Prediction] = []
+
+    def flush() -> None:
+        writer.write(pending)
+        for p in pending:
+            if p.probabilities is None:
+                summary.failed += 1
+                if len(summary.first_errors) < 5:
+                    summary.first_errors.append(p.error or f"{p.path}: unreadable")
+            else:
+                summary.predicted += 1
+                summary.counts[record.classes[int(p.probabilities.argmax())]] += 1
+        pending.clear()
+        if progress is not None:
+            progress(summary.written, len(todo))
+
+    for prediction in predict_paths(model, todo, record.prep, batch_size):
+        pending.append(prediction)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
