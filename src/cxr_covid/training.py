@@ -15,6 +15,7 @@ removed, so the store never shows a half-trained or half-written model.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -248,7 +249,9 @@ def _read_run(run_id: str) -> tuple[TrainConfig, _State, Path]:
         config = TrainConfig.from_dict(config_data["config"])
         state = _State.from_dict(state_data)
     except FileNotFoundError as exc:
-        raise ModelError(f"{folder}: not a resumable training run ({exc.filename} missing)") from exc
+        raise ModelError(
+            f"{folder}: not a resumable training run ({exc.filename} missing)"
+        ) from exc
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelError(f"{folder}: corrupt training run ({exc})") from exc
     return config, state, folder
@@ -480,7 +483,7 @@ def _run(
                     notes=placement.notes,
                 )
             )
-        tracker = _Tracker(
+        tracker = _tracker_class()(
             run_id,
             config,
             state,
@@ -583,120 +586,124 @@ def _stopped_early(config: TrainConfig, state: _State) -> bool:
     return config.early_stopping is not None and state.wait >= config.early_stopping
 
 
-def _make_tracker_base() -> type:
+@functools.cache
+def _tracker_class() -> type:
+    """The Keras callback class, made on first use so importing this module (for option
+    checks and --summary errors) does not import Keras."""
     import keras
 
-    return keras.callbacks.Callback  # type: ignore[no-any-return]
+    class _Tracker(keras.callbacks.Callback):  # type: ignore[misc]
+        """Per epoch: history, best weights, early stopping, the checkpoint, the report."""
 
+        def __init__(
+            self,
+            run_id: str,
+            config: TrainConfig,
+            state: _State,
+            best_weights: list[np.ndarray] | None,
+            placement: Placement,
+            steps: int,
+            train_images: int,
+            folder: Path,
+            started: float,
+        ) -> None:
+            super().__init__()
+            self._mark = started  # wall time is added to state.total_seconds epoch by epoch
+            self.run_id, self.config, self.state = run_id, config, state
+            self.best_weights = best_weights
+            self.placement, self.steps, self.train_images = placement, steps, train_images
+            self.folder = folder
+            self.progress: Progress | None = None
+            self.on_step: StepProgress | None = None
+            self._epoch_start = 0.0
+            self._train_end = 0.0
+            self._epochs_this_process = 0
+            self.first_epoch_train_time = 0.0
 
-class _Tracker(_make_tracker_base()):  # type: ignore[misc]
-    """Per epoch: history, best weights, early stopping, the checkpoint, the report."""
+        def finish_timing(self) -> None:
+            now = time.perf_counter()
+            self.state.total_seconds += now - self._mark
+            self._mark = now
+            if self.state.timed_images == 0 and self.first_epoch_train_time > 0:
+                self.state.train_seconds += self.first_epoch_train_time
+                self.state.timed_images += self.train_images
 
-    def __init__(
-        self,
-        run_id: str,
-        config: TrainConfig,
-        state: _State,
-        best_weights: list[np.ndarray] | None,
-        placement: Placement,
-        steps: int,
-        train_images: int,
-        folder: Path,
-        started: float,
-    ) -> None:
-        super().__init__()
-        self._mark = started  # wall time is added to state.total_seconds epoch by epoch
-        self.run_id, self.config, self.state = run_id, config, state
-        self.best_weights = best_weights
-        self.placement, self.steps, self.train_images = placement, steps, train_images
-        self.folder = folder
-        self.progress: Progress | None = None
-        self.on_step: StepProgress | None = None
-        self._epoch_start = 0.0
-        self._train_end = 0.0
-        self._epochs_this_process = 0
-        self.first_epoch_train_time = 0.0
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._epoch_start = time.perf_counter()
+            self._train_end = 0.0
 
-    def finish_timing(self) -> None:
-        now = time.perf_counter()
-        self.state.total_seconds += now - self._mark
-        self._mark = now
-        if self.state.timed_images == 0 and self.first_epoch_train_time > 0:
-            self.state.train_seconds += self.first_epoch_train_time
-            self.state.timed_images += self.train_images
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.on_step:
+                self.on_step(batch + 1, self.steps)
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch_start = time.perf_counter()
-        self._train_end = 0.0
+        def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self._train_end = time.perf_counter()
 
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.on_step:
-            self.on_step(batch + 1, self.steps)
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._train_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        now = time.perf_counter()
-        seconds = now - self._epoch_start
-        state = self.state
-        state.total_seconds += now - self._mark
-        self._mark = now
-        self._epochs_this_process += 1
-        # The first epoch of a process includes graph tracing: keep it out of the
-        # throughput figure unless it is the only epoch there is (see `finish_timing`).
-        train_time = (self._train_end or now) - self._epoch_start
-        if self._epochs_this_process == 1:
-            self.first_epoch_train_time = train_time
-        else:
-            state.train_seconds += train_time
-            state.timed_images += self.train_images
-        values = {
-            "loss": float(logs.get("loss", float("nan"))),
-            "accuracy": float(logs.get("accuracy", float("nan"))),
-            "val_loss": float(logs.get("val_loss", float("nan"))),
-            "val_accuracy": float(logs.get("val_accuracy", float("nan"))),
-            "seconds": round(seconds, 3),
-        }
-        for key in HISTORY_KEYS:
-            state.history.setdefault(key, []).append(values[key])
-        state.epochs_done = epoch + 1
-        improved = values["val_accuracy"] > state.best_val_accuracy
-        if improved:
-            state.best_val_accuracy = values["val_accuracy"]
-            state.best_val_loss = values["val_loss"]
-            state.best_epoch = epoch + 1
-            state.wait = 0
-            self.best_weights = [np.array(w) for w in self.model.get_weights()]
-        else:
-            state.wait += 1
-        stopping = _stopped_early(self.config, state)
-        if stopping:
-            self.model.stop_training = True
-        if self.placement.is_chief:
-            _write_run(self.folder, self.run_id, self.config, state, self.model, self.best_weights)
-        if self.progress:
-            durations = state.history["seconds"]
-            recent = durations[-3:] if len(durations) > 1 else durations
-            remaining = 0 if stopping else self.config.epochs - state.epochs_done
-            self.progress(
-                EpochReport(
-                    run_id=self.run_id,
-                    epoch=epoch + 1,
-                    epochs=self.config.epochs,
-                    loss=values["loss"],
-                    accuracy=values["accuracy"],
-                    val_loss=values["val_loss"],
-                    val_accuracy=values["val_accuracy"],
-                    seconds=seconds,
-                    eta_seconds=remaining * (sum(recent) / len(recent)),
-                    best_epoch=state.best_epoch,
-                    best_val_accuracy=state.best_val_accuracy,
-                    improved=improved,
-                    stopping_early=stopping,
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            now = time.perf_counter()
+            seconds = now - self._epoch_start
+            state = self.state
+            state.total_seconds += now - self._mark
+            self._mark = now
+            self._epochs_this_process += 1
+            # The first epoch of a process includes graph tracing: keep it out of the
+            # throughput figure unless it is the only epoch there is (see `finish_timing`).
+            train_time = (self._train_end or now) - self._epoch_start
+            if self._epochs_this_process == 1:
+                self.first_epoch_train_time = train_time
+            else:
+                state.train_seconds += train_time
+                state.timed_images += self.train_images
+            values = {
+                "loss": float(logs.get("loss", float("nan"))),
+                "accuracy": float(logs.get("accuracy", float("nan"))),
+                "val_loss": float(logs.get("val_loss", float("nan"))),
+                "val_accuracy": float(logs.get("val_accuracy", float("nan"))),
+                "seconds": round(seconds, 3),
+            }
+            for key in HISTORY_KEYS:
+                state.history.setdefault(key, []).append(values[key])
+            state.epochs_done = epoch + 1
+            improved = values["val_accuracy"] > state.best_val_accuracy
+            if improved:
+                state.best_val_accuracy = values["val_accuracy"]
+                state.best_val_loss = values["val_loss"]
+                state.best_epoch = epoch + 1
+                state.wait = 0
+                self.best_weights = [np.array(w) for w in self.model.get_weights()]
+            else:
+                state.wait += 1
+            stopping = _stopped_early(self.config, state)
+            if stopping:
+                self.model.stop_training = True
+            if self.placement.is_chief:
+                _write_run(
+                    self.folder, self.run_id, self.config, state, self.model, self.best_weights
                 )
-            )
+            if self.progress:
+                durations = state.history["seconds"]
+                recent = durations[-3:] if len(durations) > 1 else durations
+                remaining = 0 if stopping else self.config.epochs - state.epochs_done
+                self.progress(
+                    EpochReport(
+                        run_id=self.run_id,
+                        epoch=epoch + 1,
+                        epochs=self.config.epochs,
+                        loss=values["loss"],
+                        accuracy=values["accuracy"],
+                        val_loss=values["val_loss"],
+                        val_accuracy=values["val_accuracy"],
+                        seconds=seconds,
+                        eta_seconds=remaining * (sum(recent) / len(recent)),
+                        best_epoch=state.best_epoch,
+                        best_val_accuracy=state.best_val_accuracy,
+                        improved=improved,
+                        stopping_early=stopping,
+                    )
+                )
+
+    return _Tracker
 
 
 __all__ = [
