@@ -115,6 +115,7 @@ def place(strategy: str = "auto", precision: str = "float32") -> Placement:
                 "(see docs/commands/train.md)"
             )
         strat: Any = tf.distribute.MultiWorkerMirroredStrategy()
+        patch_keras_for_multi_worker()
         workers = _cluster_workers(config)
         worker_index, is_chief = _task(config)
     elif chosen == "mirrored":
@@ -146,6 +147,38 @@ def place(strategy: str = "auto", precision: str = "float32") -> Placement:
         precision=used_precision,
         notes=notes,
     )
+
+
+def patch_keras_for_multi_worker() -> None:
+    """Work around Keras 3's per-step metric reduction under MultiWorkerMirroredStrategy.
+
+    Keras reduces each step's logs with `strategy.reduce("MEAN", value, axis=0)`, and the
+    logs (loss, accuracy) are scalars, so collective all-reduce fails with "Invalid
+    reduction dimension 0 for input with 0 dimensions". Scalars are averaged over the
+    replicas instead (axis=None); everything else keeps Keras' own path. Idempotent.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_cxr_covid_patch", False):
+        return
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy
+        ):
+
+            def mean(value: Any) -> Any:
+                local = getattr(value, "values", (value,))[0]
+                scalar = local.shape.rank == 0
+                return strategy.reduce("MEAN", value, axis=None if scalar else 0)
+
+            return tree.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._cxr_covid_patch = True  # type: ignore[attr-defined]
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def reset_precision() -> None:

@@ -19,6 +19,7 @@ import functools
 import json
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -329,64 +330,35 @@ def _datasets(
     """(train data, val data, train steps, val steps) for the placement's strategy."""
     batch = config.batch_size
     remaining = config.epochs - first_epoch
-    if placement.workers <= 1:
-        # One machine: Keras splits each global batch across local replicas itself.
-        drop = placement.replicas > 1
-        train_data = pipeline.make_dataset(
-            train_split,
-            train_reader,
-            global_batch=batch,
-            shuffle=True,
-            seed=config.seed,
-            first_epoch=first_epoch,
-            epochs=remaining,
-            drop_remainder=drop,
-        )
-        val_data = pipeline.make_dataset(
-            val_split, val_reader, global_batch=batch, shuffle=False, epochs=remaining
-        )
-        return (
-            train_data,
-            val_data,
-            pipeline.steps_per_epoch(train_split.count, batch, drop),
-            pipeline.steps_per_epoch(val_split.count, batch, False),
-        )
-
-    # Several workers: every worker computes the same seeded global batches and keeps its
-    # slice, so no worker needs another's data and all take the same number of steps.
-    strategy = placement.strategy
-    per_worker_replicas = max(1, placement.replicas // placement.workers)
-
-    def make(split: pipeline.CachedSplit, reader: pipeline.BatchReader, train: bool) -> Any:
-        def fn(context: Any) -> Any:
-            return pipeline.make_dataset(
-                split,
-                reader,
-                global_batch=batch,
-                shuffle=train,
-                seed=config.seed,
-                first_epoch=first_epoch,
-                epochs=remaining,
-                pipeline_id=context.input_pipeline_id,
-                num_pipelines=context.num_input_pipelines,
-                replica_batch=(
-                    context.get_per_replica_batch_size(batch) if per_worker_replicas > 1 else None
-                ),
-                drop_remainder=train or per_worker_replicas > 1,
-            )
-
-        return strategy.distribute_datasets_from_function(fn)
-
-    if batch % placement.replicas:
+    # One machine: Keras splits each global batch across local replicas itself. Several
+    # workers: every worker builds the same seeded global batches and tf.distribute gives
+    # each worker its slice of every batch (DATA sharding), so all take the same steps.
+    distributed = placement.replicas > 1 or placement.workers > 1
+    common: dict[str, Any] = {
+        "global_batch": batch,
+        "epochs": remaining,
+        "shard_by_data": placement.workers > 1,
+    }
+    train_data = pipeline.make_dataset(
+        train_split,
+        train_reader,
+        shuffle=True,
+        seed=config.seed,
+        first_epoch=first_epoch,
+        drop_remainder=distributed,
+        **common,
+    )
+    val_data = pipeline.make_dataset(val_split, val_reader, shuffle=False, **common)
+    if distributed and train_split.count < batch:
         raise UsageError(
-            f"--batch-size {batch} must be a multiple of the {placement.replicas} replicas"
+            f"--batch-size {batch} is larger than the {train_split.count} training images; "
+            "distributed training needs at least one full batch"
         )
-    val_drop = per_worker_replicas > 1
     return (
-        make(train_split, train_reader, True),
-        make(val_split, val_reader, False),
-        pipeline.steps_per_epoch(train_split.count, batch, True),
-        pipeline.steps_per_epoch(val_split.count, batch, val_drop),
+        train_data,
+        val_data,
+        pipeline.steps_per_epoch(train_split.count, batch, distributed),
+        pipeline.steps_per_epoch(val_split.count, batch, False),
     )
 
 
@@ -497,7 +469,9 @@ def _run(
         tracker.progress, tracker.on_step = progress, on_step
         try:
             if first_epoch < config.epochs and not _stopped_early(config, state):
-                model.fit(
+                _fit(
+                    placement,
+                    model,
                     train_data,
                     epochs=config.epochs,
                     initial_epoch=first_epoch,
@@ -580,6 +554,19 @@ def _run(
         seconds=state.total_seconds,
         images_per_second=images_per_second,
     )
+
+
+def _fit(placement: Placement, model: Any, data: Any, **kwargs: Any) -> None:
+    if placement.workers > 1:
+        # Keras 3.x's eager "symbolic build" calls strategy.reduce on a whole (x, y) batch,
+        # which MultiWorkerMirroredStrategy's collectives reject. Without a strategy pinned
+        # on the model, Keras builds it while tracing the step instead, and takes the
+        # strategy from the enclosing scope, so training is still distributed.
+        model._distribute_strategy = None
+        with placement.strategy.scope():
+            model.fit(data, **kwargs)
+    else:
+        model.fit(data, **kwargs)
 
 
 def _stopped_early(config: TrainConfig, state: _State) -> bool:
@@ -681,6 +668,14 @@ def _tracker_class() -> type:
                 _write_run(
                     self.folder, self.run_id, self.config, state, self.model, self.best_weights
                 )
+            else:
+                # Saving inside a multi-worker strategy runs collective ops, so every worker
+                # must save; the others write to a scratch folder that is thrown away.
+                scratch = Path(tempfile.mkdtemp(prefix="cxr-covid-worker-"))
+                try:
+                    self.model.save(scratch / CHECKPOINT_FILE)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
             if self.progress:
                 durations = state.history["seconds"]
                 recent = durations[-3:] if len(durations) > 1 else durations

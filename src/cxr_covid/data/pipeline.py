@@ -257,6 +257,7 @@ def make_dataset(
     num_pipelines: int = 1,
     replica_batch: int | None = None,
     drop_remainder: bool = False,
+    shard_by_data: bool = False,
 ) -> Any:
     """A tf.data pipeline of (float32 pixels, int32 labels) batches over `epochs` epochs.
 
@@ -300,7 +301,12 @@ def make_dataset(
     data = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(epoch_batches)
     data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    # Multi-worker: every worker builds the same seeded global batches; tf.distribute's DATA
+    # policy splits each one so every worker computes its own slice. Otherwise never shard.
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = (
+        policy.DATA if shard_by_data else policy.OFF
+    )
     return data.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
