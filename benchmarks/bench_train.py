@@ -254,7 +254,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def render(args: argparse.Namespace, info: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> str:
+def render(
+    args: argparse.Namespace, info: dict[str, Any], a: dict[str, Any], b: dict[str, Any]
+) -> str:
     gib = 1024**3
     mib = 1024**2
     lines = [

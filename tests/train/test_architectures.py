@@ -100,7 +100,7 @@ def test_notebook_variant_differs_as_documented() -> None:
     convs = {layer.name: layer for layer in summary.layers if layer.type == "Conv2D"}
     assert [convs[f"branch_{i}"].config["kernel_size"] for i in (1, 2, 3)] == [[1, 1]] * 3
     assert convs["last_conv"].config["kernel_size"] == [7, 7]
-    assert [lay.config["units"] for lay in summary.layers if lay.type == "Dense"][0] == 128
+    assert next(lay.config["units"] for lay in summary.layers if lay.type == "Dense") == 128
 
 
 def test_flops_scale_with_image_area() -> None:

@@ -135,8 +135,20 @@ def test_single_machine_strategies(cxr_home: Path, strategy: str) -> None:
     build_dataset(cxr_home, "blobs", per_class=4, size=16)
     result = runner.invoke(
         app,
-        ["train", "--dataset", "blobs", "--epochs", "1", "--image-size", "16"]
-        + ["--batch-size", "4", "--strategy", strategy, "--json"],
+        [
+            "train",
+            "--dataset",
+            "blobs",
+            "--epochs",
+            "1",
+            "--image-size",
+            "16",
+            "--batch-size",
+            "4",
+            "--strategy",
+            strategy,
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["record"]["training"]["strategy_used"] == strategy

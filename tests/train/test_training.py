@@ -43,9 +43,7 @@ def test_blobs_learn_and_the_store_keeps_everything(cxr_home: Path) -> None:
     assert result.best_val_accuracy >= 0.9
     assert [r.epoch for r in reports] == [1, 2, 3, 4, 5]
     assert reports[-1].eta_seconds == 0
-    assert result.best_epoch == max(
-        range(1, 6), key=lambda e: (reports[e - 1].val_accuracy, -e)
-    )
+    assert result.best_epoch == max(range(1, 6), key=lambda e: (reports[e - 1].val_accuracy, -e))
 
     # The record says everything needed to reproduce and use the model.
     record = store.resolve("blob-model").record()

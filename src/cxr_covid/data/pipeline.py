@@ -304,9 +304,7 @@ def make_dataset(
     # Multi-worker: every worker builds the same seeded global batches; tf.distribute's DATA
     # policy splits each one so every worker computes its own slice. Otherwise never shard.
     policy = tf.data.experimental.AutoShardPolicy
-    options.experimental_distribute.auto_shard_policy = (
-        policy.DATA if shard_by_data else policy.OFF
-    )
+    options.experimental_distribute.auto_shard_policy = policy.DATA if shard_by_data else policy.OFF
     return data.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
