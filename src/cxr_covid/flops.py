@@ -51,15 +51,16 @@ def layer_flops(layer: Any) -> int:
     out = _shape(layer.output)[1:]
     out_elems = math.prod(d or 1 for d in out)
     if kind == "Conv2D":
-        kh, kw = layer.kernel_size
+        kh, kw = (int(k) for k in layer.kernel_size)
         cin = int(layer.input.shape[-1])
         macs = out_elems * kh * kw * cin
-        return 2 * macs + (out_elems if layer.use_bias else 0) + out_elems
+        return 2 * macs + (out_elems if bool(layer.use_bias) else 0) + out_elems
     if kind == "Dense":
         cin = int(layer.input.shape[-1])
-        return 2 * cin * layer.units + layer.units + layer.units
+        units = int(layer.units)
+        return 2 * cin * units + units + units
     if kind == "MaxPooling2D":
-        ph, pw = layer.pool_size
+        ph, pw = (int(p) for p in layer.pool_size)
         return out_elems * ph * pw
     if kind in ("Rescaling",):
         return out_elems

@@ -175,3 +175,36 @@ def test_cli_summary_prints_the_network_without_training(cxr_home: Path) -> None
     assert data["forward_gflops"] > 0
     assert [layer["name"] for layer in data["layers"]][-1] == "probabilities"
     assert not (cxr_home / "models").exists()
+
+
+def test_augment_adds_the_augmented_training_rows(cxr_home: Path) -> None:
+    from cxr_covid.data.manifest import AUGMENTED, ManifestRow, sha256_file
+    from tests.helpers import write_blob_png
+
+    dataset = build_dataset(cxr_home, "blobs", per_class=5, size=32)
+    rows = dataset.rows()
+    rng = np.random.default_rng(3)
+    extra = []
+    for i in range(4):
+        path = write_blob_png(dataset.augmented_dir / "covid" / f"a{i}.png", "covid", 32, rng)
+        extra.append(
+            ManifestRow(
+                path=path.relative_to(dataset.root).as_posix(),
+                label="covid",
+                sha256=sha256_file(path),
+                width=32,
+                height=32,
+                split="train",
+                origin=AUGMENTED,
+                source=rows[0].path,
+            )
+        )
+    dataset.write_rows(rows + extra)
+    result = training.train(_config(epochs=1, augment=True))
+    record = result.record
+    assert "-aug-" in record.id
+    assert record.training["augment"] is True
+    assert record.dataset["augmented_train_images"] == 4
+    assert record.dataset["train_images"] == 9 + 4
+    # The split hash ignores augmented rows: same test set as a plain model.
+    assert record.dataset["split_sha256"] == split_hash(rows)
