@@ -373,8 +373,52 @@ def _run(
     on_step: StepProgress | None,
     on_cache: pipeline.CacheProgress | None,
 ) -> TrainResult:
-    import keras
+    """`_train_run`, leaving the process's global TensorFlow settings as it found them
+    (precision policy, op determinism), so a caller can train again with other options."""
+    from cxr_covid import distribute
+
+    was_deterministic = _op_determinism(None)
+    try:
+        return _train_run(
+            config, run_id, dataset, state, checkpoint, progress, on_start, on_step, on_cache
+        )
+    finally:
+        distribute.reset_precision()
+        _op_determinism(was_deterministic)
+
+
+def _op_determinism(enable: bool | None) -> bool:
+    """Set TensorFlow's op determinism (None: leave it); return whether it is on.
+
+    TensorFlow exports only `enable_op_determinism`; reading and clearing the flag needs its
+    framework module, so fall back to leaving it on where that module moved."""
     import tensorflow as tf
+
+    try:
+        from tensorflow.python.framework import config as framework_config
+    except ImportError:  # pragma: no cover - depends on the TensorFlow version
+        if enable:
+            tf.config.experimental.enable_op_determinism()
+        return bool(enable)
+    if enable is True:
+        tf.config.experimental.enable_op_determinism()
+    elif enable is False:
+        framework_config.disable_op_determinism()
+    return bool(framework_config.is_op_determinism_enabled())
+
+
+def _train_run(
+    config: TrainConfig,
+    run_id: str,
+    dataset: Dataset,
+    state: _State,
+    checkpoint: Path | None,
+    progress: Progress | None,
+    on_start: StartCallback | None,
+    on_step: StepProgress | None,
+    on_cache: pipeline.CacheProgress | None,
+) -> TrainResult:
+    import keras
 
     from cxr_covid import distribute
 
@@ -406,7 +450,7 @@ def _run(
     placement = distribute.place(config.strategy, config.precision)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        _op_determinism(True)
 
     prep = Preprocessing(image_size=config.image_size, resize=config.resize)
     cache_args: dict[str, Any] = {"rows": rows, "classes": classes, "progress": on_cache}
@@ -483,11 +527,7 @@ def _run(
                     verbose=0,
                 )
         except KeyboardInterrupt:
-            distribute.reset_precision()
             raise TrainingInterrupted(run_id, state.epochs_done) from None
-        except BaseException:
-            distribute.reset_precision()
-            raise
     tracker.finish_timing()
     best_weights = tracker.best_weights
     if best_weights is None:  # pragma: no cover - fit always completes one epoch here

@@ -208,3 +208,14 @@ def test_augment_adds_the_augmented_training_rows(cxr_home: Path) -> None:
     assert record.dataset["train_images"] == 9 + 4
     # The split hash ignores augmented rows: same test set as a plain model.
     assert record.dataset["split_sha256"] == split_hash(rows)
+
+
+def test_training_leaves_global_tensorflow_settings_as_found(cxr_home: Path) -> None:
+    import keras
+    from tensorflow.python.framework import config as framework_config
+
+    build_dataset(cxr_home, "blobs", per_class=4, size=16)
+    before = framework_config.is_op_determinism_enabled()
+    training.train(_config(epochs=1, image_size=16, deterministic=True, precision="mixed"))
+    assert framework_config.is_op_determinism_enabled() == before
+    assert keras.mixed_precision.global_policy().name == "float32"
