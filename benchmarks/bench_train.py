@@ -263,8 +263,9 @@ def render(
         SECTION,
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores at {info['mhz']:.0f} MHz, no GPU used "
-        f"(TensorFlow {info['tensorflow']}); shared with other work while measuring, so single "
-        "figures are noisy and the side-by-side ratios are what count. Command: "
+        f"(TensorFlow {info['tensorflow']}); shared with other work while measuring (load "
+        f"average {info['load_before']:.1f} at the start, {info['load_after']:.1f} at the end), "
+        "so single figures are noisy and the side-by-side ratios are what count. Command: "
         f"`PYTHONPATH=src python benchmarks/bench_train.py {' '.join(args.argv)}`.",
         "",
         f"**(a) Pipeline vs in-memory tensors** (baseline, {args.size} px, batch {args.batch}, "
@@ -358,9 +359,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
+        load_before = os.getloadavg()[0]
         b = peak_memory(args, root)  # first: its subprocesses need the cores to themselves
         a = throughput(args, root / "throughput")
         info = machine()
+        info["load_before"], info["load_after"] = load_before, os.getloadavg()[0]
         text = render(args, info, a, b)
     print(text)
     print(f"(benchmark took {time.perf_counter() - started:.0f} s)", file=sys.stderr)

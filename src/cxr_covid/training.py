@@ -527,7 +527,8 @@ def _train_run(
                     verbose=0,
                 )
         except KeyboardInterrupt:
-            raise TrainingInterrupted(run_id, state.epochs_done) from None
+            # The epochs safely on disk: an interrupt can land while a checkpoint is written.
+            raise TrainingInterrupted(run_id, tracker.saved_epochs) from None
     tracker.finish_timing()
     best_weights = tracker.best_weights
     if best_weights is None:  # pragma: no cover - fit always completes one epoch here
@@ -646,6 +647,7 @@ def _tracker_class() -> type:
             self._train_end = 0.0
             self._epochs_this_process = 0
             self.first_epoch_train_time = 0.0
+            self.saved_epochs = state.epochs_done
 
         def finish_timing(self) -> None:
             now = time.perf_counter()
@@ -708,6 +710,7 @@ def _tracker_class() -> type:
                 _write_run(
                     self.folder, self.run_id, self.config, state, self.model, self.best_weights
                 )
+                self.saved_epochs = state.epochs_done
             else:
                 # Saving inside a multi-worker strategy runs collective ops, so every worker
                 # must save; the others write to a scratch folder that is thrown away.

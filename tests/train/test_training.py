@@ -219,3 +219,12 @@ def test_training_leaves_global_tensorflow_settings_as_found(cxr_home: Path) -> 
     training.train(_config(epochs=1, image_size=16, deterministic=True, precision="mixed"))
     assert framework_config.is_op_determinism_enabled() == before
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_importing_the_training_api_does_not_import_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, cxr_covid.training; print('tensorflow' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
