@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +272,8 @@ def train(
     """Train a new model as `config` says and save it in the store."""
     config.validate()
     dataset = resolve_dataset(config.dataset)
+    # Pin the dataset by name, so --resume never drifts to a newer "newest" dataset.
+    config = replace(config, dataset=dataset.name)
     run_id = config.name or store.new_model_id(config.arch, dataset.name, config.augment)
     if store.model_dir(run_id).exists():
         raise ModelError(f"a model named {run_id!r} already exists (use another --name)")

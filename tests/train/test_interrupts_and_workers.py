@@ -35,7 +35,16 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_interrupt_leaves_a_checkpoint_and_resume_finishes(cxr_home: Path) -> None:
+@pytest.mark.parametrize(
+    "sig",
+    [
+        signal.SIGINT,  # Ctrl-C
+        pytest.param(signal.SIGKILL, marks=pytest.mark.slow),  # a crash: no clean-up at all
+    ],
+)
+def test_interrupt_leaves_a_checkpoint_and_resume_finishes(
+    cxr_home: Path, sig: signal.Signals
+) -> None:
     build_dataset(cxr_home, "blobs", per_class=8, size=32)
     epochs = 30
     command = [sys.executable, "-m", "cxr_covid", "train", "--dataset", "blobs", "--name", "r1"]
@@ -52,10 +61,13 @@ def test_interrupt_leaves_a_checkpoint_and_resume_finishes(cxr_home: Path) -> No
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert checkpoint.exists(), proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr[-2000:]
-    assert "--resume r1" in stderr
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, stderr[-2000:]
+        assert "--resume r1" in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
 
     # Nothing in the store; the run folder holds whole epochs only.
     assert not (cxr_home / "models" / "r1").exists()
