@@ -1,11 +1,391 @@
-"""`cxr-covid train`."""
+"""`cxr-covid train`: options in, `cxr_covid.training.train` called, progress and result out.
+
+Progress and messages go to stderr; the result (table or --json) to stdout, so
+`cxr-covid train --json > result.json` captures only the result.
+"""
 
 from __future__ import annotations
 
-from cxr_covid.errors import UsageError
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cxr_covid.cli.console import err, out, print_json
+from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
+
+if TYPE_CHECKING:
+    from cxr_covid.flops import ArchSummary
+    from cxr_covid.training import TrainResult
 
 HELP = "Train the study's baseline or inception network from scratch into the model store."
 
+# Options that define a run: with --resume they come from the interrupted run instead.
+_RUN_OPTIONS = (
+    "arch",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "image_size",
+    "learning_rate",
+    "seed",
+    "early_stopping",
+    "name",
+    "augment",
+    "deterministic",
+    "strategy",
+    "precision",
+    "resize",
+)
 
-def train() -> None:
-    raise UsageError("`cxr-covid train` is not built yet")
+
+def train(
+    ctx: typer.Context,
+    arch: Annotated[
+        str,
+        typer.Option(
+            "--arch",
+            "-a",
+            help="Network: baseline, inception (the study's) or inception-nb (its notebook's).",
+        ),
+    ] = "baseline",
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", "-d", help="Dataset name (default: the newest downloaded)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", "-e", help="Epochs (study: 30).")] = 30,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Global batch size (study: 32).")
+    ] = 32,
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="Square input size in pixels (study: 224).")
+    ] = 224,
+    learning_rate: Annotated[
+        float, typer.Option("--learning-rate", help="Adam learning rate (study: 1e-3).")
+    ] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for weights and shuffling.")] = 42,
+    early_stopping: Annotated[
+        int | None,
+        typer.Option(
+            "--early-stopping",
+            metavar="N",
+            help="Stop after N epochs without a better validation accuracy.",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Model id in the store (default: arch-dataset-time)."),
+    ] = None,
+    augment: Annotated[
+        bool,
+        typer.Option("--augment", help="Add the augmented training images (`cxr-covid augment`)."),
+    ] = False,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary",
+            help="Print the network at --image-size (layers, shapes, parameters, GFLOPs) "
+            "and exit without training.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
+    ] = False,
+    resume_run: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="MODEL",
+            help="Continue an interrupted run from its last completed epoch.",
+        ),
+    ] = None,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic",
+            help="Deterministic ops: same seed, same weights (on CPU; slower on GPU).",
+        ),
+    ] = False,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            help="tf.distribute strategy: auto, one-device, mirrored (GPUs of this machine) "
+            "or multi-worker (cluster from TF_CONFIG).",
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option("--precision", help="float32, or mixed (float16 compute, on GPUs only)."),
+    ] = "float32",
+    resize: Annotated[
+        str,
+        typer.Option(
+            "--resize",
+            help="Resize filter: nearest (the study's), bilinear, bicubic, area or lanczos.",
+        ),
+    ] = "nearest",
+) -> None:
+    from cxr_covid import training
+
+    config = training.TrainConfig(
+        arch=arch,
+        dataset=dataset,
+        epochs=epochs,
+        batch_size=batch_size,
+        image_size=image_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        early_stopping=early_stopping,
+        name=name,
+        augment=augment,
+        deterministic=deterministic,
+        strategy=strategy,
+        precision=precision,
+        resize=resize,
+    )
+    if summary:
+        if resume_run:
+            raise UsageError("--summary and --resume do not go together")
+        result = training.summarize(arch, image_size)
+        if as_json:
+            print_json(result.to_dict())
+        else:
+            _print_summary(result)
+        return
+
+    if resume_run:
+        given = [
+            "--" + option.replace("_", "-") for option in _RUN_OPTIONS if _explicit(ctx, option)
+        ]
+        if given:
+            raise UsageError(
+                f"--resume continues a run with its own options; drop {', '.join(given)}"
+            )
+    else:
+        config.validate()
+
+    display = _Display()
+    try:
+        with display:
+            if resume_run:
+                result_obj = training.resume(
+                    resume_run,
+                    display.epoch,
+                    on_start=display.start,
+                    on_step=display.step,
+                    on_cache=display.cache,
+                )
+            else:
+                result_obj = training.train(
+                    config,
+                    display.epoch,
+                    on_start=display.start,
+                    on_step=display.step,
+                    on_cache=display.cache,
+                )
+    except training.TrainingInterrupted as exc:
+        err.print(f"[yellow]Interrupted.[/] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]Interrupted[/] before the first epoch; nothing was saved.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    if as_json:
+        print_json(result_obj.to_dict())
+    else:
+        _print_result(result_obj)
+
+
+def _explicit(ctx: typer.Context, option: str) -> bool:
+    """Whether the user gave `option` (by name, so as not to depend on Typer's click)."""
+    source = ctx.get_parameter_source(option)
+    return source is not None and getattr(source, "name", "") != "DEFAULT"
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class _Display:
+    """The rich live display: cache building, steps within the epoch, one line per epoch."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._cache_tasks: dict[str, Any] = {}
+        self._step_task: Any = None
+        self._epoch = 0
+        self._epochs = 0
+
+    def __enter__(self) -> _Display:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def cache(self, split: str, done: int, total: int) -> None:
+        task = self._cache_tasks.get(split)
+        if task is None:
+            task = self.progress.add_task(f"Caching {split} images", total=total)
+            self._cache_tasks[split] = task
+        self.progress.update(task, completed=done)
+        if done >= total:
+            self.progress.remove_task(task)
+
+    def start(self, info: Any) -> None:
+        console = self.progress.console
+        resumed = f", resuming at epoch {info.first_epoch}" if info.first_epoch > 1 else ""
+        console.print(
+            f"Training [bold]{info.architecture}[/] as [bold]{info.run_id}[/] on "
+            f"{info.dataset}: {info.train_images} training / {info.val_images} validation "
+            f"images, classes {', '.join(info.classes)}{resumed}",
+            soft_wrap=True,
+        )
+        console.print(
+            f"[dim]{info.device}; strategy {info.strategy} ({info.replicas} replica(s)); "
+            f"{info.precision}[/]",
+            soft_wrap=True,
+        )
+        for note in info.notes:
+            console.print(f"[yellow]Note:[/] {note}", soft_wrap=True)
+        self._epoch, self._epochs = info.first_epoch, info.epochs
+        self._step_task = self.progress.add_task(
+            f"Epoch {self._epoch}/{self._epochs}", total=info.steps_per_epoch
+        )
+
+    def step(self, step: int, steps: int) -> None:
+        if self._step_task is not None:
+            self.progress.update(self._step_task, completed=step, total=steps)
+
+    def epoch(self, report: Any) -> None:
+        mark = "[green]*[/]" if report.improved else " "
+        self.progress.console.print(
+            f"epoch {report.epoch:>2}/{report.epochs}  loss {report.loss:.4f} "
+            f"acc {100 * report.accuracy:5.1f}%  val loss {report.val_loss:.4f} "
+            f"acc {100 * report.val_accuracy:5.1f}%{mark} "
+            f"{_fmt_seconds(report.seconds)}  ETA {_fmt_seconds(report.eta_seconds)}",
+            highlight=False,
+        )
+        if report.stopping_early:
+            self.progress.console.print(
+                f"[yellow]Early stopping:[/] no better validation accuracy since epoch "
+                f"{report.best_epoch}."
+            )
+        if self._step_task is not None and report.epoch < report.epochs:
+            self.progress.reset(
+                self._step_task, description=f"Epoch {report.epoch + 1}/{report.epochs}"
+            )
+
+
+def _settings(config: dict[str, Any]) -> str:
+    """Compact layer settings: '32 3x3 same relu', '64 relu', 'pool 2x2', 'rate 0.3'."""
+    parts: list[str] = []
+    if "filters" in config:
+        parts.append(str(config["filters"]))
+    if "units" in config:
+        parts.append(str(config["units"]))
+    if "kernel_size" in config:
+        parts.append("x".join(map(str, config["kernel_size"])))
+    if "pool_size" in config:
+        parts.append("x".join(map(str, config["pool_size"])))
+    if "padding" in config:
+        parts.append(str(config["padding"]))
+    if "activation" in config:
+        parts.append(str(config["activation"]))
+    if "rate" in config:
+        parts.append(f"rate {config['rate']}")
+    return " ".join(parts)
+
+
+def _print_summary(summary: ArchSummary) -> None:
+    table = Table(
+        title=f"{summary.architecture} at {summary.image_size}x{summary.image_size}, "
+        f"{summary.num_classes} classes",
+        title_justify="left",
+    )
+    for column, justify in (
+        ("layer", "left"),
+        ("type", "left"),
+        ("output shape", "right"),
+        ("settings", "left"),
+        ("params", "right"),
+        ("MFLOPs", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for layer in summary.layers:
+        shape = "x".join("?" if d is None else str(d) for d in layer.output_shape[1:])
+        settings = _settings(layer.config)
+        table.add_row(
+            layer.name,
+            layer.type,
+            shape,
+            settings,
+            f"{layer.params:,}",
+            f"{layer.flops / 1e6:,.1f}",
+        )
+    out.print(table)
+    out.print(
+        f"Parameters: {summary.params:,} ({summary.trainable_params:,} trainable). "
+        f"Forward pass: {summary.forward_gflops:.3f} GFLOPs per image "
+        "(a multiply-add counts 2; training costs about 3x)."
+    )
+
+
+def _print_result(result: TrainResult) -> None:
+    record = result.record
+    history = record.history
+    table = Table(title=f"Model {record.id}", title_justify="left")
+    for column in ("epoch", "loss", "acc", "val loss", "val acc", "time"):
+        table.add_column(column, justify="right")
+    for i, loss in enumerate(history.get("loss", [])):
+        best = i + 1 == result.best_epoch
+        style = "bold green" if best else None
+        table.add_row(
+            f"{i + 1}{' *' if best else ''}",
+            f"{loss:.4f}",
+            f"{100 * history['accuracy'][i]:.2f}%",
+            f"{history['val_loss'][i]:.4f}",
+            f"{100 * history['val_accuracy'][i]:.2f}%",
+            _fmt_seconds(history["seconds"][i]),
+            style=style,
+        )
+    out.print(table)
+    facts = Table(show_header=False, box=None)
+    facts.add_row("model", f"{record.id}  ({result.model.root})")
+    facts.add_row(
+        "best epoch", f"{result.best_epoch} (val accuracy {100 * result.best_val_accuracy:.2f}%)"
+    )
+    facts.add_row("training time", _fmt_seconds(result.seconds))
+    facts.add_row("throughput", f"{result.images_per_second:,.1f} images/s")
+    facts.add_row("device", str(record.training.get("device", "")))
+    out.print(facts)
+    out.print(
+        f"[dim]Next: `cxr-covid eval --model {record.id}` (validation accuracy on a small split "
+        "is optimistic: the best epoch was chosen on it).[/]",
+        soft_wrap=True,
+    )

@@ -1,0 +1,759 @@
+"""Train one of the study's networks from scratch into the model store.
+
+    result = train(TrainConfig(arch="baseline", epochs=30), progress=print)
+
+The study's recipe: Adam (rate 1e-3), sparse categorical cross-entropy, 30 epochs, batch 32,
+keeping the weights of the epoch with the best validation accuracy. Input comes from the
+uint8 cache of `cxr_covid.data.pipeline` (decode once, stream with bounded memory).
+
+Interrupt safety: while training, `<home>/runs/<id>/` holds the last completed epoch (model
+with optimizer state, best weights so far, history, options), replaced atomically after
+every epoch. Ctrl-C or a crash leaves it; `resume(id)` continues from it. Only when training
+ends is the model (best weights) written to the store, atomically, and the run folder
+removed, so the store never shows a half-trained or half-written model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr_covid import atomic, models, paths, store
+from cxr_covid.data import pipeline
+from cxr_covid.data.dataset import Dataset, check_name, resolve_dataset
+from cxr_covid.data.images import RESIZE_METHODS, Preprocessing
+from cxr_covid.data.manifest import AUGMENTED, manifest_hash, split_hash
+from cxr_covid.distribute import PRECISIONS, STRATEGIES, Placement
+from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
+from cxr_covid.flops import ArchSummary
+from cxr_covid.flops import summarize as _summarize
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+CHECKPOINT_FILE = "checkpoint.keras"
+BEST_FILE = "best-weights.npz"
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "baseline"
+    dataset: str | None = None
+    epochs: int = 30
+    batch_size: int = 32
+    image_size: int = 224
+    learning_rate: float = 1e-3
+    seed: int = 42
+    early_stopping: int | None = None  # stop after N epochs without a better val accuracy
+    name: str | None = None
+    augment: bool = False
+    deterministic: bool = False
+    strategy: str = "auto"
+    precision: str = "float32"
+    resize: str = "nearest"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def validate(self) -> None:
+        """Raise UsageError for any option that cannot work, before anything is built."""
+        models.get(self.arch)
+        if self.image_size < models.MIN_IMAGE_SIZE:
+            raise UsageError(
+                f"image size {self.image_size} is too small (minimum {models.MIN_IMAGE_SIZE})"
+            )
+        if self.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise UsageError(f"--early-stopping must be at least 1 (got {self.early_stopping})")
+        if self.strategy not in STRATEGIES:
+            raise UsageError(
+                f"unknown strategy {self.strategy!r} (choose from: {', '.join(STRATEGIES)})"
+            )
+        if self.precision not in PRECISIONS:
+            raise UsageError(
+                f"unknown precision {self.precision!r} (choose from: {', '.join(PRECISIONS)})"
+            )
+        if self.resize not in RESIZE_METHODS:
+            raise UsageError(
+                f"unknown resize method {self.resize!r} (choose from: {', '.join(RESIZE_METHODS)})"
+            )
+        if self.name is not None:
+            check_name(self.name)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """Sent to the progress callback after every completed (and checkpointed) epoch."""
+
+    run_id: str
+    epoch: int  # 1-based
+    epochs: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    eta_seconds: float
+    best_epoch: int
+    best_val_accuracy: float
+    improved: bool
+    stopping_early: bool = False
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Sent once before the first epoch: what is about to be trained, on what."""
+
+    run_id: str
+    architecture: str
+    dataset: str
+    train_images: int
+    val_images: int
+    classes: list[str]
+    first_epoch: int  # 1-based; > 1 when resuming
+    epochs: int
+    steps_per_epoch: int
+    strategy: str
+    replicas: int
+    device: str
+    precision: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    model: store.StoredModel
+    record: store.ModelRecord
+    best_epoch: int
+    best_val_accuracy: float
+    seconds: float
+    images_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.id,
+            "path": str(self.model.root),
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val_accuracy,
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+            "record": self.record.to_dict(),
+        }
+
+
+class TrainingInterrupted(CxrCovidError):
+    """Ctrl-C during training; the run folder holds the last completed epoch."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, run_id: str, epochs_done: int) -> None:
+        self.run_id = run_id
+        self.epochs_done = epochs_done
+        super().__init__(
+            f"training interrupted after {epochs_done} completed epoch(s); continue with "
+            f"`cxr-covid train --resume {run_id}`"
+        )
+
+
+Progress = Callable[[EpochReport], None]
+StepProgress = Callable[[int, int], None]  # (step within the epoch, steps per epoch)
+StartCallback = Callable[[RunInfo], None]
+
+
+def summarize(arch: str, image_size: int, num_classes: int = 3) -> ArchSummary:
+    """Layers, output shapes, parameters and forward GFLOPs per image (no training)."""
+    models.get(arch)
+    return _summarize(arch, image_size, num_classes)
+
+
+# --- run folders --------------------------------------------------------------------------
+
+
+def run_dir(run_id: str) -> Path:
+    return paths.runs_dir() / check_name(run_id)
+
+
+def list_runs() -> list[str]:
+    root = paths.runs_dir()
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if not atomic.is_temporary(p) and (p / STATE_FILE).is_file()
+    )
+
+
+@dataclass
+class _State:
+    """What a checkpoint holds besides the weights; state.json."""
+
+    epochs_done: int = 0
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    best_epoch: int = 0
+    best_val_accuracy: float = -1.0
+    best_val_loss: float = float("inf")
+    wait: int = 0  # epochs since the last improvement (early stopping)
+    train_seconds: float = 0.0  # time in the training phase of the epochs (not validation)
+    timed_images: int = 0  # images processed in `train_seconds`
+    total_seconds: float = 0.0
+    resumed: int = 0
+    manifest_sha256: str = ""
+    started: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _State:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _write_run(
+    target: Path,
+    run_id: str,
+    config: TrainConfig,
+    state: _State,
+    model: Any | None,
+    best_weights: list[np.ndarray] | None,
+) -> None:
+    """Replace the whole run folder atomically: it always holds one complete epoch."""
+    with atomic.building_dir(target, replace=True) as tmp:
+        atomic.write_json(tmp / CONFIG_FILE, {"run_id": run_id, "config": config.to_dict()})
+        if model is not None:
+            model.save(tmp / CHECKPOINT_FILE)
+        if best_weights is not None:
+            with (tmp / BEST_FILE).open("wb") as handle:
+                np.savez(handle, *best_weights)
+        atomic.write_json(tmp / STATE_FILE, asdict(state))
+
+
+def _read_run(run_id: str) -> tuple[TrainConfig, _State, Path]:
+    folder = run_dir(run_id)
+    try:
+        config_data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        state_data = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        config = TrainConfig.from_dict(config_data["config"])
+        state = _State.from_dict(state_data)
+    except FileNotFoundError as exc:
+        raise ModelError(
+            f"{folder}: not a resumable training run ({exc.filename} missing)"
+        ) from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{folder}: corrupt training run ({exc})") from exc
+    return config, state, folder
+
+
+# --- the training loop --------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    progress: Progress | None = None,
+    *,
+    on_start: StartCallback | None = None,
+    on_step: StepProgress | None = None,
+    on_cache: pipeline.CacheProgress | None = None,
+) -> TrainResult:
+    """Train a new model as `config` says and save it in the store."""
+    config.validate()
+    dataset = resolve_dataset(config.dataset)
+    # Pin the dataset by name, so --resume never drifts to a newer "newest" dataset.
+    config = replace(config, dataset=dataset.name)
+    run_id = config.name or store.new_model_id(config.arch, dataset.name, config.augment)
+    if store.model_dir(run_id).exists():
+        raise ModelError(f"a model named {run_id!r} already exists (use another --name)")
+    if run_dir(run_id).exists():
+        raise UsageError(
+            f"an interrupted run named {run_id!r} exists: continue it with "
+            f"`cxr-covid train --resume {run_id}` or delete {run_dir(run_id)}"
+        )
+    return _run(config, run_id, dataset, _State(), None, progress, on_start, on_step, on_cache)
+
+
+def resume(
+    model_or_run_id: str,
+    progress: Progress | None = None,
+    *,
+    on_start: StartCallback | None = None,
+    on_step: StepProgress | None = None,
+    on_cache: pipeline.CacheProgress | None = None,
+) -> TrainResult:
+    """Continue an interrupted run from its last completed epoch."""
+    folder = run_dir(model_or_run_id)
+    if not (folder / STATE_FILE).is_file():
+        if store.model_dir(model_or_run_id).exists():
+            raise UsageError(f"model {model_or_run_id!r} finished training; nothing to resume")
+        known = ", ".join(list_runs()) or "none"
+        raise ModelError(f"no interrupted run named {model_or_run_id!r} (resumable: {known})")
+    config, state, folder = _read_run(model_or_run_id)
+    config.validate()
+    dataset = resolve_dataset(config.dataset)
+    checkpoint = folder / CHECKPOINT_FILE if state.epochs_done else None
+    state.resumed += 1
+    return _run(
+        config, model_or_run_id, dataset, state, checkpoint, progress, on_start, on_step, on_cache
+    )
+
+
+def _compile(model: Any, learning_rate: float) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+
+
+def _datasets(
+    placement: Placement,
+    config: TrainConfig,
+    train_split: pipeline.CachedSplit,
+    val_split: pipeline.CachedSplit,
+    train_reader: pipeline.BatchReader,
+    val_reader: pipeline.BatchReader,
+    first_epoch: int,
+) -> tuple[Any, Any, int, int]:
+    """(train data, val data, train steps, val steps) for the placement's strategy."""
+    batch = config.batch_size
+    remaining = config.epochs - first_epoch
+    # One machine: Keras splits each global batch across local replicas itself. Several
+    # workers: every worker builds the same seeded global batches and tf.distribute gives
+    # each worker its slice of every batch (DATA sharding), so all take the same steps.
+    distributed = placement.replicas > 1 or placement.workers > 1
+    common: dict[str, Any] = {
+        "global_batch": batch,
+        "epochs": remaining,
+        "shard_by_data": placement.workers > 1,
+    }
+    train_data = pipeline.make_dataset(
+        train_split,
+        train_reader,
+        shuffle=True,
+        seed=config.seed,
+        first_epoch=first_epoch,
+        drop_remainder=distributed,
+        **common,
+    )
+    val_data = pipeline.make_dataset(val_split, val_reader, shuffle=False, **common)
+    if distributed and train_split.count < batch:
+        raise UsageError(
+            f"--batch-size {batch} is larger than the {train_split.count} training images; "
+            "distributed training needs at least one full batch"
+        )
+    return (
+        train_data,
+        val_data,
+        pipeline.steps_per_epoch(train_split.count, batch, distributed),
+        pipeline.steps_per_epoch(val_split.count, batch, False),
+    )
+
+
+def _run(
+    config: TrainConfig,
+    run_id: str,
+    dataset: Dataset,
+    state: _State,
+    checkpoint: Path | None,
+    progress: Progress | None,
+    on_start: StartCallback | None,
+    on_step: StepProgress | None,
+    on_cache: pipeline.CacheProgress | None,
+) -> TrainResult:
+    """`_train_run`, leaving the process's global TensorFlow settings as it found them
+    (precision policy, op determinism), so a caller can train again with other options."""
+    from cxr_covid import distribute
+
+    was_deterministic = _op_determinism(None)
+    try:
+        return _train_run(
+            config, run_id, dataset, state, checkpoint, progress, on_start, on_step, on_cache
+        )
+    finally:
+        distribute.reset_precision()
+        _op_determinism(was_deterministic)
+
+
+def _op_determinism(enable: bool | None) -> bool:
+    """Set TensorFlow's op determinism (None: leave it); return whether it is on.
+
+    TensorFlow exports only `enable_op_determinism`; reading and clearing the flag needs its
+    framework module, so fall back to leaving it on where that module moved."""
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.framework import config as framework_config
+    except ImportError:  # pragma: no cover - depends on the TensorFlow version
+        if enable:
+            tf.config.experimental.enable_op_determinism()
+        return bool(enable)
+    if enable is True:
+        tf.config.experimental.enable_op_determinism()
+    elif enable is False:
+        framework_config.disable_op_determinism()
+    return bool(framework_config.is_op_determinism_enabled())
+
+
+def _train_run(
+    config: TrainConfig,
+    run_id: str,
+    dataset: Dataset,
+    state: _State,
+    checkpoint: Path | None,
+    progress: Progress | None,
+    on_start: StartCallback | None,
+    on_step: StepProgress | None,
+    on_cache: pipeline.CacheProgress | None,
+) -> TrainResult:
+    import keras
+
+    from cxr_covid import distribute
+
+    started = time.perf_counter()
+    rows = dataset.rows()
+    digest = manifest_hash(rows)
+    if state.manifest_sha256 and state.manifest_sha256 != digest:
+        raise DataError(
+            f"dataset {dataset.name!r} changed since this run started (manifest hash differs); "
+            "start a new run"
+        )
+    state.manifest_sha256 = digest
+    state.started = state.started or store.now_iso()
+    classes = pipeline.dataset_classes(rows)
+    if len(classes) < 2:
+        raise DataError(f"dataset {dataset.name!r} has fewer than two classes")
+    train_rows = pipeline.split_rows(rows, "train", include_augmented=config.augment)
+    val_rows = pipeline.split_rows(rows, "val")
+    if not train_rows:
+        raise DataError(f"dataset {dataset.name!r} has no training images (split it first)")
+    if not val_rows:
+        raise DataError(f"dataset {dataset.name!r} has no validation images (split it first)")
+    augmented = sum(1 for r in train_rows if r.origin == AUGMENTED)
+    if config.augment and not augmented:
+        raise DataError(
+            f"dataset {dataset.name!r} has no augmented images: run `cxr-covid augment` first"
+        )
+
+    placement = distribute.place(config.strategy, config.precision)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        _op_determinism(True)
+
+    prep = Preprocessing(image_size=config.image_size, resize=config.resize)
+    cache_args: dict[str, Any] = {"rows": rows, "classes": classes, "progress": on_cache}
+    train_split = pipeline.cache_split(
+        dataset, "train", prep, include_augmented=config.augment, **cache_args
+    )
+    val_split = pipeline.cache_split(dataset, "val", prep, **cache_args)
+
+    arch = models.get(config.arch)
+    with placement.strategy.scope():
+        if checkpoint is not None:
+            model = keras.saving.load_model(checkpoint, safe_mode=True, compile=True)
+        else:
+            model = models.build(config.arch, config.image_size, len(classes))
+            _compile(model, config.learning_rate)
+
+    folder = run_dir(run_id)
+    best_weights: list[np.ndarray] | None = None
+    if checkpoint is not None and (folder / BEST_FILE).is_file():
+        with np.load(folder / BEST_FILE) as stored:
+            best_weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    if placement.is_chief and checkpoint is None and state.epochs_done == 0:
+        _write_run(folder, run_id, config, state, None, None)
+
+    first_epoch = state.epochs_done
+    with train_split.reader() as train_reader, val_split.reader() as val_reader:
+        train_data, val_data, steps, val_steps = _datasets(
+            placement, config, train_split, val_split, train_reader, val_reader, first_epoch
+        )
+        if on_start:
+            on_start(
+                RunInfo(
+                    run_id=run_id,
+                    architecture=config.arch,
+                    dataset=dataset.name,
+                    train_images=train_split.count,
+                    val_images=val_split.count,
+                    classes=classes,
+                    first_epoch=first_epoch + 1,
+                    epochs=config.epochs,
+                    steps_per_epoch=steps,
+                    strategy=placement.name,
+                    replicas=placement.replicas,
+                    device=placement.device,
+                    precision=placement.precision,
+                    notes=placement.notes,
+                )
+            )
+        tracker = _tracker_class()(
+            run_id,
+            config,
+            state,
+            best_weights,
+            placement,
+            steps,
+            train_split.count,
+            folder,
+            started,
+        )
+        tracker.progress, tracker.on_step = progress, on_step
+        try:
+            if first_epoch < config.epochs and not _stopped_early(config, state):
+                _fit(
+                    placement,
+                    model,
+                    train_data,
+                    epochs=config.epochs,
+                    initial_epoch=first_epoch,
+                    steps_per_epoch=steps,
+                    validation_data=val_data,
+                    validation_steps=val_steps,
+                    callbacks=[tracker],
+                    shuffle=False,  # the pipeline shuffles, seeded per epoch
+                    verbose=0,
+                )
+        except KeyboardInterrupt:
+            # The epochs safely on disk: an interrupt can land while a checkpoint is written.
+            raise TrainingInterrupted(run_id, tracker.saved_epochs) from None
+    tracker.finish_timing()
+    best_weights = tracker.best_weights
+    if best_weights is None:  # pragma: no cover - fit always completes one epoch here
+        raise ModelError("training produced no epoch to keep")
+
+    # The stored copy is a fresh float32 model without optimizer state: a third of the size,
+    # and loadable anywhere whatever precision policy the training used.
+    distribute.reset_precision()
+    final = models.build(config.arch, config.image_size, len(classes))
+    final.set_weights(best_weights)
+    images_per_second = state.timed_images / state.train_seconds if state.train_seconds else 0.0
+    record = store.ModelRecord(
+        id=run_id,
+        architecture=config.arch,
+        classes=classes,
+        preprocessing=prep.to_dict(),
+        last_conv_layer=arch.last_conv,
+        dataset={
+            "name": dataset.name,
+            "manifest_sha256": digest,
+            "split_sha256": split_hash(rows),
+            "train_images": train_split.count,
+            "val_images": val_split.count,
+            "augmented_train_images": augmented,
+        },
+        training={
+            **config.to_dict(),
+            "dataset": dataset.name,
+            "name": run_id,
+            "optimizer": "adam",
+            "loss": "sparse_categorical_crossentropy",
+            "keep": "best val_accuracy",
+            "epochs_run": state.epochs_done,
+            "stopped_early": state.epochs_done < config.epochs,
+            "started": state.started,
+            "seconds": round(state.total_seconds, 3),
+            "images_per_second": round(images_per_second, 2),
+            "resumed": state.resumed,
+            "device": placement.device,
+            "strategy_used": placement.name,
+            "replicas": placement.replicas,
+            "workers": placement.workers,
+            "precision_used": placement.precision,
+            "notes": placement.notes,
+        },
+        history=state.history,
+        metrics={
+            "best_epoch": state.best_epoch,
+            "best_val_accuracy": state.best_val_accuracy,
+            "best_val_loss": state.best_val_loss,
+        },
+        versions=store.library_versions(),
+    )
+    if placement.is_chief:
+        stored = store.save(final, record)
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        stored = store.StoredModel(store.model_dir(run_id))
+    return TrainResult(
+        model=stored,
+        record=record,
+        best_epoch=state.best_epoch,
+        best_val_accuracy=state.best_val_accuracy,
+        seconds=state.total_seconds,
+        images_per_second=images_per_second,
+    )
+
+
+def _fit(placement: Placement, model: Any, data: Any, **kwargs: Any) -> None:
+    if placement.workers > 1:
+        # Keras 3.x's eager "symbolic build" calls strategy.reduce on a whole (x, y) batch,
+        # which MultiWorkerMirroredStrategy's collectives reject. Without a strategy pinned
+        # on the model, Keras builds it while tracing the step instead, and takes the
+        # strategy from the enclosing scope, so training is still distributed.
+        model._distribute_strategy = None
+        with placement.strategy.scope():
+            model.fit(data, **kwargs)
+    else:
+        model.fit(data, **kwargs)
+
+
+def _stopped_early(config: TrainConfig, state: _State) -> bool:
+    return config.early_stopping is not None and state.wait >= config.early_stopping
+
+
+@functools.cache
+def _tracker_class() -> type:
+    """The Keras callback class, made on first use so importing this module (for option
+    checks and --summary errors) does not import Keras."""
+    import keras
+
+    class _Tracker(keras.callbacks.Callback):  # type: ignore[misc]
+        """Per epoch: history, best weights, early stopping, the checkpoint, the report."""
+
+        def __init__(
+            self,
+            run_id: str,
+            config: TrainConfig,
+            state: _State,
+            best_weights: list[np.ndarray] | None,
+            placement: Placement,
+            steps: int,
+            train_images: int,
+            folder: Path,
+            started: float,
+        ) -> None:
+            super().__init__()
+            self._mark = started  # wall time is added to state.total_seconds epoch by epoch
+            self.run_id, self.config, self.state = run_id, config, state
+            self.best_weights = best_weights
+            self.placement, self.steps, self.train_images = placement, steps, train_images
+            self.folder = folder
+            self.progress: Progress | None = None
+            self.on_step: StepProgress | None = None
+            self._epoch_start = 0.0
+            self._train_end = 0.0
+            self._epochs_this_process = 0
+            self.first_epoch_train_time = 0.0
+            self.saved_epochs = state.epochs_done
+
+        def finish_timing(self) -> None:
+            now = time.perf_counter()
+            self.state.total_seconds += now - self._mark
+            self._mark = now
+            if self.state.timed_images == 0 and self.first_epoch_train_time > 0:
+                self.state.train_seconds += self.first_epoch_train_time
+                self.state.timed_images += self.train_images
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._epoch_start = time.perf_counter()
+            self._train_end = 0.0
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.on_step:
+                self.on_step(batch + 1, self.steps)
+
+        def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self._train_end = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            now = time.perf_counter()
+            seconds = now - self._epoch_start
+            state = self.state
+            state.total_seconds += now - self._mark
+            self._mark = now
+            self._epochs_this_process += 1
+            # The first epoch of a process includes graph tracing: keep it out of the
+            # throughput figure unless it is the only epoch there is (see `finish_timing`).
+            train_time = (self._train_end or now) - self._epoch_start
+            if self._epochs_this_process == 1:
+                self.first_epoch_train_time = train_time
+            else:
+                state.train_seconds += train_time
+                state.timed_images += self.train_images
+            values = {
+                "loss": float(logs.get("loss", float("nan"))),
+                "accuracy": float(logs.get("accuracy", float("nan"))),
+                "val_loss": float(logs.get("val_loss", float("nan"))),
+                "val_accuracy": float(logs.get("val_accuracy", float("nan"))),
+                "seconds": round(seconds, 3),
+            }
+            for key in HISTORY_KEYS:
+                state.history.setdefault(key, []).append(values[key])
+            state.epochs_done = epoch + 1
+            improved = values["val_accuracy"] > state.best_val_accuracy
+            if improved:
+                state.best_val_accuracy = values["val_accuracy"]
+                state.best_val_loss = values["val_loss"]
+                state.best_epoch = epoch + 1
+                state.wait = 0
+                self.best_weights = [np.array(w) for w in self.model.get_weights()]
+            else:
+                state.wait += 1
+            stopping = _stopped_early(self.config, state)
+            if stopping:
+                self.model.stop_training = True
+            if self.placement.is_chief:
+                _write_run(
+                    self.folder, self.run_id, self.config, state, self.model, self.best_weights
+                )
+                self.saved_epochs = state.epochs_done
+            else:
+                # Saving inside a multi-worker strategy runs collective ops, so every worker
+                # must save; the others write to a scratch folder that is thrown away.
+                scratch = Path(tempfile.mkdtemp(prefix="cxr-covid-worker-"))
+                try:
+                    self.model.save(scratch / CHECKPOINT_FILE)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            if self.progress:
+                durations = state.history["seconds"]
+                recent = durations[-3:] if len(durations) > 1 else durations
+                remaining = 0 if stopping else self.config.epochs - state.epochs_done
+                self.progress(
+                    EpochReport(
+                        run_id=self.run_id,
+                        epoch=epoch + 1,
+                        epochs=self.config.epochs,
+                        loss=values["loss"],
+                        accuracy=values["accuracy"],
+                        val_loss=values["val_loss"],
+                        val_accuracy=values["val_accuracy"],
+                        seconds=seconds,
+                        eta_seconds=remaining * (sum(recent) / len(recent)),
+                        best_epoch=state.best_epoch,
+                        best_val_accuracy=state.best_val_accuracy,
+                        improved=improved,
+                        stopping_early=stopping,
+                    )
+                )
+
+    return _Tracker
+
+
+__all__ = [
+    "EpochReport",
+    "RunInfo",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingInterrupted",
+    "list_runs",
+    "resume",
+    "summarize",
+    "train",
+]
