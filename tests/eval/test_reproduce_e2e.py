@@ -125,11 +125,12 @@ def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) 
     assert augmented["training"].get("augment") is True
 
     # Rerun: every finished step is skipped, nothing is trained again or saved twice.
-    again = runner.invoke(app, args)
+    again = runner.invoke(app, [*args, "--json"])
     assert again.exit_code == 0, again.output
-    assert "download: done" in again.output and "augment: done" in again.output
-    assert again.output.count(": done (model ") == 3
+    assert "download: done" in again.stderr and "augment: done" in again.stderr
+    assert again.stderr.count(": done (model ") == 3
     assert len(list((cxr_home / "models").iterdir())) == 3
+    assert json.loads(again.stdout)["rows"] == data["rows"]  # --json: the same results
     assert json.loads((run_dir / "results.json").read_text())["rows"] == data["rows"]
     for model_id in models.values():
         record = json.loads((cxr_home / "models" / model_id / "model.json").read_text())
