@@ -449,10 +449,14 @@ def _train_one(
             )
         )
 
+    def on_step(step: int, steps: int) -> None:
+        # An epoch of inception at 224 px takes minutes on a CPU: show the steps within it.
+        notify(Event("train", done=step, total=steps, key=f"{spec.key} (steps of the epoch)"))
+
     interrupted = paths.runs_dir() / name / "state.json"
-    if interrupted.is_file() and hasattr(training, "resume"):
+    if interrupted.is_file():
         notify(Event("train", f"train {spec.label}: continuing interrupted run {name}"))
-        result = training.resume(name, progress)
+        result = training.resume(name, progress, on_step=on_step)
     else:
         notify(Event("train", f"train {spec.label} -> model {name}"))
         result = training.train(
@@ -468,6 +472,7 @@ def _train_one(
                 augment=spec.augment,
             ),
             progress,
+            on_step=on_step,
         )
     return str(result.model.id)
 
