@@ -78,7 +78,7 @@ def roc_figure(evaluation: ModelEvaluation) -> Any:
         label = f"{classes.display_name(cls)} (AUC {auc.value:.3f}"
         if math.isfinite(auc.low):
             label += f" [{auc.low:.3f}-{auc.high:.3f}]"
-        ax.plot(fpr, tpr, drawstyle="steps-post", label=label + ")")
+        ax.plot(fpr, tpr, label=label + ")")  # straight segments: ties move diagonally
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
