@@ -29,10 +29,25 @@ class _CxrCovidGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
+            if _runs_tensorflow(ctx):
+                from cxr_covid.tf_runtime import import_tensorflow_quietly
+
+                import_tensorflow_quietly()
             return super().invoke(ctx)
         except CxrCovidError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+
+
+# Commands whose work needs TensorFlow; their --help must not import it.
+_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info"}
+
+
+def _runs_tensorflow(ctx: Any) -> bool:
+    words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    if not words or words[0] not in _TF_COMMANDS:
+        return False
+    return not any(word in ("-h", "--help") for word in words[1:])
 
 
 app = typer.Typer(
