@@ -7,6 +7,7 @@ Lung opacity (only in later Kaggle releases) is opt-in and gets label 3.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 COVID = "covid"
 NORMAL = "normal"
@@ -63,3 +64,39 @@ def label_order(classes: list[str] | tuple[str, ...]) -> list[str]:
     """Order classes the way the study numbers them (covid, normal, viral, lung opacity)."""
     known = [c for c in ALL_CLASSES if c in classes]
     return known + sorted(c for c in classes if c not in ALL_CLASSES)
+
+
+# `--class-map FOLDER=skip` leaves a folder out on purpose (download and eval alike).
+SKIP = "skip"
+_SKIP_WORDS = ("skip", "ignore")
+
+
+def parse_class_map(items: str | Sequence[str] | None) -> dict[str, str]:
+    """`--class-map` values -> {folder: canonical class or SKIP}.
+
+    Accepts one comma-separated string or several (`--class-map A=covid --class-map B=skip`);
+    targets may be aliases ("COVID-19=covid", "sick=COVID"). Raises UsageError naming the
+    entry that is not FOLDER=CLASS.
+    """
+    from cxr_covid.errors import UsageError
+
+    texts = [items] if isinstance(items, str) else list(items or [])
+    mapping: dict[str, str] = {}
+    for text in texts:
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            folder, sep, target = (p.strip() for p in part.rpartition("="))
+            if not sep or not folder or not target:
+                raise UsageError(f"--class-map wants FOLDER=CLASS, got {part.strip()!r}")
+            if target.lower() in _SKIP_WORDS:
+                mapping[folder] = SKIP
+                continue
+            resolved = target if target in ALL_CLASSES else canonical(target)
+            if resolved is None:
+                raise UsageError(
+                    f"--class-map {part.strip()!r}: unknown class {target!r} "
+                    f"(choose from: {', '.join(ALL_CLASSES)}, or skip)"
+                )
+            mapping[folder] = resolved
+    return mapping

@@ -27,7 +27,6 @@ from cxr_covid.errors import DataError, ModelError, UsageError
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
-SKIP_TARGETS = ("skip", "ignore")
 # Kaggle's current release keeps lung masks beside the images: never evaluate on them.
 _IGNORED_FOLDERS = {"masks", "mask"}
 
@@ -77,31 +76,6 @@ def dataset_test_set(dataset_name: str, split: str) -> EvalImages:
     )
 
 
-def parse_class_map(items: Sequence[str] | None) -> dict[str, str]:
-    """`["Lung_Opacity=skip", "COVID-positive=covid"]` (or comma-joined) -> {folder: class}."""
-    mapping: dict[str, str] = {}
-    for item in items or []:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            name, sep, target = part.partition("=")
-            name, target = name.strip(), target.strip()
-            if not sep or not name or not target:
-                raise UsageError(f"--class-map wants FOLDER=CLASS, got {part.strip()!r}")
-            if target.lower() in SKIP_TARGETS:
-                mapping[name] = target.lower()
-                continue
-            resolved = classes.canonical(target)
-            if resolved is None:
-                known = ", ".join(classes.ALL_CLASSES)
-                raise UsageError(
-                    f"--class-map {part.strip()!r}: unknown class {target!r} "
-                    f"(choose from: {known}, or skip)"
-                )
-            mapping[name] = resolved
-    return mapping
-
-
 def _class_folders(root: Path) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     # A zip extracted as-is wraps the class folders in one more folder
@@ -128,7 +102,7 @@ def folder_test_set(
     for folder in _class_folders(root):
         # --class-map first (matched like aliases: case, spaces and punctuation ignored).
         target = classes.canonical(folder.name, class_map)
-        if target in SKIP_TARGETS:
+        if target == classes.SKIP:
             continue
         if target is None:
             unknown.append(folder.name)

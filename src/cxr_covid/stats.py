@@ -88,6 +88,11 @@ def proportion(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -
     return Proportion(int(successes), int(n), low, high)
 
 
+def proportion_of(rate: float, n: int, confidence: float = DEFAULT_CONFIDENCE) -> Proportion:
+    """The Proportion behind an accuracy that was reported as a rate over n images."""
+    return proportion(round(rate * n), n, confidence)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A statistic that is not a proportion, with a bootstrap interval (nan when undefined)."""

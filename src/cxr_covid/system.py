@@ -31,7 +31,9 @@ class ModelSummary:
     image_size: int
     augmented: bool
     val_accuracy: float | None
+    val_images: int
     test_accuracy: float | None
+    test_images: int
     created: str
 
 
@@ -90,11 +92,16 @@ def summarize_datasets() -> list[DatasetSummary]:
     return summaries
 
 
-def _latest_accuracy(record: store.ModelRecord, split: str) -> float | None:
+def _latest_accuracy(record: store.ModelRecord, split: str) -> tuple[float | None, int]:
+    """(accuracy, images) of the newest saved evaluation on the dataset's `split`."""
     for evaluation in reversed(record.evaluations):
-        if evaluation.get("split") == split and "accuracy" in evaluation:
-            return float(evaluation["accuracy"])
-    return None
+        if (
+            evaluation.get("split") == split
+            and evaluation.get("accuracy") is not None
+            and str(evaluation.get("source", "dataset")).startswith("dataset")
+        ):
+            return float(evaluation["accuracy"]), int(evaluation.get("n", 0))
+    return None, 0
 
 
 def summarize_models() -> list[ModelSummary]:
@@ -105,6 +112,7 @@ def summarize_models() -> list[ModelSummary]:
         except CxrCovidError:
             continue
         val = record.metrics.get("best_val_accuracy")
+        test_accuracy, test_images = _latest_accuracy(record, "test")
         summaries.append(
             ModelSummary(
                 id=record.id,
@@ -113,7 +121,9 @@ def summarize_models() -> list[ModelSummary]:
                 image_size=int(record.preprocessing.get("image_size", 0)),
                 augmented=bool(record.training.get("augment", False)),
                 val_accuracy=float(val) if val is not None else None,
-                test_accuracy=_latest_accuracy(record, "test"),
+                val_images=int(record.dataset.get("val_images", 0)),
+                test_accuracy=test_accuracy,
+                test_images=test_images,
                 created=record.created,
             )
         )

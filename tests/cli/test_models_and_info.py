@@ -125,3 +125,19 @@ def test_info_json_reports_home_versions_devices_and_models(cxr_home: Path) -> N
     table = runner.invoke(app, ["info"])
     assert table.exit_code == 0
     assert "tiny-2" in table.output
+
+
+def test_accuracies_are_shown_with_counts_and_wilson_intervals(cxr_home: Path) -> None:
+    model, record = _tiny_model_record("tiny-ci")
+    record.dataset["val_images"] = 10
+    record.evaluations.append(
+        {"split": "test", "source": "dataset blobs, test split", "accuracy": 0.8, "n": 10}
+    )
+    store.save(model, record)
+    shown = runner.invoke(app, ["models", "show", "tiny-ci"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    # Wilson 95% for 5/10 is 23.7-76.3 %, for 8/10 it is 49.0-94.3 %.
+    assert "50.00% (5/10) [23.7-76.3]" in shown.output
+    assert "80.00% (8/10) [49.0-94.3]" in shown.output
+    listed = runner.invoke(app, ["models", "list"], env={"COLUMNS": "250"})
+    assert "(5/10) [23.7-76.3]" in listed.output

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cxr_covid.classes import parse_class_map
 from cxr_covid.data import dedupe as dd
-from cxr_covid.data.catalog import class_of, natural_key, parse_class_map, patient_id
+from cxr_covid.data.catalog import class_of, natural_key, patient_id
 from cxr_covid.data.extract import Limits, member_problem, safe_extract
 from cxr_covid.data.sources import Source, find_credentials, kaggle_url
 from cxr_covid.data.splits import assign_splits, parse_fractions
@@ -108,6 +109,13 @@ def test_class_map_overrides_and_validates() -> None:
         parse_class_map("a=flu")
     with pytest.raises(UsageError):
         parse_class_map("nothing")
+
+
+def test_class_map_skip_and_repeated_options() -> None:
+    mapping = parse_class_map(["Positive=covid", "Lung_Opacity=skip,Neg=normal"])
+    assert mapping == {"Positive": "covid", "Lung_Opacity": "skip", "Neg": "normal"}
+    assert class_of("x/Lung_Opacity/a.png", mapping) is None
+    assert class_of("x/COVID/a.png", mapping) == "covid"
 
 
 def test_patient_ids_and_natural_order() -> None:

@@ -23,3 +23,15 @@ def error(message: str) -> None:
     # Escaped: messages carry file names and hints like `pip install 'cxr-covid[dicom]'`,
     # whose brackets rich would otherwise take for markup and swallow.
     err.print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)
+
+
+def accuracy_cell(rate: float | None, n: int) -> str:
+    """An accuracy as every table shows it: `87.88% (29/33) [72.7-95.2]` (95% Wilson)."""
+    if rate is None:
+        return "-"
+    if not n:
+        return f"{100 * rate:.2f}%"
+    from cxr_covid.eval_report import cell
+    from cxr_covid.stats import proportion_of
+
+    return cell(proportion_of(rate, n))

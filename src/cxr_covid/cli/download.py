@@ -63,10 +63,12 @@ def download(
         ),
     ] = "covid,normal,viral_pneumonia",
     class_map: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--class-map",
-            help="Map folder names to classes: 'Folder A=covid,Folder B=normal'.",
+            help="Map a folder to a class, FOLDER=CLASS (or FOLDER=skip); repeatable or "
+            "comma-separated: 'Folder A=covid,Folder B=normal'.",
+            show_default=False,
         ),
     ] = None,
     split: Annotated[
@@ -102,7 +104,7 @@ def download(
         bool, typer.Option("--json", help="Print the counts and findings as JSON on stdout.")
     ] = False,
 ) -> None:
-    from cxr_covid.data.catalog import parse_class_map
+    from cxr_covid.classes import parse_class_map
     from cxr_covid.data.ingest import download_dataset
     from cxr_covid.data.splits import parse_fractions
 

@@ -98,9 +98,9 @@ def evaluate(
     ] = 32,
 ) -> None:
     from cxr_covid import eval_report
+    from cxr_covid.classes import parse_class_map
     from cxr_covid.errors import PartialFailure, UsageError
     from cxr_covid.evaluation import evaluate as run_evaluation
-    from cxr_covid.evaluation import parse_class_map
 
     if data is not None and split is not None:
         raise UsageError("--split and --data exclude each other (--data is its own test set)")

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.console import out, print_json
+from cxr_covid.cli.console import accuracy_cell, out, print_json
 
 HELP = "List, show and remove trained models in the model store."
 
@@ -31,7 +31,16 @@ def list_command(
         out.print("[dim]No models yet: `cxr-covid train`.[/]")
         return
     table = Table(title="Models", title_justify="left")
-    for column in ("id", "arch", "dataset", "size", "aug", "val acc", "test acc", "created"):
+    for column in (
+        "id",
+        "arch",
+        "dataset",
+        "size",
+        "aug",
+        "val acc [95% CI]",
+        "test acc [95% CI]",
+        "created",
+    ):
         table.add_column(column)
     for m in models:
         table.add_row(
@@ -40,8 +49,8 @@ def list_command(
             m.dataset,
             str(m.image_size),
             "yes" if m.augmented else "no",
-            "-" if m.val_accuracy is None else f"{100 * m.val_accuracy:.2f}%",
-            "-" if m.test_accuracy is None else f"{100 * m.test_accuracy:.2f}%",
+            accuracy_cell(m.val_accuracy, m.val_images),
+            accuracy_cell(m.test_accuracy, m.test_images),
             m.created,
         )
     out.print(table)
@@ -56,6 +65,7 @@ def show_command(
 ) -> None:
     """Show a model's record: architecture, data, training settings, history, evaluations."""
     from cxr_covid import store
+    from cxr_covid.classes import display_name
 
     stored = store.resolve(model or None)
     record = stored.record()
@@ -73,24 +83,33 @@ def show_command(
         table.add_row(f"dataset.{key}", str(value))
     for key, value in record.training.items():
         table.add_row(f"training.{key}", str(value))
+    val_images = int(record.dataset.get("val_images", 0))
     for key, value in record.metrics.items():
-        table.add_row(f"metrics.{key}", str(value))
+        shown = (
+            accuracy_cell(float(value), val_images)
+            if key == "best_val_accuracy" and value is not None
+            else str(value)
+        )
+        table.add_row(f"metrics.{key}", shown)
     epochs = len(next(iter(record.history.values()), []))
     table.add_row("history", f"{epochs} epochs ({', '.join(record.history)})" if epochs else "-")
     for key, value in record.versions.items():
         table.add_row(f"version.{key}", value)
     out.print(table)
     for evaluation in record.evaluations:
+        n = int(evaluation.get("n", 0))
+        accuracy = evaluation.get("accuracy")
         line = (
-            f"eval on {evaluation.get('split', '?')} ({evaluation.get('created', '')}): "
-            f"accuracy {100 * float(evaluation.get('accuracy', 0)):.2f}%"
+            f"eval on {evaluation.get('source') or evaluation.get('split', '?')} "
+            f"({evaluation.get('created', '')}): accuracy "
+            f"{accuracy_cell(None if accuracy is None else float(accuracy), n)}"
         )
-        interval = evaluation.get("accuracy_ci")
-        if interval:
-            line += f" [95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f}%]"
-        if "n" in evaluation:
-            line += f" on {evaluation['n']} images"
-        out.print(line)
+        per_class = evaluation.get("per_class") or {}
+        for cls, figures in per_class.items():
+            value = figures.get("accuracy")
+            rate = None if value is None else float(value)
+            line += f"; {display_name(cls)} {accuracy_cell(rate, int(figures.get('n', 0)))}"
+        out.print(line, soft_wrap=True, markup=False)
 
 
 @app.command("rm")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.console import err, out, print_json
+from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
 
 if TYPE_CHECKING:
@@ -240,6 +240,7 @@ class _Display:
         self._step_task: Any = None
         self._epoch = 0
         self._epochs = 0
+        self._val_images = 0
 
     def __enter__(self) -> _Display:
         self.progress.__enter__()
@@ -274,6 +275,7 @@ class _Display:
         for note in info.notes:
             console.print(f"[yellow]Note:[/] {note}", soft_wrap=True)
         self._epoch, self._epochs = info.first_epoch, info.epochs
+        self._val_images = info.val_images
         self._step_task = self.progress.add_task(
             f"Epoch {self._epoch}/{self._epochs}", total=info.steps_per_epoch
         )
@@ -287,7 +289,7 @@ class _Display:
         self.progress.console.print(
             f"epoch {report.epoch:>2}/{report.epochs}  loss {report.loss:.4f} "
             f"acc {100 * report.accuracy:5.1f}%  val loss {report.val_loss:.4f} "
-            f"acc {100 * report.val_accuracy:5.1f}%{mark} "
+            f"acc {accuracy_cell(report.val_accuracy, self._val_images)}{mark} "
             f"{_fmt_seconds(report.seconds)}  ETA {_fmt_seconds(report.eta_seconds)}",
             highlight=False,
         )
@@ -359,6 +361,7 @@ def _print_summary(summary: ArchSummary) -> None:
 def _print_result(result: TrainResult) -> None:
     record = result.record
     history = record.history
+    val_images = int(record.dataset.get("val_images", 0))
     table = Table(title=f"Model {record.id}", title_justify="left")
     for column in ("epoch", "loss", "acc", "val loss", "val acc", "time"):
         table.add_column(column, justify="right")
@@ -370,7 +373,7 @@ def _print_result(result: TrainResult) -> None:
             f"{loss:.4f}",
             f"{100 * history['accuracy'][i]:.2f}%",
             f"{history['val_loss'][i]:.4f}",
-            f"{100 * history['val_accuracy'][i]:.2f}%",
+            accuracy_cell(history["val_accuracy"][i], val_images),
             _fmt_seconds(history["seconds"][i]),
             style=style,
         )
@@ -378,14 +381,15 @@ def _print_result(result: TrainResult) -> None:
     facts = Table(show_header=False, box=None)
     facts.add_row("model", f"{record.id}  ({result.model.root})")
     facts.add_row(
-        "best epoch", f"{result.best_epoch} (val accuracy {100 * result.best_val_accuracy:.2f}%)"
+        "best epoch",
+        f"{result.best_epoch} (val accuracy {accuracy_cell(result.best_val_accuracy, val_images)})",
     )
     facts.add_row("training time", _fmt_seconds(result.seconds))
     facts.add_row("throughput", f"{result.images_per_second:,.1f} images/s")
     facts.add_row("device", str(record.training.get("device", "")))
     out.print(facts)
     out.print(
-        f"[dim]Next: `cxr-covid eval --model {record.id}` (validation accuracy on a small split "
+        f"[dim]Next: `cxr-covid eval {record.id}` (validation accuracy on a small split "
         "is optimistic: the best epoch was chosen on it).[/]",
         soft_wrap=True,
     )

@@ -30,7 +30,7 @@ import numpy as np
 from cxr_covid import classes as cls
 from cxr_covid.data.dedupe import dhash
 from cxr_covid.data.images import IMAGE_SUFFIXES, read_image
-from cxr_covid.errors import CxrCovidError, DataError, UsageError
+from cxr_covid.errors import CxrCovidError, DataError
 
 # Folders that sit between a class folder and its images, or hold something else.
 PASS_THROUGH = {"images", "image", "img", "imgs", "png", "jpg", "files", "data"}
@@ -53,27 +53,6 @@ def patient_id(file_name: str) -> str:
         if match:
             return match.group(1).lower()
     return ""
-
-
-def parse_class_map(text: str | None) -> dict[str, str]:
-    """`"Folder A=covid,Folder B=normal"` -> {"Folder A": "covid", ...}; targets may be aliases."""
-    mapping: dict[str, str] = {}
-    if not text:
-        return mapping
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise UsageError(f"--class-map entry {item.strip()!r} is not FOLDER=CLASS")
-        folder, target = (part.strip() for part in item.rsplit("=", 1))
-        canonical = target if target in cls.ALL_CLASSES else cls.canonical(target)
-        if not folder or canonical is None:
-            raise UsageError(
-                f"--class-map entry {item.strip()!r}: {target!r} is not a class "
-                f"(use one of {', '.join(cls.ALL_CLASSES)})"
-            )
-        mapping[folder] = canonical
-    return mapping
 
 
 def parse_classes(names: Sequence[str]) -> tuple[str, ...]:
@@ -102,6 +81,8 @@ def class_of(relative: str, class_map: dict[str, str] | None = None) -> str | No
         if folder.lower() in PASS_THROUGH:
             continue
         label = cls.canonical(folder, class_map)
+        if label == cls.SKIP:
+            return None
         if label is not None:
             return label
     return None
