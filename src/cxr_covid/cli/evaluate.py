@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cxr_covid.cli.console import err, out
+from cxr_covid.cli.console import MAX_SEED, err, out
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -92,7 +92,9 @@ def evaluate(
         int,
         typer.Option("--bootstrap", min=0, help="Bootstrap resamples for AUC/F1 intervals."),
     ] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap.")
+    ] = 42,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
