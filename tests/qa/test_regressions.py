@@ -48,3 +48,29 @@ def test_train_config_refuses_a_seed_keras_cannot_take() -> None:
         with pytest.raises(UsageError, match="--seed"):
             TrainConfig(seed=seed).validate()
     TrainConfig(seed=0).validate()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["augment", "--factor", "0"],
+        ["predict"],
+        ["train", "--no-such-option"],
+        ["models", "show", "a", "b"],
+        ["no-such-command"],
+        ["--no-such-option"],
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(args: list[str]) -> None:
+    # docs/exit-codes.md: "errors print one line, `Error: ...`"; Typer drew a framed box.
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ") and " -h`)" in lines[0]
+
+
+def test_a_bare_group_still_prints_its_help() -> None:
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 2
+    assert "list" in result.output and "Error" not in result.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -11,6 +11,13 @@ from typer.core import TyperGroup
 from cxr_covid import DISCLAIMER, __version__
 from cxr_covid.cli.console import error
 from cxr_covid.errors import EXIT_CODES, CxrCovidError
+
+try:  # Typer >= 0.24 vendors Click; older versions use Click itself.
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef,import-not-found]
+    from click.exceptions import UsageError as ClickUsageError  # type: ignore[no-redef,assignment,import-not-found]
 
 EPILOG = (
     f"{DISCLAIMER}\n\n"
@@ -37,6 +44,27 @@ class _CxrCovidGroup(TyperGroup):
         except CxrCovidError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except NoArgsIsHelpError:
+            raise  # a bare group (`cxr-covid models`): its help, as usual
+        except ClickUsageError as exc:
+            _usage_error(exc)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        # The root's own options are parsed here, before invoke.
+        try:
+            return super().make_context(*args, **kwargs)
+        except NoArgsIsHelpError:
+            raise
+        except ClickUsageError as exc:
+            _usage_error(exc)
+
+
+def _usage_error(exc: ClickUsageError) -> NoReturn:
+    """A bad option value or a missing argument: one line like every other error (as
+    docs/exit-codes.md promises), not Typer's framed box, and where to get help."""
+    where = f" (see `{exc.ctx.command_path} -h`)" if exc.ctx is not None else ""
+    error(exc.format_message().rstrip(".") + where)
+    raise typer.Exit(exc.exit_code) from None
 
 
 # Commands whose work needs TensorFlow; their --help must not import it.
