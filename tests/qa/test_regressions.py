@@ -91,3 +91,23 @@ def test_predict_refuses_resume_with_overwrite(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="exclude each other"):
         predict_to_file([tmp_path / "a.png"], NoModel(), str(out), resume=True, overwrite=True)  # type: ignore[arg-type]
     assert out.read_text(encoding="utf-8") == "path,predicted_class\n"
+
+
+def test_augmenting_an_older_dataset_does_not_make_it_the_default(cxr_home: Path) -> None:
+    # The default --dataset ("the only or newest") was the one whose manifest changed last,
+    # so augmenting yesterday's dataset silently made train/augment pick it over today's.
+    import json
+    import os
+
+    from cxr_covid.data.dataset import resolve_dataset
+
+    for name, day in (("older", "01"), ("newer", "02")):
+        build_dataset(cxr_home, name, per_class=2, size=16)
+        info_path = cxr_home / "datasets" / name / "dataset.json"
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info["created"] = f"2026-01-{day}T00:00:00+00:00"
+        info_path.write_text(json.dumps(info), encoding="utf-8")
+    manifest = cxr_home / "datasets" / "older" / "manifest.csv"
+    later = (cxr_home / "datasets" / "newer" / "manifest.csv").stat().st_mtime + 60
+    os.utime(manifest, (later, later))  # what `augment` does to the older one
+    assert resolve_dataset(None).name == "newer"
