@@ -121,10 +121,15 @@ def summary_line(evaluation: ModelEvaluation) -> str:
 
 def methods_note(report: EvaluationReport) -> str:
     level = f"{100 * report.confidence:g} %"
+    bootstrap = (
+        f"[{level} percentile bootstrap, {report.bootstrap} resamples stratified by class, "
+        f"seed {report.seed}]"
+        if report.bootstrap > 0
+        else "no interval (--bootstrap 0)"
+    )
     return (
         f"Cells: accuracy (correct/images) [{level} Wilson interval]. F1, balanced accuracy, "
-        f"macro-F1 and ROC AUC: [{level} percentile bootstrap, {report.bootstrap} resamples "
-        f"stratified by class, seed {report.seed}]. McNemar: two-sided exact and mid-p "
+        f"macro-F1 and ROC AUC: {bootstrap}. McNemar: two-sided exact and mid-p "
         "tests on the images where exactly one of the two models is right."
     )
 

@@ -111,3 +111,19 @@ def test_augmenting_an_older_dataset_does_not_make_it_the_default(cxr_home: Path
     later = (cxr_home / "datasets" / "newer" / "manifest.csv").stat().st_mtime + 60
     os.utime(manifest, (later, later))  # what `augment` does to the older one
     assert resolve_dataset(None).name == "newer"
+
+
+def test_without_bootstrap_the_notes_do_not_claim_bootstrap_intervals() -> None:
+    # With --bootstrap 0 the F1/AUC cells have no interval, yet the note under the table
+    # announced "[95 % percentile bootstrap, 0 resamples ...]".
+    from cxr_covid.eval_report import methods_note
+    from cxr_covid.evaluation import EvaluationReport
+
+    none = EvaluationReport([], [], [], 0.95, 0, 42)
+    assert "0 resamples" not in methods_note(none)
+    assert "no interval" in methods_note(none)
+    assert (
+        "0 resamples" not in none.to_dict()["interval_methods"]["f1_balanced_accuracy_macro_f1_auc"]
+    )
+    some = EvaluationReport([], [], [], 0.95, 200, 42)
+    assert "200 resamples" in methods_note(some)
