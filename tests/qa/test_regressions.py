@@ -127,3 +127,19 @@ def test_without_bootstrap_the_notes_do_not_claim_bootstrap_intervals() -> None:
     )
     some = EvaluationReport([], [], [], 0.95, 200, 42)
     assert "200 resamples" in methods_note(some)
+
+
+def test_reproduce_report_says_how_a_run_left_the_protocol() -> None:
+    # report.md said "(smaller images and fewer epochs)" for any non-protocol run, e.g. for
+    # the paper preset with only --batch-size 16; and printed the source as raw JSON.
+    from cxr_covid.reproduce import _protocol_changes, describe_source
+
+    paper_but_batch = {"image_size": 224, "epochs": 30, "batch_size": 16}
+    assert _protocol_changes(paper_but_batch) == ["batch 16 instead of 32"]
+    quick = {"image_size": 64, "epochs": 5, "batch_size": 32}
+    assert _protocol_changes(quick) == ["64 px instead of 224", "5 epochs instead of 30"]
+    assert describe_source({"kind": "zip", "path": "/x/a.zip"}) == "zip /x/a.zip"
+    assert describe_source({"kind": "kaggle", "url": "https://k", "release": 1}) == (
+        "Kaggle release 1"
+    )
+    assert describe_source({"kind": "dir", "path": "/x"}) == "folder /x"
