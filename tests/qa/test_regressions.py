@@ -143,3 +143,18 @@ def test_reproduce_report_says_how_a_run_left_the_protocol() -> None:
         "Kaggle release 1"
     )
     assert describe_source({"kind": "dir", "path": "/x"}) == "folder /x"
+
+
+def test_augment_force_removes_a_superseded_empty_folder(cxr_home: Path) -> None:
+    # --balance on a balanced class makes an empty augmented/<class>-s42-n<count>/ folder; a
+    # later --force with other settings left it behind (found only through manifest rows).
+    from cxr_covid.data.augment import augment_dataset
+    from cxr_covid.data.dataset import resolve_dataset
+
+    build_dataset(cxr_home, "d", per_class=5, size=16)
+    dataset = resolve_dataset("d")
+    augment_dataset(dataset, factor=None, balance=True, classes=("covid",))
+    folders = sorted(p.name for p in dataset.augmented_dir.iterdir())
+    assert len(folders) == 1 and not any((dataset.augmented_dir / folders[0]).iterdir())
+    augment_dataset(dataset, factor=2, classes=("covid",), force=True)
+    assert sorted(p.name for p in dataset.augmented_dir.iterdir()) == ["covid-s42-n6"]
