@@ -158,3 +158,19 @@ def test_augment_force_removes_a_superseded_empty_folder(cxr_home: Path) -> None
     assert len(folders) == 1 and not any((dataset.augmented_dir / folders[0]).iterdir())
     augment_dataset(dataset, factor=2, classes=("covid",), force=True)
     assert sorted(p.name for p in dataset.augmented_dir.iterdir()) == ["covid-s42-n6"]
+
+
+def test_ctrl_c_in_a_command_without_its_own_handler_says_so(
+    cxr_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # augment, eval, download and reproduce exited 130 without a word on Ctrl-C.
+    import cxr_covid.data.augment as augment_module
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    build_dataset(cxr_home, "d", per_class=4, size=16)
+    monkeypatch.setattr(augment_module, "augment_dataset", interrupted)
+    result = runner.invoke(app, ["augment"])
+    assert result.exit_code == 130, result.output
+    assert "Interrupted" in result.output

@@ -9,7 +9,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from cxr_covid import DISCLAIMER, __version__
-from cxr_covid.cli.console import error
+from cxr_covid.cli.console import err, error
 from cxr_covid.errors import EXIT_CODES, CxrCovidError
 
 try:  # Typer >= 0.24 vendors Click; older versions use Click itself.
@@ -48,6 +48,13 @@ class _CxrCovidGroup(TyperGroup):
             raise  # a bare group (`cxr-covid models`): its help, as usual
         except ClickUsageError as exc:
             _usage_error(exc)
+        except KeyboardInterrupt:
+            # Commands with their own advice (train, predict, heatmap) catch Ctrl-C themselves;
+            # for the rest Typer would exit 130 without a word.
+            words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+            hint = _RERUN_HINTS.get(words[0] if words else "", "")
+            err.print(f"[yellow]Interrupted[/]; nothing half-written was kept{hint}.")
+            raise typer.Exit(130) from None
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         # The root's own options are parsed here, before invoke.
@@ -66,6 +73,11 @@ def _usage_error(exc: ClickUsageError) -> NoReturn:
     error(exc.format_message().rstrip(".") + where)
     raise typer.Exit(exc.exit_code) from None
 
+
+_RERUN_HINTS = {
+    "reproduce": " (rerun the same command to continue: finished steps are skipped)",
+    "download": " (rerun the same command: an interrupted transfer resumes)",
+}
 
 # Commands whose work needs TensorFlow; their --help must not import it.
 _TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info"}
