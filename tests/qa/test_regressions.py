@@ -174,3 +174,11 @@ def test_ctrl_c_in_a_command_without_its_own_handler_says_so(
     result = runner.invoke(app, ["augment"])
     assert result.exit_code == 130, result.output
     assert "Interrupted" in result.output
+
+
+def test_reproduce_progress_shows_validation_accuracy_with_its_interval() -> None:
+    # "baseline-noaug: epoch 5/5 val accuracy 87.04%" had no count and no interval.
+    from cxr_covid.reproduce import _with_interval
+
+    assert _with_interval(47 / 54, [54]) == "87.04% (47/54) [75.6-93.6]"
+    assert _with_interval(0.5, []) == "50.00%"
