@@ -119,6 +119,18 @@ def summary_line(evaluation: ModelEvaluation) -> str:
     )
 
 
+def accuracy_title(report: EvaluationReport) -> str:
+    """ "Test accuracy", unless the images are a validation or training split."""
+    splits = {e.test_set.split for e in report.evaluations}
+    if splits <= {"test", "external"}:
+        return "Test accuracy"
+    if splits == {"val"}:
+        return "Validation accuracy"
+    if splits == {"train"}:
+        return "Training accuracy"
+    return "Accuracy"
+
+
 def methods_note(report: EvaluationReport) -> str:
     level = f"{100 * report.confidence:g} %"
     bootstrap = (
@@ -148,7 +160,7 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
     parts = [f"# {title}", ""]
     sources = sorted({e.test_set.source for e in report.evaluations})
     parts += [f"Evaluated on: {'; '.join(sources)}.", ""]
-    parts += ["## Test accuracy (the study's table)", ""]
+    parts += [f"## {accuracy_title(report)} (the study's table)", ""]
     parts += [markdown_table(study_header(report), study_rows(report)), ""]
     parts += [methods_note(report), ""]
     for evaluation in report.evaluations:

@@ -182,3 +182,21 @@ def test_reproduce_progress_shows_validation_accuracy_with_its_interval() -> Non
 
     assert _with_interval(47 / 54, [54]) == "87.04% (47/54) [75.6-93.6]"
     assert _with_interval(0.5, []) == "50.00%"
+
+
+def test_eval_on_the_validation_split_is_not_titled_test_accuracy() -> None:
+    # `eval --split val` printed (and wrote in Markdown) "Test accuracy (..., val split)".
+    import dataclasses
+
+    import numpy as np
+
+    from cxr_covid.eval_report import accuracy_title, to_markdown
+    from cxr_covid.evaluation import EvaluationReport
+    from tests.eval.test_report import Y_TRUE, _evaluation
+
+    test = _evaluation("m", np.asarray(Y_TRUE))
+    val = dataclasses.replace(test, test_set=dataclasses.replace(test.test_set, split="val"))
+    assert accuracy_title(EvaluationReport([test], [], [], 0.95, 0, 1)) == "Test accuracy"
+    report = EvaluationReport([val], [], [], 0.95, 0, 1)
+    assert accuracy_title(report) == "Validation accuracy"
+    assert "Test accuracy" not in to_markdown(report)

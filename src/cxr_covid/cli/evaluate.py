@@ -188,10 +188,11 @@ def _run_with_progress(
         return work(progress)
 
 
-def render(report: EvaluationReport, title: str = "Test accuracy") -> None:
+def render(report: EvaluationReport, title: str | None = None) -> None:
     """The study's table, then per model the one-vs-rest metrics and confusion matrix."""
     from cxr_covid import eval_report
 
+    title = title or eval_report.accuracy_title(report)
     sources = "; ".join(sorted({e.test_set.source for e in report.evaluations}))
     table = Table(title=escape(f"{title} ({sources})"), title_justify="left")
     # Cells wrap at their spaces on narrow terminals ("87.88% (29/33)" over its interval)
