@@ -200,3 +200,16 @@ def test_eval_on_the_validation_split_is_not_titled_test_accuracy() -> None:
     report = EvaluationReport([val], [], [], 0.95, 0, 1)
     assert accuracy_title(report) == "Validation accuracy"
     assert "Test accuracy" not in to_markdown(report)
+
+
+def test_download_errors_name_the_users_folder_not_the_internal_copy(tmp_path: Path) -> None:
+    # "no images of class viral_pneumonia under images (...)": `images` is the dataset's
+    # internal copy; the user gave --from-dir some/where.
+    from tests.helpers import write_class_folders
+
+    source = tmp_path / "hospital-b"
+    write_class_folders(source, per_class=3, size=16, labels=("covid", "normal"))
+    result = runner.invoke(app, ["download", "--from-dir", str(source)])
+    assert result.exit_code == 3, result.output
+    assert str(source) in result.output.replace("\n", "")
+    assert "under images" not in result.output

@@ -202,6 +202,11 @@ def download_dataset(
                 classes=selected,
                 class_map=class_map,
                 progress=lambda done, total: report("check", done, total),
+                source_name=(
+                    str(source.location)
+                    if source.kind in ("zip", "dir")
+                    else "the downloaded archive"
+                ),
             )
             result = _finish(
                 tmp,
