@@ -213,3 +213,10 @@ def test_download_errors_name_the_users_folder_not_the_internal_copy(tmp_path: P
     assert result.exit_code == 3, result.output
     assert str(source) in result.output.replace("\n", "")
     assert "under images" not in result.output
+
+
+def test_augment_takes_d_for_dataset_like_train(cxr_home: Path) -> None:
+    # `train -d NAME` worked, `augment -d NAME` was "No such option: -d".
+    build_dataset(cxr_home, "d", per_class=4, size=16)
+    result = runner.invoke(app, ["augment", "-d", "d", "--factor", "2", "--json"])
+    assert result.exit_code == 0, result.output

@@ -18,7 +18,7 @@ HELP = "Augment the training split offline (flips, rotations) as the study did."
 def augment(
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", help="Dataset name (default: the only or newest one)."),
+        typer.Option("--dataset", "-d", help="Dataset name (default: the only or newest one)."),
     ] = None,
     factor: Annotated[
         int,
