@@ -220,3 +220,41 @@ def test_augment_takes_d_for_dataset_like_train(cxr_home: Path) -> None:
     build_dataset(cxr_home, "d", per_class=4, size=16)
     result = runner.invoke(app, ["augment", "-d", "d", "--factor", "2", "--json"])
     assert result.exit_code == 0, result.output
+
+
+def _zip_of_class_folders(tmp_path: Path) -> Path:
+    import zipfile
+
+    from tests.helpers import write_class_folders
+
+    folders = write_class_folders(tmp_path / "src", per_class=10, size=16)
+    archive = tmp_path / "xrays.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folders.rglob("*.png")):
+            zf.write(path, path.relative_to(folders).as_posix())
+    return archive
+
+
+def test_download_from_zip_checks_sha256(cxr_home: Path, tmp_path: Path) -> None:
+    # --sha256 was silently ignored with --from-zip: a wrong hash still made a dataset.
+    import hashlib
+
+    archive = _zip_of_class_folders(tmp_path)
+    wrong = "0" * 64
+    result = runner.invoke(app, ["download", "--from-zip", str(archive), "--sha256", wrong])
+    assert result.exit_code == 4, result.output
+    assert "sha256" in result.output
+    assert not (cxr_home / "datasets" / "xrays").exists()
+    right = hashlib.sha256(archive.read_bytes()).hexdigest().upper()
+    result = runner.invoke(app, ["download", "--from-zip", str(archive), "--sha256", right])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("source", ["--from-zip", "--from-dir"])
+def test_download_refuses_a_malformed_or_pointless_sha256(tmp_path: Path, source: str) -> None:
+    archive = _zip_of_class_folders(tmp_path)
+    where = archive if source == "--from-zip" else tmp_path / "src"
+    digest = "zz" if source == "--from-zip" else "0" * 64
+    result = runner.invoke(app, ["download", source, str(where), "--sha256", digest])
+    assert result.exit_code == 2, result.output
+    assert "--sha256" in result.output

@@ -95,7 +95,7 @@ def download(
     ] = 10,
     sha256: Annotated[
         str | None,
-        typer.Option("--sha256", help="Expected sha256 of the downloaded zip (verified)."),
+        typer.Option("--sha256", help="Expected sha256 of the zip (downloaded or --from-zip)."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing dataset of the same name.")
