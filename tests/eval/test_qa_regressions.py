@@ -35,3 +35,13 @@ def test_only_one_output_can_be_stdout(eval_home: Path) -> None:
     result = runner.invoke(app, ["eval", GOOD, "--json", "-", "--csv", "-", "--no-save"])
     assert result.exit_code == 2
     assert "only one of --json and --csv" in result.output
+
+
+def test_models_rm_without_an_answer_changes_nothing_and_is_not_a_bug_exit(
+    eval_home: Path,
+) -> None:
+    # With stdin closed the prompt raised Abort: "Aborted." and exit 1 ("a bug").
+    result = runner.invoke(app, ["models", "rm", GOOD], input="")
+    assert result.exit_code == 2, result.output
+    assert "--yes" in result.output
+    assert runner.invoke(app, ["models", "show", GOOD]).exit_code == 0

@@ -48,6 +48,14 @@ class _CxrCovidGroup(TyperGroup):
             raise  # a bare group (`cxr-covid models`): its help, as usual
         except ClickUsageError as exc:
             _usage_error(exc)
+        except typer.Abort as exc:
+            # Raised by a confirmation prompt (`models rm`) on end of input or Ctrl-C; Typer
+            # would print "Aborted." and exit 1, the code for a bug.
+            if isinstance(exc.__context__, EOFError):
+                error("no answer to the question (end of input): nothing was changed; add --yes")
+                raise typer.Exit(2) from None
+            err.print("[yellow]Interrupted[/]; nothing was changed.")
+            raise typer.Exit(130) from None
         except KeyboardInterrupt:
             # Commands with their own advice (train, predict, heatmap) catch Ctrl-C themselves;
             # for the rest Typer would exit 130 without a word.
