@@ -51,6 +51,7 @@ class _CxrCovidGroup(TyperGroup):
         except typer.Abort as exc:
             # Raised by a confirmation prompt (`models rm`) on end of input or Ctrl-C; Typer
             # would print "Aborted." and exit 1, the code for a bug.
+            typer.echo()  # end the prompt's line
             if isinstance(exc.__context__, EOFError):
                 error("no answer to the question (end of input): nothing was changed; add --yes")
                 raise typer.Exit(2) from None
