@@ -119,12 +119,29 @@ def summary_line(evaluation: ModelEvaluation) -> str:
     )
 
 
+def accuracy_title(report: EvaluationReport) -> str:
+    """ "Test accuracy", unless the images are a validation or training split."""
+    splits = {e.test_set.split for e in report.evaluations}
+    if splits <= {"test", "external"}:
+        return "Test accuracy"
+    if splits == {"val"}:
+        return "Validation accuracy"
+    if splits == {"train"}:
+        return "Training accuracy"
+    return "Accuracy"
+
+
 def methods_note(report: EvaluationReport) -> str:
     level = f"{100 * report.confidence:g} %"
+    bootstrap = (
+        f"[{level} percentile bootstrap, {report.bootstrap} resamples stratified by class, "
+        f"seed {report.seed}]"
+        if report.bootstrap > 0
+        else "no interval (--bootstrap 0)"
+    )
     return (
         f"Cells: accuracy (correct/images) [{level} Wilson interval]. F1, balanced accuracy, "
-        f"macro-F1 and ROC AUC: [{level} percentile bootstrap, {report.bootstrap} resamples "
-        f"stratified by class, seed {report.seed}]. McNemar: two-sided exact and mid-p "
+        f"macro-F1 and ROC AUC: {bootstrap}. McNemar: two-sided exact and mid-p "
         "tests on the images where exactly one of the two models is right."
     )
 
@@ -143,7 +160,7 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
     parts = [f"# {title}", ""]
     sources = sorted({e.test_set.source for e in report.evaluations})
     parts += [f"Evaluated on: {'; '.join(sources)}.", ""]
-    parts += ["## Test accuracy (the study's table)", ""]
+    parts += [f"## {accuracy_title(report)} (the study's table)", ""]
     parts += [markdown_table(study_header(report), study_rows(report)), ""]
     parts += [methods_note(report), ""]
     for evaluation in report.evaluations:

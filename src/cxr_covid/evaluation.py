@@ -337,6 +337,8 @@ class EvaluationReport:
                 "f1_balanced_accuracy_macro_f1_auc": (
                     f"percentile bootstrap, {self.bootstrap} resamples stratified by true "
                     f"class, seed {self.seed}"
+                    if self.bootstrap > 0
+                    else "none (bootstrap 0)"
                 ),
             },
             "models": [e.to_dict(predictions=predictions) for e in self.evaluations],

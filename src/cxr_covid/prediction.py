@@ -210,6 +210,9 @@ def predict_to_file(
     for stdout). Returns the summary; the caller decides what a failed input means."""
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if resume and overwrite:
+        # One keeps the rows already written, the other throws them away: refuse to guess.
+        raise UsageError("--resume and --overwrite exclude each other (keep the rows, or not)")
     fmt = infer_format(out, fmt)
     record: ModelRecord = stored.record()
     to_stdout = out == STDOUT

@@ -424,6 +424,17 @@ def estimate_time(
     return TimeEstimate(dict(per_step), steps, seconds, os.cpu_count() or 1)
 
 
+def _with_interval(accuracy: float, val_images: list[int]) -> str:
+    """`87.04% (47/54) [75.6-93.6]`: an accuracy is never shown without its interval."""
+    text = f"{100 * accuracy:.2f}%"
+    if not val_images or val_images[0] <= 0:
+        return text
+    n = val_images[0]
+    correct = round(accuracy * n)  # Keras reports correct/n as a float32
+    low, high = stats.wilson_interval(correct, n)
+    return f"{text} ({correct}/{n}) [{100 * low:.1f}-{100 * high:.1f}]"
+
+
 def _train_one(
     spec: study.StudyModel,
     name: str,
@@ -432,6 +443,11 @@ def _train_one(
     notify: Notify,
 ) -> str:
     from cxr_covid import training
+
+    val_images: list[int] = []  # from the RunInfo sent before the first epoch
+
+    def on_start(info: Any) -> None:
+        val_images[:] = [int(info.val_images)]
 
     def progress(report: Any) -> None:
         notify(
@@ -442,7 +458,7 @@ def _train_one(
                 key=spec.key,
                 message=(
                     f"{spec.key}: epoch {report.epoch}/{report.epochs} "
-                    f"val accuracy {100 * report.val_accuracy:.2f}%"
+                    f"val accuracy {_with_interval(report.val_accuracy, val_images)}"
                     if hasattr(report, "val_accuracy")
                     else ""
                 ),
@@ -456,7 +472,7 @@ def _train_one(
     interrupted = paths.runs_dir() / name / "state.json"
     if interrupted.is_file():
         notify(Event("train", f"train {spec.label}: continuing interrupted run {name}"))
-        result = training.resume(name, progress, on_step=on_step)
+        result = training.resume(name, progress, on_start=on_start, on_step=on_step)
     else:
         notify(Event("train", f"train {spec.label} -> model {name}"))
         result = training.train(
@@ -472,6 +488,7 @@ def _train_one(
                 augment=spec.augment,
             ),
             progress,
+            on_start=on_start,
             on_step=on_step,
         )
     return str(result.model.id)
@@ -684,7 +701,7 @@ def caveats(result: ReproduceResult) -> list[str]:
     notes += [
         f"The study's COVID-19 test set holds {study.PUBLISHED_COVID_TEST_IMAGES} images: the "
         "95 % Wilson interval around 29/33 spans 72.7-95.2 %, so its three rows are not "
-        "statistically distinguishable; McNemar's test below asks the same of ours.",
+        "statistically distinguishable; McNemar's test asks the same of ours.",
         "Our split follows the notebook (70/15/15, stratified, seed 42) but the images in "
         "each split need not be the study's own; each model is one training run, so "
         "run-to-run variation is not measured.",
@@ -696,6 +713,28 @@ def caveats(result: ReproduceResult) -> list[str]:
     return notes
 
 
+def _protocol_changes(settings: dict[str, Any]) -> list[str]:
+    """How a run's settings differ from the study's (the paper preset)."""
+    paper = study.PRESETS["paper"]
+    changes = []
+    for key, unit in (("image_size", " px"), ("epochs", " epochs"), ("batch_size", "")):
+        if settings[key] != getattr(paper, key):
+            label = "batch " if key == "batch_size" else ""
+            changes.append(f"{label}{settings[key]}{unit} instead of {getattr(paper, key)}")
+    return changes
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """dataset.json's source record in words: "zip /path", "Kaggle release 1", ..."""
+    kind = source.get("kind")
+    if kind == "kaggle":
+        return f"Kaggle release {source.get('release', 'current')}"
+    where = source.get("path") or source.get("url")
+    if kind and where:
+        return f"{'folder' if kind == 'dir' else kind} {where}"
+    return json.dumps(source) if source else "unknown"
+
+
 def to_markdown(result: ReproduceResult, dataset: Any) -> str:
     from cxr_covid import eval_report
 
@@ -704,13 +743,14 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
     protocol = (
         "the study's protocol"
         if s["study_protocol"]
-        else "**NOT the study's protocol** (smaller images and fewer epochs)"
+        else f"**NOT the study's protocol** ({', '.join(_protocol_changes(s)) or 'changed'})"
     )
     lines = [
         "# Reproducing the study",
         "",
         f"Preset `{result.preset.name}`: {protocol}. Dataset `{s['dataset']}` "
-        f"(source: {json.dumps(result.data_source)}), {s['image_size']} px, {s['epochs']} epochs, "
+        f"(source: {describe_source(result.data_source)}), {s['image_size']} px, "
+        f"{s['epochs']} epochs, "
         f"batch {s['batch_size']}, Adam {s['learning_rate']}, seed {s['seed']}, COVID-19 "
         f"training images augmented x{s['augment_factor']}.",
         "",

@@ -82,6 +82,9 @@ class TrainConfig:
             raise UsageError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        # Keras seeds NumPy's legacy generator, which takes only 0 .. 2**32 - 1.
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise UsageError(f"--seed must be between 0 and 4294967295 (got {self.seed})")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise UsageError(f"--early-stopping must be at least 1 (got {self.early_stopping})")
         if self.strategy not in STRATEGIES:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from cxr_covid import DISCLAIMER, __version__
-from cxr_covid.cli.console import error
+from cxr_covid.cli.console import err, error
 from cxr_covid.errors import EXIT_CODES, CxrCovidError
+
+try:  # Typer >= 0.24 vendors Click; older versions use Click itself.
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef,import-not-found]
+    from click.exceptions import UsageError as ClickUsageError  # type: ignore[no-redef,assignment,import-not-found]
 
 EPILOG = (
     f"{DISCLAIMER}\n\n"
@@ -37,7 +44,49 @@ class _CxrCovidGroup(TyperGroup):
         except CxrCovidError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except NoArgsIsHelpError:
+            raise  # a bare group (`cxr-covid models`): its help, as usual
+        except ClickUsageError as exc:
+            _usage_error(exc)
+        except typer.Abort as exc:
+            # Raised by a confirmation prompt (`models rm`) on end of input or Ctrl-C; Typer
+            # would print "Aborted." and exit 1, the code for a bug.
+            typer.echo()  # end the prompt's line
+            if isinstance(exc.__context__, EOFError):
+                error("no answer to the question (end of input): nothing was changed; add --yes")
+                raise typer.Exit(2) from None
+            err.print("[yellow]Interrupted[/]; nothing was changed.")
+            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            # Commands with their own advice (train, predict, heatmap) catch Ctrl-C themselves;
+            # for the rest Typer would exit 130 without a word.
+            words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+            hint = _RERUN_HINTS.get(words[0] if words else "", "")
+            err.print(f"[yellow]Interrupted[/]; nothing half-written was kept{hint}.")
+            raise typer.Exit(130) from None
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        # The root's own options are parsed here, before invoke.
+        try:
+            return super().make_context(*args, **kwargs)
+        except NoArgsIsHelpError:
+            raise
+        except ClickUsageError as exc:
+            _usage_error(exc)
+
+
+def _usage_error(exc: ClickUsageError) -> NoReturn:
+    """A bad option value or a missing argument: one line like every other error (as
+    docs/exit-codes.md promises), not Typer's framed box, and where to get help."""
+    where = f" (see `{exc.ctx.command_path} -h`)" if exc.ctx is not None else ""
+    error(exc.format_message().rstrip(".") + where)
+    raise typer.Exit(exc.exit_code) from None
+
+
+_RERUN_HINTS = {
+    "reproduce": " (rerun the same command to continue: finished steps are skipped)",
+    "download": " (rerun the same command: an interrupted transfer resumes)",
+}
 
 # Commands whose work needs TensorFlow; their --help must not import it.
 _TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info"}

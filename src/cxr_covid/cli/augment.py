@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.console import err, out, print_json
+from cxr_covid.cli.console import MAX_SEED, err, out, print_json
 
 if TYPE_CHECKING:
     from cxr_covid.data.augment import AugmentResult
@@ -18,7 +18,7 @@ HELP = "Augment the training split offline (flips, rotations) as the study did."
 def augment(
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", help="Dataset name (default: the only or newest one)."),
+        typer.Option("--dataset", "-d", help="Dataset name (default: the only or newest one)."),
     ] = None,
     factor: Annotated[
         int,
@@ -39,7 +39,9 @@ def augment(
     classes: Annotated[
         str, typer.Option("--classes", help="Comma-separated classes to augment.")
     ] = "covid",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (deterministic).")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (deterministic).")
+    ] = 42,
     force: Annotated[
         bool, typer.Option("--force", help="Redo an augmentation that already exists.")
     ] = False,

@@ -12,6 +12,10 @@ from rich.markup import escape
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
+# Seeds feed NumPy (non-negative only) and scikit-learn (below 2**32): bound them at the option,
+# so a bad value is a usage error rather than a traceback deep in a library.
+MAX_SEED = 2**32 - 1
+
 
 def print_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, no colour codes, no wrapping."""

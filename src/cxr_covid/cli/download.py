@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.console import err, out, print_json
+from cxr_covid.cli.console import MAX_SEED, err, out, print_json
 
 if TYPE_CHECKING:
     from cxr_covid.data.ingest import DownloadResult
@@ -75,7 +75,9 @@ def download(
         str,
         typer.Option("--split", help="Train,val,test fractions (the study: 0.7,0.15,0.15)."),
     ] = "0.7,0.15,0.15",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split (the study: 42).")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the split (the study: 42).")
+    ] = 42,
     dedupe: Annotated[
         bool,
         typer.Option(
@@ -95,7 +97,7 @@ def download(
     ] = 10,
     sha256: Annotated[
         str | None,
-        typer.Option("--sha256", help="Expected sha256 of the downloaded zip (verified)."),
+        typer.Option("--sha256", help="Expected sha256 of the zip (downloaded or --from-zip)."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing dataset of the same name.")

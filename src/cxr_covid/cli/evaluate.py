@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cxr_covid.cli.console import err, out
+from cxr_covid.cli.console import MAX_SEED, err, out
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,12 +59,16 @@ def evaluate(
     csv_path: Annotated[
         Path | None,
         typer.Option(
-            "--csv", help="Write every figure as CSV (one figure per row).", dir_okay=False
+            "--csv",
+            help="Write every figure as CSV, one figure per row ('-' for stdout).",
+            dir_okay=False,
         ),
     ] = None,
     markdown_path: Annotated[
         Path | None,
-        typer.Option("--markdown", help="Write the tables as Markdown.", dir_okay=False),
+        typer.Option(
+            "--markdown", help="Write the tables as Markdown ('-' for stdout).", dir_okay=False
+        ),
     ] = None,
     plots: Annotated[
         Path | None,
@@ -92,7 +96,9 @@ def evaluate(
         int,
         typer.Option("--bootstrap", min=0, help="Bootstrap resamples for AUC/F1 intervals."),
     ] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap.")
+    ] = 42,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
@@ -106,7 +112,19 @@ def evaluate(
         raise UsageError("--split and --data exclude each other (--data is its own test set)")
     if class_map and data is None:
         raise UsageError("--class-map only applies with --data DIR")
-    to_stdout = json_path is not None and str(json_path) == "-"
+    # '-' means stdout, for one of the three (it is then the only thing on stdout).
+    on_stdout = [
+        flag
+        for flag, path in (
+            ("--json", json_path),
+            ("--csv", csv_path),
+            ("--markdown", markdown_path),
+        )
+        if path is not None and str(path) == "-"
+    ]
+    if len(on_stdout) > 1:
+        raise UsageError(f"only one of {' and '.join(on_stdout)} can be '-' (stdout)")
+    to_stdout = bool(on_stdout)
 
     report = _run_with_progress(
         lambda progress: run_evaluation(
@@ -125,14 +143,20 @@ def evaluate(
     )
 
     if json_path is not None:
-        if to_stdout:
+        if str(json_path) == "-":
             out.file.write(eval_report.to_json_text(report, predictions=predictions))
         else:
             eval_report.write_json(json_path, report, predictions=predictions)
     if csv_path is not None:
-        eval_report.write_csv(csv_path, report)
+        if str(csv_path) == "-":
+            out.file.write(eval_report.to_csv(report))
+        else:
+            eval_report.write_csv(csv_path, report)
     if markdown_path is not None:
-        eval_report.write_markdown(markdown_path, report)
+        if str(markdown_path) == "-":
+            out.file.write(eval_report.to_markdown(report, "Evaluation"))
+        else:
+            eval_report.write_markdown(markdown_path, report)
     written_plots = []
     if plots is not None:
         from cxr_covid.eval_plots import write_plots
@@ -142,7 +166,7 @@ def evaluate(
     if not to_stdout:
         render(report)
         for path in (json_path, csv_path, markdown_path):
-            if path is not None:
+            if path is not None and str(path) != "-":
                 err.print(f"[dim]wrote {escape(str(path))}[/]", soft_wrap=True)
         if written_plots:
             err.print(f"[dim]wrote {len(written_plots)} figures to {plots}[/]")
@@ -186,10 +210,11 @@ def _run_with_progress(
         return work(progress)
 
 
-def render(report: EvaluationReport, title: str = "Test accuracy") -> None:
+def render(report: EvaluationReport, title: str | None = None) -> None:
     """The study's table, then per model the one-vs-rest metrics and confusion matrix."""
     from cxr_covid import eval_report
 
+    title = title or eval_report.accuracy_title(report)
     sources = "; ".join(sorted({e.test_set.source for e in report.evaluations}))
     table = Table(title=escape(f"{title} ({sources})"), title_justify="left")
     # Cells wrap at their spaces on narrow terminals ("87.88% (29/33)" over its interval)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cxr_covid.cli.console import err, out, print_json
+from cxr_covid.cli.console import MAX_SEED, err, out, print_json
 
 if TYPE_CHECKING:
     from cxr_covid.reproduce import Event, ReproduceResult
@@ -66,7 +66,10 @@ def reproduce(
         int | None, typer.Option("--batch-size", min=1, help="Override the preset's batch size.")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Training and bootstrap seed (default 42).")
+        int | None,
+        typer.Option(
+            "--seed", min=0, max=MAX_SEED, help="Training and bootstrap seed (default 42)."
+        ),
     ] = None,
     bootstrap: Annotated[
         int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for AUC/F1 intervals.")

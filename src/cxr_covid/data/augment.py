@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,9 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+_FOLDER_NAME = re.compile(r"(?P<label>[a-z_]+)-s\d+-n\d+")
 
 
 def _rng(seed: int, source_sha256: str, copy: int) -> np.random.Generator:
@@ -222,6 +226,13 @@ def augment_dataset(
             if row.label in redone:
                 folder = dataset.file(row).parent
                 if folder not in new_folders and folder.parent == dataset.augmented_dir:
+                    shutil.rmtree(folder, ignore_errors=True)
+        # A superseded folder with no images (its target was the original count) has no
+        # manifest row to find it by; find it by name.
+        if dataset.augmented_dir.is_dir():
+            for folder in dataset.augmented_dir.iterdir():
+                match = _FOLDER_NAME.fullmatch(folder.name)
+                if match and match["label"] in redone and folder not in new_folders:
                     shutil.rmtree(folder, ignore_errors=True)
         for c in plans:
             records[c] = {

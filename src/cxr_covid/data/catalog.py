@@ -138,9 +138,14 @@ def build_catalog(
     class_map: dict[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    source_name: str | None = None,
 ) -> Catalog:
-    """Scan `root`, classify and decode-check every image. DataError if none is usable."""
+    """Scan `root`, classify and decode-check every image. DataError if none is usable.
+
+    `source_name` is what error messages call the images (the user's folder or zip, not
+    the dataset's internal `images/` copy); default: root's name."""
     selected = set(classes)
+    where = source_name or root.name
     relatives = sorted(
         (
             Path(folder, name).relative_to(root).as_posix()
@@ -170,7 +175,7 @@ def build_catalog(
     if candidates and missing:
         names = ", ".join(sorted(unmatched)[:5]) or "none"
         raise DataError(
-            f"no images of class {', '.join(missing)} under {root.name} (folders without a "
+            f"no images of class {', '.join(missing)} under {where} (folders without a "
             f"class: {names}); map folders with --class-map 'FOLDER=CLASS,...' or choose "
             "the classes present with --classes"
         )
@@ -178,7 +183,7 @@ def build_catalog(
     if not candidates:
         found = ", ".join(sorted(unmatched)[:5]) or "no image files at all"
         raise DataError(
-            f"no images of the selected classes ({', '.join(classes)}) under {root.name}: "
+            f"no images of the selected classes ({', '.join(classes)}) under {where}: "
             f"folders found: {found}; name class folders like covid/ normal/ "
             "viral_pneumonia/, or map them with --class-map 'FOLDER=CLASS,...'"
         )
@@ -220,7 +225,7 @@ def build_catalog(
         pool.shutdown(wait=True, cancel_futures=True)
     if not items:
         raise DataError(
-            f"none of the {len(candidates)} images under {root.name} could be decoded "
+            f"none of the {len(candidates)} images under {where} could be decoded "
             f"(first: {excluded[0][0]}: {excluded[0][1]})"
         )
     by_hash: dict[str, list[str]] = defaultdict(list)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass
@@ -96,7 +97,20 @@ def list_datasets() -> list[Dataset]:
         for p in root.iterdir()
         if p.is_dir() and not atomic.is_temporary(p) and (p / "manifest.csv").is_file()
     ]
-    return sorted(found, key=lambda d: (d.manifest_path.stat().st_mtime, d.name))
+    return sorted(found, key=_age_key)
+
+
+def _age_key(dataset: Dataset) -> tuple[float, float, str]:
+    """When the dataset was made: its recorded creation time, not the manifest's mtime,
+    because `augment` rewrites the manifest and must not make an old dataset the "newest"
+    (the default of every --dataset). The mtime breaks ties within the recorded second."""
+    mtime = dataset.manifest_path.stat().st_mtime
+    try:
+        created = dataset.info().get("created")
+        when = dt.datetime.fromisoformat(created).timestamp() if isinstance(created, str) else mtime
+    except (ValueError, DataError):
+        when = mtime
+    return (when, mtime, dataset.name)
 
 
 def dataset_path(name: str) -> Path:

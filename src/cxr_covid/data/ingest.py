@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,7 +36,7 @@ from cxr_covid.data.images import IMAGE_SUFFIXES
 from cxr_covid.data.manifest import ManifestRow, counts, manifest_hash, split_hash
 from cxr_covid.data.sources import Source, find_credentials, kaggle_source
 from cxr_covid.data.splits import STUDY_FRACTIONS, STUDY_SEED, assign_splits, check_fractions
-from cxr_covid.errors import UsageError
+from cxr_covid.errors import DownloadError, UsageError
 
 Progress = Callable[[str, int, int | None], None]
 IMAGES = "images"
@@ -137,6 +139,12 @@ def download_dataset(
     selected = parse_classes(classes)
     fractions = check_fractions(split)
     source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise UsageError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
+        if source.kind == "dir":
+            raise UsageError("--sha256 checks a zip: use it with --from-zip, --url or Kaggle")
     target = dataset_path(name or source.default_name)
     if target.exists() and not force:
         raise UsageError(
@@ -176,6 +184,13 @@ def download_dataset(
                 archive: Path | None = downloaded
             elif source.kind == "zip":
                 archive = Path(source.location)
+                if sha256:  # was silently ignored for a local zip
+                    digest = _file_sha256(archive)
+                    if digest != sha256:
+                        raise DownloadError(
+                            f"{archive.name} has sha256 {digest}, expected {sha256}: not the "
+                            "file you meant, or a damaged download"
+                        )
             else:
                 archive = None
             if archive is not None:
@@ -202,6 +217,11 @@ def download_dataset(
                 classes=selected,
                 class_map=class_map,
                 progress=lambda done, total: report("check", done, total),
+                source_name=(
+                    str(source.location)
+                    if source.kind in ("zip", "dir")
+                    else "the downloaded archive"
+                ),
             )
             result = _finish(
                 tmp,
@@ -334,3 +354,11 @@ def _report(result: DownloadResult) -> dict[str, Any]:
         "skipped_classes": result.skipped,
         "unmatched_folders": result.unmatched,
     }
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
