@@ -48,7 +48,7 @@ def test_eval_newest_model_prints_the_study_table_and_saves_the_record(
     assert saved["accuracy_ci"] == pytest.approx(model["accuracy"]["ci"])
     shown = runner.invoke(app, ["models", "show", GOOD])
     assert shown.exit_code == 0
-    assert "eval on test" in shown.output and "on 12 images" in shown.output
+    assert "eval on dataset" in shown.output and "/12) [" in shown.output
     listed = runner.invoke(app, ["models", "list", "--json"])
     good = next(m for m in json.loads(listed.output) if m["id"] == GOOD)
     assert good["test_accuracy"] == pytest.approx(model["accuracy"]["value"])
