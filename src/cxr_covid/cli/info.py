@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.console import accuracy_cell, out, print_json
+from cxr_covid.cli.console import out, print_json
 
 HELP = (
     "Show versions, the home folder, the devices TensorFlow sees, and stored datasets and models."
@@ -55,29 +55,9 @@ def info(
         )
     out.print(datasets if report.datasets else "[dim]No datasets yet: `cxr-covid download`.[/]")
 
-    models = Table(title="Models", title_justify="left")
-    for column in (
-        "id",
-        "arch",
-        "dataset",
-        "size",
-        "aug",
-        "val acc [95% CI]",
-        "test acc [95% CI]",
-        "created",
-    ):
-        models.add_column(column)
-    for m in report.models:
-        models.add_row(
-            m.id,
-            m.architecture,
-            m.dataset,
-            str(m.image_size),
-            "yes" if m.augmented else "no",
-            accuracy_cell(m.val_accuracy, m.val_images),
-            accuracy_cell(m.test_accuracy, m.test_images),
-            m.created,
-        )
+    from cxr_covid.cli.models import models_table
+
+    models = models_table(report.models)
     out.print(models if report.models else "[dim]No models yet: `cxr-covid train`.[/]")
 
 

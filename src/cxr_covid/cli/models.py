@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,22 +14,8 @@ HELP = "List, show and remove trained models in the model store."
 app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
-@app.command("list")
-def list_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
-) -> None:
-    """List stored models, oldest first."""
-    from dataclasses import asdict
-
-    from cxr_covid.system import summarize_models
-
-    models = summarize_models()
-    if as_json:
-        print_json([asdict(m) for m in models])
-        return
-    if not models:
-        out.print("[dim]No models yet: `cxr-covid train`.[/]")
-        return
+def models_table(models: list[Any]) -> Table:
+    """The model store as a table (shared by `models list` and `info`)."""
     table = Table(title="Models", title_justify="left")
     for column in (
         "id",
@@ -53,7 +39,26 @@ def list_command(
             accuracy_cell(m.test_accuracy, m.test_images),
             m.created,
         )
-    out.print(table)
+    return table
+
+
+@app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List stored models, oldest first."""
+    from dataclasses import asdict
+
+    from cxr_covid.system import summarize_models
+
+    models = summarize_models()
+    if as_json:
+        print_json([asdict(m) for m in models])
+        return
+    if not models:
+        out.print("[dim]No models yet: `cxr-covid train`.[/]")
+        return
+    out.print(models_table(models))
 
 
 @app.command("show")
