@@ -29,7 +29,7 @@ from cxr_covid.data.manifest import (
 )
 from cxr_covid.errors import EXIT_DATA, EXIT_USAGE, DataError
 from tests.conftest import SHARED_DATA
-from tests.data.zips import layout_zip, png_bytes
+from tests.data.zips import layout_zip
 from tests.helpers import write_class_folders
 
 runner = CliRunner()
