@@ -199,6 +199,8 @@ def test_workbook_problems_are_warnings_and_their_images_unknown(tmp_path: Path)
     assert "Normal.metadata.xlsx lists 1 file(s) that are not among the images" in warnings
     assert "Normal-99" in warnings
     assert "1 URL(s) name no known collection" in warnings
+    assert "no workbook for class Pneumonia" in warnings and "its 6 image(s)" in warnings
+    assert "no workbook for class Covid-19" not in warnings  # corrupt: its own warning
     assert result.provenance.basis == {"workbook": 2, "unknown": 16}
 
 

@@ -316,6 +316,7 @@ def _finish(
         sources=sources,
         workbook_root=workbook_root,
         first_release=source.release == 1 or catalog.layout == "kaggle-first",
+        expect_workbooks=catalog.layout == "kaggle-current",
     )
     near = [
         NearDuplicate(

@@ -413,11 +413,14 @@ def annotate(
     workbook_root: Path | None = None,
     first_release: bool = False,
     keep_existing: bool = False,
+    expect_workbooks: bool = False,
 ) -> tuple[list[ManifestRow], ProvenanceReport]:
     """Rows with `collection` and `age_group` filled in (augmented rows take their original's).
 
     With `keep_existing`, an image no source speaks of keeps what it had (attaching a
-    sources file to a dataset); otherwise it reads `unknown`. DataError when a sources file
+    sources file to a dataset); otherwise it reads `unknown`. With `expect_workbooks` (the
+    current release's layout), a class whose workbook is missing is named in a warning when
+    nothing else placed its images. DataError when a sources file
     matches no image at all: it is then surely the wrong file."""
     originals = [r for r in rows if r.origin == ORIGINAL]
     report = ProvenanceReport()
@@ -460,6 +463,17 @@ def annotate(
             )
         for rel, origin in found.items():
             decided[relatives[rel]] = (origin, BASIS_SOURCES)
+    if expect_workbooks and workbook_root is not None:
+        # Found at all: a corrupt workbook has had its own warning.
+        with_workbook = {workbook_class(w) for w in find_workbooks(workbook_root)}
+        unplaced = Counter(r.label for r in originals if r.path not in decided)
+        for label, n in unplaced.items():
+            if label not in with_workbook:
+                report.warnings.append(
+                    f"no workbook for class {cls.display_name(label)} beside the class "
+                    f"folders: the collection of its {n} image(s) is unknown (give it with "
+                    "--sources FILE.csv)"
+                )
     basis: Counter[str] = Counter()
     updated: dict[str, ManifestRow] = {}
     result: list[ManifestRow] = []
