@@ -23,7 +23,7 @@ import numpy as np
 
 from cxr_covid import classes, stats, store
 from cxr_covid.data.images import is_image_file
-from cxr_covid.data.overlap import Overlap, overlaps_for_model
+from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
 from cxr_covid.subgroups import Subgroup, compute_subgroups
 
@@ -581,6 +581,7 @@ def evaluate(
             unique.append(m)
 
     test_sets: dict[tuple[str, ...], EvalImages] = {}
+    overlap_checks: dict[tuple[str, ...], OverlapCheck] = {}
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
         record = stored.record()
@@ -591,7 +592,17 @@ def evaluate(
             if key not in test_sets:
                 test_sets[key] = folder_test_set(data_dir, record.classes, class_map)
             # External images the model was trained on measure memory: leave them out.
-            check = overlaps_for_model(test_sets[key].paths, record.dataset)
+            # Models trained on the same split share one check.
+            trained_on = (
+                *key,
+                str(record.dataset.get("name")),
+                str(record.dataset.get("split_sha256")),
+            )
+            if trained_on not in overlap_checks:
+                overlap_checks[trained_on] = overlaps_for_model(
+                    test_sets[key].paths, record.dataset
+                )
+            check = overlap_checks[trained_on]
             warnings += check.warnings
             if check.overlaps:
                 overlaps = check.overlaps
