@@ -265,16 +265,15 @@ def _header_key(value: object) -> str:
 def read_workbook(path: Path) -> list[tuple[str, str]]:
     """(FILE NAME, URL) per listed file of a `<Class>.metadata.xlsx`; DataError if the file
     is not a readable workbook or has no FILE NAME and URL columns."""
-    import zipfile
-
     from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except FileNotFoundError:
         raise DataError(f"{path.name}: workbook not found") from None
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+    # openpyxl fails in many ways on a damaged file (zip, XML, missing parts): a bad
+    # workbook is bad input, never a traceback.
+    except Exception as exc:
         raise DataError(
             f"{path.name}: not a readable workbook ({exc or type(exc).__name__})"
         ) from None
@@ -300,7 +299,9 @@ def read_workbook(path: Path) -> list[tuple[str, str]]:
         if columns is None:
             raise DataError(f"{path.name}: no 'FILE NAME' and 'URL' columns in its first sheet")
         return entries
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+    except DataError:
+        raise
+    except Exception as exc:  # as above: damaged rows or sheets
         raise DataError(f"{path.name}: not a readable workbook ({exc})") from None
     finally:
         book.close()
