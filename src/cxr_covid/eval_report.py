@@ -15,6 +15,7 @@ from typing import Any
 
 from cxr_covid import atomic, classes, stats
 from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
+from cxr_covid.subgroups import SMALL_SUBGROUP
 
 
 def percent(x: float, digits: int = 2) -> str:
@@ -87,6 +88,23 @@ def confusion_rows(evaluation: ModelEvaluation) -> list[list[str]]:
     return [
         [classes.display_name(cls), *(str(int(v)) for v in evaluation.confusion[i])]
         for i, cls in enumerate(evaluation.classes)
+    ]
+
+
+def subgroup_header() -> list[str]:
+    return ["Class", "Source", "Accuracy", "Note"]
+
+
+def subgroup_rows(evaluation: ModelEvaluation) -> list[list[str]]:
+    """Per class x collection (or --data folder): accuracy (count) [interval], small flag."""
+    return [
+        [
+            g.display,
+            g.group,
+            cell(g.accuracy),
+            f"small (under {SMALL_SUBGROUP} images)" if g.small else "",
+        ]
+        for g in evaluation.subgroups
     ]
 
 
@@ -173,6 +191,9 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
         ]
         parts += [markdown_table(class_metric_header(), class_metric_rows(evaluation)), ""]
         parts += [markdown_table(confusion_header(evaluation), confusion_rows(evaluation)), ""]
+        if evaluation.subgroups:
+            parts += ["### Per class and source", ""]
+            parts += [markdown_table(subgroup_header(), subgroup_rows(evaluation)), ""]
         for warning in evaluation.warnings:
             parts += [f"> Warning: {warning}", ""]
     if report.comparisons:
@@ -201,6 +222,7 @@ CSV_COLUMNS = (
     "high",
     "successes",
     "n",
+    "flag",  # "small" for a subgroup under SMALL_SUBGROUP images
 )
 
 
@@ -238,6 +260,9 @@ def to_csv(report: EvaluationReport) -> str:
             for j, pred_cls in enumerate(e.classes):
                 count = int(e.confusion[i, j])
                 writer.writerow([*base, f"confusion:{pred_cls}", true_cls, count, "", "", "", e.n])
+        for g in e.subgroups:
+            row = _proportion_row(base, f"subgroup_accuracy:{g.group}", g.cls, g.accuracy)
+            writer.writerow([*row, "small" if g.small else ""])
     for comparison in report.comparisons:
         pair = f"{comparison.model_a} vs {comparison.model_b}"
         for metric, value in (

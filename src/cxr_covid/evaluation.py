@@ -23,7 +23,9 @@ import numpy as np
 
 from cxr_covid import classes, stats, store
 from cxr_covid.data.images import is_image_file
+from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
+from cxr_covid.subgroups import Subgroup, compute_subgroups
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
@@ -46,6 +48,24 @@ class EvalImages:
     source: str  # dataset name or folder
     dataset: str | None = None
     split_sha256: str | None = None
+    # Per image, where it comes from: its collection, or "folder NAME" for --data.
+    groups: tuple[str, ...] = ()
+
+    def group_of(self, index: int) -> str:
+        return self.groups[index] if self.groups else "unknown"
+
+    def without(self, left_out: set[Path]) -> EvalImages:
+        """The same images less `left_out` (e.g. those the model was trained on)."""
+        keep = [i for i, p in enumerate(self.paths) if p not in left_out]
+        return EvalImages(
+            paths=tuple(self.paths[i] for i in keep),
+            labels=tuple(self.labels[i] for i in keep),
+            split=self.split,
+            source=self.source,
+            dataset=self.dataset,
+            split_sha256=self.split_sha256,
+            groups=tuple(self.group_of(i) for i in keep) if self.groups else (),
+        )
 
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -73,6 +93,7 @@ def dataset_test_set(dataset_name: str, split: str) -> EvalImages:
         source=f"dataset {dataset.name}, {split} split",
         dataset=dataset.name,
         split_sha256=split_hash(rows),
+        groups=tuple(r.collection for r in chosen),
     )
 
 
@@ -141,6 +162,7 @@ def folder_test_set(
         labels=tuple(labels),
         split=EXTERNAL,
         source=f"folder {root}",
+        groups=(f"folder {root.name}",) * len(paths),
     )
 
 
@@ -196,6 +218,8 @@ class ModelEvaluation:
     failed: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     created: str = field(default_factory=store.now_iso)
+    subgroups: list[Subgroup] = field(default_factory=list)  # per class x collection/folder
+    overlaps: list[Overlap] = field(default_factory=list)  # external images left out
 
     @property
     def n(self) -> int:
@@ -251,6 +275,8 @@ class ModelEvaluation:
             "failed": [{"path": p, "error": e} for p, e in self.failed],
             "warnings": self.warnings,
             "created": self.created,
+            "subgroups": [g.to_dict() for g in self.subgroups],
+            "overlaps": [o.to_dict() for o in self.overlaps],
         }
         if predictions:
             data["predictions"] = [
@@ -440,6 +466,7 @@ def evaluate_model(
     total = len(test_set.paths)
     kept_paths: list[Path] = []
     kept_true: list[int] = []
+    kept_groups: list[str] = []
     probabilities: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
     for done, prediction in enumerate(
@@ -455,6 +482,7 @@ def evaluate_model(
                 )
             kept_paths.append(prediction.path)
             kept_true.append(index_of[test_set.labels[prediction.index]])
+            kept_groups.append(test_set.group_of(prediction.index))
             probabilities.append(prediction.probabilities)
         if progress is not None:
             progress(record.id, done, total)
@@ -489,6 +517,9 @@ def evaluate_model(
         probabilities=probs,
         failed=failed,
         warnings=notes,
+        subgroups=compute_subgroups(
+            model_classes, y_true, np.argmax(probs, axis=1), kept_groups, confidence
+        ),
     )
 
 
@@ -549,15 +580,40 @@ def evaluate(
             seen.add(m.root.resolve())
             unique.append(m)
 
-    test_sets: dict[tuple[str, str], EvalImages] = {}
+    test_sets: dict[tuple[str, ...], EvalImages] = {}
+    overlap_checks: dict[tuple[str, ...], OverlapCheck] = {}
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
         record = stored.record()
         warnings: list[str] = []
+        overlaps: list[Overlap] = []
         if data_dir is not None:
-            key = (str(data_dir), ",".join(record.classes))
+            key: tuple[str, ...] = (str(data_dir), ",".join(record.classes))
             if key not in test_sets:
                 test_sets[key] = folder_test_set(data_dir, record.classes, class_map)
+            # External images the model was trained on measure memory: leave them out.
+            # Models trained on the same split share one check.
+            trained_on = (
+                *key,
+                str(record.dataset.get("name")),
+                str(record.dataset.get("split_sha256")),
+            )
+            if trained_on not in overlap_checks:
+                overlap_checks[trained_on] = overlaps_for_model(
+                    test_sets[key].paths, record.dataset
+                )
+            check = overlap_checks[trained_on]
+            warnings += check.warnings
+            if check.overlaps:
+                overlaps = check.overlaps
+                warnings.append(check.summary())
+                key = (*key, record.id)
+                test_sets[key] = test_sets[key[:2]].without(check.paths)
+                if not test_sets[key].paths:
+                    raise DataError(
+                        f"every image of {data_dir} is one of model {record.id}'s training "
+                        "images: nothing external is left to evaluate"
+                    )
         else:
             name = record.dataset.get("name")
             if not name:
@@ -579,6 +635,7 @@ def evaluate(
             warnings=warnings,
             progress=progress,
         )
+        evaluation.overlaps = overlaps
         evaluations.append(evaluation)
         if save:
             save_to_record(stored, evaluation)

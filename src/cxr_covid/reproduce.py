@@ -735,6 +735,27 @@ def describe_source(source: dict[str, Any]) -> str:
     return json.dumps(source) if source else "unknown"
 
 
+def provenance_lines(dataset: Any) -> list[str]:
+    """The download's confounding warnings, repeated where the results are read."""
+    from cxr_covid.data.provenance import confounding_warnings
+
+    try:
+        rows = dataset.rows()
+    except Exception:  # the section is a courtesy; never fail the report on it
+        return []
+    warnings = confounding_warnings(rows)
+    if warnings:
+        body = [f"- **Warning:** {w}" for w in warnings]
+    elif all(r.collection == "unknown" for r in rows):
+        body = [
+            "Not recorded for this dataset, so confounding could not be checked: attach it "
+            "with `cxr-covid download --sources FILE.csv --dataset NAME`."
+        ]
+    else:
+        body = ["No class is confounded with a collection or an age group (docs/provenance.md)."]
+    return ["## Where the images come from", "", *body, ""]
+
+
 def to_markdown(result: ReproduceResult, dataset: Any) -> str:
     from cxr_covid import eval_report
 
@@ -786,6 +807,7 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
             ),
             "",
         ]
+    lines += provenance_lines(dataset)
     lines += ["## Caveats", ""] + [f"- {c}" for c in caveats(result)] + [""]
     lines += [
         "## Files",

@@ -109,6 +109,8 @@ def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) 
         "not a diagnostic device",
     ):
         assert caveat in report
+    # No provenance in this zip: the report says so and how to attach it.
+    assert "## Where the images come from" in report and "--sources FILE.csv" in report
     assert (run_dir / "results.md").read_text().startswith("# Reproducing the study")
     assert (run_dir / "evaluation.csv").is_file()
     assert len(list((run_dir / "plots").glob("*.png"))) == 9

@@ -105,10 +105,33 @@ def download(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the counts and findings as JSON on stdout.")
     ] = False,
+    sources: Annotated[
+        Path | None,
+        typer.Option(
+            "--sources",
+            help="CSV 'path,source[,age_group]' saying where each image comes from "
+            "(see docs/provenance.md).",
+            dir_okay=False,
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="With --sources: attach them to this existing dataset instead of "
+            "downloading (same split, same images).",
+        ),
+    ] = None,
 ) -> None:
     from cxr_covid.classes import parse_class_map
     from cxr_covid.data.ingest import download_dataset
     from cxr_covid.data.splits import parse_fractions
+
+    if dataset is not None:
+        from cxr_covid.cli.provenance_view import attach
+
+        attach(dataset, sources, as_json, other=(release, url, from_zip, from_dir, name))
+        return
 
     fractions = parse_fractions(split)
     mapping = parse_class_map(class_map)
@@ -129,6 +152,7 @@ def download(
             progress=progress.update,
             sha256=sha256,
             near_distance=near_distance,
+            sources=sources,
         )
     if as_json:
         print_json(to_json(result))
@@ -154,7 +178,14 @@ def to_json(result: DownloadResult) -> dict[str, Any]:
         "dropped": result.dropped,
         "skipped_classes": result.skipped,
         "unmatched_folders": result.unmatched,
+        "provenance": provenance_json(result),
     }
+
+
+def provenance_json(result: DownloadResult) -> dict[str, Any]:
+    from cxr_covid.data.provenance import summarize
+
+    return {**result.provenance.to_dict(), **summarize(result.dataset.rows()).to_dict()}
 
 
 def render(result: DownloadResult) -> None:
@@ -208,6 +239,9 @@ def render(result: DownloadResult) -> None:
     if result.unmatched:
         folders = ", ".join(f"{f} ({n})" for f, n in list(result.unmatched.items())[:5])
         err.print(f"[yellow]Images in folders with no class (map with --class-map):[/] {folders}")
+    from cxr_covid.cli.provenance_view import render_provenance, summarize
+
+    render_provenance(summarize(result.dataset.rows()), result.provenance)
 
 
 class _Progress:

@@ -243,6 +243,13 @@ def render(report: EvaluationReport, title: str | None = None) -> None:
         for row in eval_report.confusion_rows(evaluation):
             confusion.add_row(*row)
         out.print(confusion)
+        if evaluation.subgroups:
+            groups = Table(title="per class and source", title_justify="left")
+            for name in eval_report.subgroup_header():
+                groups.add_column(name)
+            for row in eval_report.subgroup_rows(evaluation):
+                groups.add_row(*map(escape, row), style="dim" if row[-1] else None)
+            out.print(groups)
         out.print(escape(eval_report.summary_line(evaluation)))
     if report.comparisons:
         mcnemar = Table(title="McNemar's test: are the models different?", title_justify="left")

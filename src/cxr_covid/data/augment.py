@@ -194,6 +194,8 @@ def augment_dataset(
                             origin=AUGMENTED,
                             source=src.path,
                             patient=src.patient,
+                            collection=src.collection,
+                            age_group=src.age_group,
                         )
                     )
                 return made

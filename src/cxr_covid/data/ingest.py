@@ -20,6 +20,7 @@ from typing import Any
 from cxr_covid import __version__, atomic, paths
 from cxr_covid import classes as cls
 from cxr_covid.data import dedupe as dd
+from cxr_covid.data import provenance as prov
 from cxr_covid.data.catalog import (
     Catalog,
     Item,
@@ -33,7 +34,13 @@ from cxr_covid.data.dataset import Dataset, dataset_path
 from cxr_covid.data.download import fetch
 from cxr_covid.data.extract import Limits, copy_tree, safe_extract
 from cxr_covid.data.images import IMAGE_SUFFIXES
-from cxr_covid.data.manifest import ManifestRow, counts, manifest_hash, split_hash
+from cxr_covid.data.manifest import (
+    MANIFEST_FORMAT,
+    ManifestRow,
+    counts,
+    manifest_hash,
+    split_hash,
+)
 from cxr_covid.data.sources import Source, find_credentials, kaggle_source
 from cxr_covid.data.splits import STUDY_FRACTIONS, STUDY_SEED, assign_splits, check_fractions
 from cxr_covid.errors import DownloadError, UsageError
@@ -79,6 +86,7 @@ class DownloadResult:
     skipped: dict[str, int] = field(default_factory=dict)  # known classes not selected
     unmatched: dict[str, int] = field(default_factory=dict)  # folders with no class
     source: dict[str, object] = field(default_factory=dict)
+    provenance: prov.ProvenanceReport = field(default_factory=prov.ProvenanceReport)
 
     @property
     def total(self) -> int:
@@ -134,9 +142,14 @@ def download_dataset(
     sha256: str | None = None,
     near_distance: int = dd.DEFAULT_MAX_DISTANCE,
     limits: Limits | None = None,
+    sources: Path | None = None,
 ) -> DownloadResult:
-    """Get a dataset into the home as `<home>/datasets/<name>/`, verified and split."""
+    """Get a dataset into the home as `<home>/datasets/<name>/`, verified and split.
+
+    `sources`: a `path,source[,age_group]` CSV saying where each image comes from (see
+    data/provenance.py); read before anything is downloaded."""
     selected = parse_classes(classes)
+    sources_file = prov.read_sources_csv(sources) if sources is not None else None
     fractions = check_fractions(split)
     source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
     if sha256 is not None:
@@ -233,6 +246,10 @@ def download_dataset(
                 seed=seed,
                 dedupe=dedupe,
                 near_distance=near_distance,
+                sources=sources_file,
+                # The workbooks sit beside the class folders: extracted with the images from
+                # a zip, but never copied from a folder (only images are).
+                workbook_root=Path(source.location) if source.kind == "dir" else images,
             )
     except FileExistsError:
         raise UsageError(
@@ -261,6 +278,8 @@ def _finish(
     seed: int,
     dedupe: bool,
     near_distance: int,
+    sources: prov.SourcesFile | None = None,
+    workbook_root: Path | None = None,
 ) -> DownloadResult:
     """Dedupe, split, and write manifest.csv, report.json and dataset.json into `root`."""
     rank = {c: i for i, c in enumerate(selected)}
@@ -292,6 +311,13 @@ def _finish(
         )
         for it in kept
     ]
+    rows, provenance = prov.annotate(
+        rows,
+        sources=sources,
+        workbook_root=workbook_root,
+        first_release=source.release == 1 or catalog.layout == "kaggle-first",
+        expect_workbooks=catalog.layout == "kaggle-current",
+    )
     near = [
         NearDuplicate(
             a=f"{IMAGES}/{items[p.a].path}",
@@ -316,6 +342,7 @@ def _finish(
         skipped=catalog.skipped,
         unmatched=catalog.unmatched,
         source=source.describe(),
+        provenance=provenance,
     )
     dataset = Dataset(root)
     dataset.write_rows(rows)
@@ -340,6 +367,8 @@ def _finish(
             "manifest_sha256": manifest_hash(rows),
             "split_sha256": split_hash(rows),
             "tool": f"cxr-covid {__version__}",
+            "manifest_format": MANIFEST_FORMAT,
+            "provenance": provenance.to_dict(),
         }
     )
     return result
@@ -353,6 +382,7 @@ def _report(result: DownloadResult) -> dict[str, Any]:
         "dropped": result.dropped,
         "skipped_classes": result.skipped,
         "unmatched_folders": result.unmatched,
+        "provenance": result.provenance.to_dict(),
     }
 
 

@@ -2,7 +2,10 @@
 
 Columns: path (relative to the dataset folder, POSIX), class (canonical), sha256, width,
 height, split (train/val/test), origin (original/augmented), source (for augmented rows, the
-path of the image it came from), patient (an id where file names or metadata carry one).
+path of the image it came from), patient (an id where file names or metadata carry one),
+and since format 2: collection (where the image comes from: data/provenance.py's vocabulary)
+and age_group (child/adult/unknown). A format-1 manifest, without the last two, still loads:
+its images read as `unknown`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from cxr_covid.errors import DataError
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 ORIGINAL = "original"
 AUGMENTED = "augmented"
+UNKNOWN = "unknown"
+# 1: path..patient; 2: + collection, age_group. Recorded in dataset.json as manifest_format.
+MANIFEST_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class ManifestRow:
     origin: str = ORIGINAL
     source: str = ""
     patient: str = ""
+    collection: str = UNKNOWN
+    age_group: str = UNKNOWN
 
     def with_split(self, split: str) -> ManifestRow:
         return replace(self, split=split)
@@ -43,14 +51,20 @@ _COLUMN_FOR_FIELD = {
     f.name: ("class" if f.name == "label" else f.name) for f in fields(ManifestRow)
 }
 COLUMNS: tuple[str, ...] = tuple(_COLUMN_FOR_FIELD.values())
+# Where an image comes from describes it; it is not what a model learns from. Kept out of
+# manifest_hash, so datasets made before format 2 keep their identity (caches, resumable
+# runs, model records) and sources can be attached later without invalidating them.
+PROVENANCE_COLUMNS: tuple[str, ...] = ("collection", "age_group")
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in PROVENANCE_COLUMNS)
 
 
-def to_csv_text(rows: list[ManifestRow]) -> str:
+def to_csv_text(rows: list[ManifestRow], columns: tuple[str, ...] = COLUMNS) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
+    chosen = [f for f, c in _COLUMN_FOR_FIELD.items() if c in columns]
     for row in rows:
-        writer.writerow([getattr(row, f) for f in _COLUMN_FOR_FIELD])
+        writer.writerow([getattr(row, f) for f in chosen])
     return buffer.getvalue()
 
 
@@ -62,7 +76,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            missing = set(COLUMNS) - set(reader.fieldnames or [])
+            missing = set(REQUIRED_COLUMNS) - set(reader.fieldnames or [])
             if missing:
                 raise DataError(f"{path}: not a cxr-covid manifest (missing {sorted(missing)})")
             return [
@@ -76,6 +90,8 @@ def read_manifest(path: Path) -> list[ManifestRow]:
                     origin=r["origin"],
                     source=r["source"],
                     patient=r["patient"],
+                    collection=r.get("collection") or UNKNOWN,
+                    age_group=r.get("age_group") or UNKNOWN,
                 )
                 for r in reader
             ]
@@ -86,8 +102,9 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 
 
 def manifest_hash(rows: list[ManifestRow]) -> str:
-    """Identity of a manifest's content: the sha256 of its canonical CSV text."""
-    return hashlib.sha256(to_csv_text(rows).encode("utf-8")).hexdigest()
+    """Identity of a manifest's content: the sha256 of its canonical CSV text, provenance
+    columns left out (see PROVENANCE_COLUMNS)."""
+    return hashlib.sha256(to_csv_text(rows, REQUIRED_COLUMNS).encode("utf-8")).hexdigest()
 
 
 def split_hash(rows: list[ManifestRow]) -> str:
