@@ -53,9 +53,17 @@ class SafeWriter:
 
     def __init__(self, stream: IO[str]) -> None:
         self._writer = csv.writer(stream, lineterminator="\n")
+        # With "\n" line ends the csv module leaves a bare "\r" unquoted, and the row then
+        # cannot be read back: such rows (rare: a file name with a carriage return) are
+        # written with every cell quoted; all other rows are byte-for-byte as before.
+        self._quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
     def writerow(self, row: Iterable[Any]) -> None:
-        self._writer.writerow([safe_cell(value) for value in row])
+        cells = [safe_cell(value) for value in row]
+        if any(isinstance(cell, str) and "\r" in cell for cell in cells):
+            self._quoted.writerow(cells)
+        else:
+            self._writer.writerow(cells)
 
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
         for row in rows:
