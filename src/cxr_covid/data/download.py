@@ -145,6 +145,8 @@ def _locked_fd(path: Path, target: Path) -> int:
         except BlockingIOError:
             os.close(fd)
             raise DownloadError(in_progress_message(target)) from None
+        except OSError:
+            return fd  # a file system without locks (some NFS mounts): go on unguarded
         except BaseException:
             os.close(fd)
             raise
