@@ -206,10 +206,7 @@ def render(result: DownloadResult) -> None:
     out.print(table)
     out.print(f"Saved to {result.dataset.root}")
     if result.excluded:
-        err.print(
-            f"[yellow]Excluded {len(result.excluded)} file(s): not decodable images, or links "
-            "leaving the folder:[/]"
-        )
+        err.print(f"[yellow]Excluded {len(result.excluded)} file(s), not in the dataset:[/]")
         for path, reason in result.excluded[:10]:
             err.print(f"  {path}: {reason}", markup=False)
         if len(result.excluded) > 10:
