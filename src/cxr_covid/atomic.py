@@ -4,6 +4,11 @@ Every file the tool writes goes through here: a temporary file in the same folde
 final rename never crosses file systems), fsync, then `os.replace`. Folders are built under a
 hidden temporary name and renamed into place, so a model or dataset appears whole or not at
 all, and an interrupted run leaves only a hidden `.tmp-*` folder that listings ignore.
+
+Permissions follow the umask, like any other tool's output (0666 & ~umask for files, 0777 &
+~umask for folders): colleagues on a shared server can read results if the umask lets
+them. A temporary file or folder stays private (mkstemp/mkdtemp: 0600/0700) while it is being
+filled, and gets its final mode just before the rename that publishes it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,30 @@ from typing import Any
 TMP_PREFIX = ".tmp-"
 
 
+def current_umask() -> int:
+    """The process's umask. Linux shows it in /proc (no change needed to read it); elsewhere
+    it is read by setting it and setting it back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(tmp: str) -> None:
+    """Give a private temporary file the mode a plain `open()` would have given it."""
+    os.chmod(tmp, 0o666 & ~current_umask())
+
+
+def _publish_dir_mode(path: Path) -> None:
+    os.chmod(path, 0o777 & ~current_umask())
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
@@ -28,6 +57,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+            _publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -54,6 +84,7 @@ def open_for_write(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+            _publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -71,8 +102,10 @@ def commit_dir(tmp: Path, target: Path, *, replace: bool = False) -> None:
     """Move a finished temporary folder into place.
 
     With `replace`, an existing `target` is swapped out first and removed only after the new
-    folder is in place, so at every instant one complete version exists on disk.
+    folder is in place, so at every instant one complete version exists on disk. The folder
+    gets the umask's mode (it was private while being filled).
     """
+    _publish_dir_mode(tmp)
     if target.exists():
         if not replace:
             raise FileExistsError(str(target))

@@ -6,14 +6,13 @@ same everywhere: `87.88% (29/33) [72.7-95.2]` is 29 of 33 images right, 95 % Wil
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import atomic, classes, stats
+from cxr_covid import atomic, classes, csv_safe, stats
 from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
 from cxr_covid.subgroups import SMALL_SUBGROUP
 
@@ -241,7 +240,7 @@ def _estimate_row(base: list[Any], metric: str, cls: str, est: stats.Estimate, n
 def to_csv(report: EvaluationReport) -> str:
     """Long format, one figure per row: easy to filter in a spreadsheet or pandas."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_safe.SafeWriter(buffer)  # model ids and sources may look like formulas
     writer.writerow(CSV_COLUMNS)
     for e in report.evaluations:
         base: list[Any] = [e.model_id, e.test_set.split, e.test_set.source]

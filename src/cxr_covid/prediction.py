@@ -12,7 +12,6 @@ order), model, error. A file that cannot be read has an empty prediction and its
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from cxr_covid import csv_safe
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
 from cxr_covid.inference import Prediction, compiled_predict, predict_paths
@@ -97,9 +97,7 @@ class RowWriter:
 
     def header(self) -> None:
         if self.fmt == "csv":
-            buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerow(self.columns)
-            self._emit(buffer.getvalue())
+            self._emit(csv_safe.to_text([self.columns]))
 
     def row(self, prediction: Prediction) -> dict[str, Any]:
         probs = prediction.probabilities
@@ -122,7 +120,7 @@ class RowWriter:
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         else:
             buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
+            writer = csv_safe.SafeWriter(buffer)  # file names may look like formulas
             for r in rows:
                 # float32 probabilities round-trip exactly with 9 significant digits.
                 writer.writerow(
@@ -162,7 +160,7 @@ def read_existing(path: Path, fmt: str, classes: Sequence[str], model_id: str) -
         return set()
     done: set[str] = set()
     if fmt == "csv":
-        reader = csv.reader(io.StringIO(text))
+        reader = iter(csv_safe.read_rows(text))
         header = next(reader, [])
         if header != columns(classes):
             raise UsageError(

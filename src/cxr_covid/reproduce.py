@@ -187,7 +187,8 @@ class RunState:
             "steps": {},
         }
         state = cls(root, data)
-        state.save()
+        if root.is_dir():  # a new run in a new folder is saved by its first finished step
+            state.save()
         return state
 
     def step(self, name: str) -> dict[str, Any] | None:
@@ -329,6 +330,18 @@ def _ensure_dataset(
         notify(Event("warning", f"{excluded} image(s) did not decode and were left out"))
     state.finish("download", dataset=name, counts=getattr(result, "counts", {}))
     return result.dataset
+
+
+def _check_reachable(source: dict[str, Any]) -> None:
+    """DownloadError at once when the dataset must be downloaded but the host's name cannot
+    be looked up (no retries: being offline does not pass in 30 s)."""
+    from cxr_covid.data.download import check_resolvable
+    from cxr_covid.data.sources import kaggle_url
+
+    if "url" in source:
+        check_resolvable(str(source["url"]))
+    elif "kaggle_release" in source:
+        check_resolvable(kaggle_url(source["kaggle_release"]))
 
 
 def _ensure_augmented(
@@ -580,7 +593,9 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     if options.release is not None:
         settings["source"] = {"kaggle_release": release}
     run_dir = options.out.expanduser() if options.out else default_run_dir(settings, preset)
-    run_dir = paths.ensure(run_dir.resolve())
+    # Not created here: the first finished step creates it (RunState.save), so a run that
+    # fails at once (offline, say) leaves no empty run folder behind.
+    run_dir = run_dir.resolve()
     state = RunState.open(run_dir, settings, options.restart)
 
     tell(Event("plan", f"run folder: {run_dir}"))
@@ -607,6 +622,8 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     keys = [spec.key for spec in todo]
     step_cache: dict[str, float] = {}
     timing = None
+    if not _dataset_exists(dataset_name):
+        _check_reachable(settings["source"])  # offline: fail now, not after the estimate
     if todo and options.estimate and not _dataset_exists(dataset_name):
         expected = expected_counts(settings)
         if expected is not None:

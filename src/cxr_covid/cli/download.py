@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -136,28 +136,54 @@ def download(
     fractions = parse_fractions(split)
     mapping = parse_class_map(class_map)
     wanted = [c.strip() for c in classes.split(",") if c.strip()]
-    with _Progress() as progress:
-        result = download_dataset(
-            release=release,
-            url=url,
-            from_zip=from_zip,
-            from_dir=from_dir,
-            name=name,
-            classes=wanted,
-            split=fractions,
-            seed=seed,
-            dedupe=dedupe,
-            force=force,
-            class_map=mapping or None,
-            progress=progress.update,
-            sha256=sha256,
-            near_distance=near_distance,
-            sources=sources,
-        )
+    try:
+        with _Progress() as progress:
+            result = download_dataset(
+                release=release,
+                url=url,
+                from_zip=from_zip,
+                from_dir=from_dir,
+                name=name,
+                classes=wanted,
+                split=fractions,
+                seed=seed,
+                dedupe=dedupe,
+                force=force,
+                class_map=mapping or None,
+                progress=progress.update,
+                sha256=sha256,
+                near_distance=near_distance,
+                sources=sources,
+            )
+    except KeyboardInterrupt:
+        _interrupted(release, url, from_zip, from_dir)
     if as_json:
         print_json(to_json(result))
         return
     render(result)
+
+
+def _interrupted(
+    release: int | None, url: str | None, from_zip: Path | None, from_dir: Path | None
+) -> NoReturn:
+    """Ctrl-C: say what was kept. The partial download stays on purpose, to be resumed."""
+    from rich.markup import escape
+
+    from cxr_covid.data.ingest import partial_download
+
+    part = partial_download(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
+    if part is None:
+        err.print(
+            "[yellow]Interrupted[/]; no dataset was written and nothing half-written was kept."
+        )
+    else:
+        err.print(
+            f"[yellow]Interrupted[/]; no dataset was written. The partial download is kept in "
+            f"{escape(str(part))} ({part.stat().st_size:,} bytes): run the same command again "
+            "to resume it from there (delete that file to start over).",
+            soft_wrap=True,
+        )
+    raise typer.Exit(130)
 
 
 def to_json(result: DownloadResult) -> dict[str, Any]:
@@ -211,7 +237,7 @@ def render(result: DownloadResult) -> None:
     out.print(table)
     out.print(f"Saved to {result.dataset.root}")
     if result.excluded:
-        err.print(f"[yellow]Excluded {len(result.excluded)} image(s) that do not decode:[/]")
+        err.print(f"[yellow]Excluded {len(result.excluded)} file(s), not in the dataset:[/]")
         for path, reason in result.excluded[:10]:
             err.print(f"  {path}: {reason}", markup=False)
         if len(result.excluded) > 10:

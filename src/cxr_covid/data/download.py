@@ -6,8 +6,13 @@
   HTTP Range request (also across runs: the `.part` file stays for the next attempt). A server
   that ignores Range gets a fresh start.
 - 429 and 5xx answers, timeouts and connection errors are retried with exponential back-off
-  (honouring Retry-After up to a cap). 401/403 says how to supply credentials; 404 says the
-  release or URL does not exist.
+  (honouring Retry-After up to a cap). A failed name lookup (offline, no DNS) is not: it
+  fails at once and says how to get the zip another way. 401/403 says how to supply
+  credentials (Kaggle's for the Kaggle endpoint only); 404 says the release or URL does not
+  exist.
+- One download of a file at a time: the `.part` file is guarded by an fcntl lock on a
+  `.lock` file beside it, and a second download of the same file fails at once
+  ("another download of this file is in progress") instead of writing into the same `.part`.
 - Size is checked against Content-Length / Content-Range, and sha256 where one is known.
 - A web page (a sign-in or error page) served instead of the archive is recognised and
   reported instead of being handed to the unzipper.
@@ -18,16 +23,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
 
-from cxr_covid.data.sources import CREDENTIALS_HELP, Credentials
+from cxr_covid.data.sources import CREDENTIALS_HELP, OFFLINE_HELP, Credentials
 from cxr_covid.errors import DownloadError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: an exclusively created lock file instead
+    fcntl = None  # type: ignore[assignment]
 
 CHUNK = 1 << 14  # small enough that a broken-off transfer loses little
 RETRIES_ENV = "CXR_COVID_DOWNLOAD_RETRIES"
@@ -84,6 +95,70 @@ def part_path(target: Path) -> Path:
     return target.with_name(target.name + ".part")
 
 
+def lock_path(target: Path) -> Path:
+    return target.with_name(target.name + ".lock")
+
+
+def in_progress_message(target: Path) -> str:
+    return (
+        f"another download of this file is in progress (into {part_path(target)}); wait for "
+        "it to finish, or stop it, then run this again"
+    )
+
+
+@contextlib.contextmanager
+def download_lock(target: Path) -> Iterator[None]:
+    """Hold the right to write `target`'s `.part` file; DownloadError at once if another
+    process holds it. The lock file is removed on release."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(target)
+    if fcntl is None:  # pragma: no cover - Windows
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            raise DownloadError(
+                in_progress_message(target) + f" (if none is, delete {path})"
+            ) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return
+    fd = _locked_fd(path, target)
+    try:
+        yield
+    finally:
+        # Unlink while still holding the lock: a process that opened the old file meanwhile
+        # sees that it is gone (inode check in _locked_fd) and takes a fresh one.
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)
+
+
+def _locked_fd(path: Path, target: Path) -> int:
+    assert fcntl is not None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DownloadError(in_progress_message(target)) from None
+        except OSError:
+            return fd  # a file system without locks (some NFS mounts): go on unguarded
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            held, named = os.fstat(fd), os.stat(path)
+            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the previous holder removed it as we opened it: lock the new one
+
+
 def _validator_path(part: Path) -> Path:
     """Beside the .part file: the ETag (or Last-Modified) of the file it is the start of."""
     return part.with_name(part.name + ".etag")
@@ -99,13 +174,34 @@ def fetch(
     policy: RetryPolicy | None = None,
     progress: ByteProgress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    lock: bool = True,
+    access_help: str = CREDENTIALS_HELP,
 ) -> Path:
     """Download `url` to `target` (resuming a `.part` file left by an earlier attempt).
 
     Raises DownloadError when every attempt failed, the server refused, or the file does not
     verify. A partial file is kept for resumption only after transfer failures; a file that
-    proved wrong (web page, size or hash mismatch) is deleted.
+    proved wrong (web page, size or hash mismatch) is deleted. `lock=False` when the caller
+    already holds `download_lock(target)`. `access_help` is the advice given when the server
+    wants a login (401/403, or a sign-in page): Kaggle's credentials only suit Kaggle.
     """
+    with download_lock(target) if lock else contextlib.nullcontext():
+        return _fetch(
+            url, target, credentials, expected_size, sha256, policy, progress, sleep, access_help
+        )
+
+
+def _fetch(
+    url: str,
+    target: Path,
+    credentials: Credentials | None,
+    expected_size: int | None,
+    sha256: str | None,
+    policy: RetryPolicy | None,
+    progress: ByteProgress | None,
+    sleep: Callable[[float], None],
+    access_help: str,
+) -> Path:
     policy = policy or RetryPolicy.from_env()
     target.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(target)
@@ -119,7 +215,9 @@ def fetch(
         while True:
             have = part.stat().st_size if part.exists() else 0
             try:
-                total = _attempt(session, url, part, have, host, credentials, policy, progress)
+                total = _attempt(
+                    session, url, part, have, host, credentials, policy, progress, access_help
+                )
                 break
             except _Retry as exc:
                 grown = part.exists() and part.stat().st_size > have
@@ -159,6 +257,7 @@ def _attempt(
     credentials: Credentials | None,
     policy: RetryPolicy,
     progress: ByteProgress | None,
+    access_help: str,
 ) -> int | None:
     """One request. Returns the expected total size (None if the server did not say)."""
     headers = {"Range": f"bytes={have}-"} if have else {}
@@ -172,6 +271,9 @@ def _attempt(
             url, headers=headers, stream=True, timeout=(min(30.0, policy.timeout), policy.timeout)
         )
     except (requests.ConnectionError, requests.Timeout) as exc:
+        if is_name_resolution_failure(exc):
+            # Offline or no DNS: asking again in a few seconds will not change the answer.
+            raise DownloadError(offline_message(host)) from None
         raise _Retry(f"cannot reach {host} ({type(exc).__name__})") from None
     except requests.RequestException as exc:
         detail = str(exc).replace(url, host)  # no user:password@ or signed query in messages
@@ -185,7 +287,7 @@ def _attempt(
                 return total
             _discard(part)
             raise _Retry("server refused to resume; starting again")
-        _check_status(response, host, credentials)
+        _check_status(response, host, credentials, access_help)
         if status == 206 and have:
             start = _content_range_start(response.headers.get("Content-Range"))
             if start != have:
@@ -207,7 +309,7 @@ def _attempt(
         ctype = response.headers.get("Content-Type", "").lower()
         if "text/html" in ctype:
             _discard(part)
-            raise DownloadError(_html_message(host))
+            raise DownloadError(_html_message(host, access_help))
         if "json" in ctype:
             # An API error message with status 200 (Kaggle does this for some failures).
             text = response.raw.read(2000, decode_content=True).decode("utf-8", "replace")
@@ -225,7 +327,7 @@ def _attempt(
                     if first and mode == "wb" and _looks_like_html(chunk):
                         handle.close()
                         _discard(part)
-                        raise DownloadError(_html_message(host))
+                        raise DownloadError(_html_message(host, access_help))
                     first = False
                     handle.write(chunk)
                     done += len(chunk)
@@ -241,7 +343,12 @@ def _attempt(
     return total
 
 
-def _check_status(response: requests.Response, host: str, credentials: Credentials | None) -> None:
+def _check_status(
+    response: requests.Response,
+    host: str,
+    credentials: Credentials | None,
+    access_help: str = CREDENTIALS_HELP,
+) -> None:
     status = response.status_code
     if status in (200, 206):
         return
@@ -255,7 +362,7 @@ def _check_status(response: requests.Response, host: str, credentials: Credentia
                 f"otherwise {CREDENTIALS_HELP}"
             )
         raise DownloadError(
-            f"HTTP {status} from {host}: the server wants credentials; {CREDENTIALS_HELP}"
+            f"HTTP {status} from {host}: the server wants credentials; {access_help}"
         )
     if status == 404:
         raise DownloadError(
@@ -273,11 +380,60 @@ def _host(url: str) -> str:
     return parsed.hostname + (f":{parsed.port}" if parsed.port else "")
 
 
-def _html_message(host: str) -> str:
+def _html_message(host: str, access_help: str = CREDENTIALS_HELP) -> str:
     return (
-        f"{host} sent a web page instead of a zip archive (a sign-in or error page?); "
-        f"{CREDENTIALS_HELP}"
+        f"{host} sent a web page instead of a zip archive (a sign-in or error page?); {access_help}"
     )
+
+
+def is_name_resolution_failure(exc: BaseException) -> bool:
+    """True when `exc` (a requests error) comes from a failed DNS lookup of the host."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror) or type(current).__name__ == (
+            "NameResolutionError"
+        ):
+            return True
+        # requests wraps urllib3's MaxRetryError, whose `reason` holds the real cause.
+        reason = getattr(current, "reason", None)
+        todo.extend(
+            [
+                current.__cause__,
+                current.__context__,
+                reason if isinstance(reason, BaseException) else None,
+                *(a for a in current.args if isinstance(a, BaseException)),
+            ]
+        )
+    return False
+
+
+def offline_message(host: str) -> str:
+    return (
+        f"cannot look up {host}: this machine seems to be offline (or has no DNS); {OFFLINE_HELP}"
+    )
+
+
+def check_resolvable(url: str) -> None:
+    """DownloadError (with what to do instead) when `url`'s host name cannot be looked up.
+
+    Lets a long command fail in a second, before it does anything else, when the machine is
+    offline. Skipped when a proxy is configured for the URL: the proxy resolves names."""
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return
+    if requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)):
+        return
+    try:
+        socket.getaddrinfo(parsed.hostname, parsed.port or 443, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise DownloadError(offline_message(_host(url))) from None
+    except (OSError, UnicodeError):
+        return  # anything else: let the download itself report it
 
 
 def _looks_like_html(chunk: bytes) -> bool:

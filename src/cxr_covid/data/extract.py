@@ -6,32 +6,47 @@ symlink, device, FIFO or socket; and if the members' declared total size or coun
 bounds (zip bombs). During extraction the bytes actually written are counted too, so a member
 that lies about its size cannot get past the bound. Callers extract into a temporary folder
 and rename it into place (see ingest.py), so a refused or broken archive leaves nothing behind.
+
+Zip bombs are bounded three ways (docs/hostile-input-data.md):
+- every member that is not tiny may inflate at most MAX_RATIO times its compressed size;
+- the whole archive may unpack to at most MAX_ARCHIVE_RATIO times its size on disk (plus a
+  small floor), which stops a "split" bomb of many moderate members that each look harmless;
+- an absolute cap on the total (MAX_BYTES_ENV) and on the member count.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from cxr_covid.errors import ArchiveError
 
 MAX_BYTES_ENV = "CXR_COVID_MAX_UNZIPPED_BYTES"
 MAX_MEMBERS_ENV = "CXR_COVID_MAX_ZIP_MEMBERS"
+MAX_RATIO_ENV = "CXR_COVID_MAX_UNZIP_RATIO"
 # The current Kaggle release unpacks to about 1.2 GB in ~42,000 members (images + masks);
 # these defaults leave room for larger mirrors while stopping a bomb long before the disk fills.
 DEFAULT_MAX_BYTES = 20 * 1024**3
 DEFAULT_MAX_MEMBERS = 250_000
 # A member inflating more than this many times its compressed size, and to more than
-# SUSPICIOUS_SIZE bytes, is refused: image formats are already compressed (PNG/JPEG inflate
-# about 1x), while deflate bombs inflate ~1000x.
+# SUSPICIOUS_SIZE bytes (tiny members are exempt: a short text file may deflate 100x and
+# harms nobody), is refused: image formats are already compressed (PNG/JPEG inflate about
+# 1x), while deflate bombs inflate ~1000x.
 MAX_RATIO = 100
-SUSPICIOUS_SIZE = 64 * 1024**2
+SUSPICIOUS_SIZE = 1024**2
+# The whole archive may unpack to at most this many times its own size on disk, plus
+# RATIO_FLOOR bytes (so a small zip of text files is never refused). Real image archives sit
+# near 1x: the 360-PNG development zip unpacks to 0.99x its size (measured: 8,525,572 bytes
+# from 8,597,346), since PNG and JPEG are already compressed; uncompressed DICOM or BMP
+# deflated in a zip may reach a few x. A split bomb (40 members of 50 MiB of zeros in a
+# 3.5 MB zip) is ~600x.
+MAX_ARCHIVE_RATIO = 20
+RATIO_FLOOR = 16 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -40,16 +55,27 @@ class Limits:
     max_members: int = DEFAULT_MAX_MEMBERS
     max_ratio: int = MAX_RATIO
     suspicious_size: int = SUSPICIOUS_SIZE
+    max_archive_ratio: float = MAX_ARCHIVE_RATIO
+    ratio_floor: int = RATIO_FLOOR
 
     @classmethod
     def from_env(cls) -> Limits:
         try:
-            return cls(
+            limits = cls(
                 max_bytes=int(os.environ.get(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)),
                 max_members=int(os.environ.get(MAX_MEMBERS_ENV, DEFAULT_MAX_MEMBERS)),
+                max_archive_ratio=float(os.environ.get(MAX_RATIO_ENV, MAX_ARCHIVE_RATIO)),
             )
         except ValueError as exc:
             raise ArchiveError(f"bad archive limit in the environment: {exc}") from exc
+        if not limits.max_archive_ratio > 0:  # also refuses nan
+            raise ArchiveError(f"bad archive limit in the environment: {MAX_RATIO_ENV} must be > 0")
+        return limits
+
+    def unpacked_cap(self, archive_size: int) -> int:
+        """The most bytes an archive of `archive_size` bytes may unpack to."""
+        by_ratio = int(self.max_archive_ratio * archive_size) + self.ratio_floor
+        return min(self.max_bytes, by_ratio)
 
 
 def _fmt(n: int) -> str:
@@ -81,20 +107,29 @@ def member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def check_archive(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]:
-    """Validate every member (see module doc); returns the members in archive order."""
+def check_archive(
+    archive: zipfile.ZipFile, limits: Limits, archive_size: int | None = None
+) -> list[zipfile.ZipInfo]:
+    """Validate every member (see module doc); returns the members in archive order.
+
+    `archive_size` (bytes on disk) enables the whole-archive ratio check."""
     members = archive.infolist()
     if len(members) > limits.max_members:
         raise ArchiveError(
             f"archive has {len(members):,} members, more than the limit of "
             f"{limits.max_members:,} (set {MAX_MEMBERS_ENV} to allow more)"
         )
-    total = 0
     for info in members:
         problem = member_problem(info)
         if problem:
             raise ArchiveError(f"refusing archive: member {info.filename!r} has {problem}")
-        total += info.file_size
+    total = sum(info.file_size for info in members)
+    if total > limits.max_bytes:
+        raise ArchiveError(
+            f"refusing archive: it would unpack to {_fmt(total)}, more than the limit of "
+            f"{_fmt(limits.max_bytes)} (set {MAX_BYTES_ENV} to allow more)"
+        )
+    for info in members:
         if info.file_size > limits.suspicious_size and info.file_size > limits.max_ratio * max(
             1, info.compress_size
         ):
@@ -103,12 +138,18 @@ def check_archive(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipI
                 f"{info.file_size // max(1, info.compress_size)}x to {_fmt(info.file_size)} "
                 "(a zip bomb?)"
             )
-    if total > limits.max_bytes:
-        raise ArchiveError(
-            f"refusing archive: it would unpack to {_fmt(total)}, more than the limit of "
-            f"{_fmt(limits.max_bytes)} (set {MAX_BYTES_ENV} to allow more)"
-        )
+    if archive_size is not None and total > limits.unpacked_cap(archive_size):
+        raise ArchiveError(_ratio_message(archive_size, limits))
     return members
+
+
+def _ratio_message(archive_size: int, limits: Limits) -> str:
+    return (
+        f"refusing archive: its {_fmt(archive_size)} unpack to more than "
+        f"{_fmt(limits.unpacked_cap(archive_size))}, over {limits.max_archive_ratio:g}x its "
+        f"size (image archives unpack to about 1x: a zip bomb?); set {MAX_RATIO_ENV} to "
+        "allow more"
+    )
 
 
 def safe_extract(
@@ -125,17 +166,19 @@ def safe_extract(
     limits = limits or Limits.from_env()
     written: list[Path] = []
     try:
+        archive_size = zip_path.stat().st_size
         with zipfile.ZipFile(zip_path) as archive:
-            members = check_archive(archive, limits)
+            members = check_archive(archive, limits, archive_size)
             files = [m for m in members if not m.is_dir() and (keep is None or keep(m.filename))]
-            budget = limits.max_bytes
+            # Counted on the bytes really written: members may lie about their sizes.
+            budget = limits.unpacked_cap(archive_size)
             dest_root = dest.resolve()
             for index, info in enumerate(files, 1):
                 target = (dest_root / info.filename.replace("\\", "/")).resolve()
                 if dest_root not in target.parents:  # belt and braces after member_problem
                     raise ArchiveError(f"refusing archive: {info.filename!r} escapes the folder")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                budget = _copy_member(archive, info, target, budget, limits)
+                budget = _copy_member(archive, info, target, budget, limits, archive_size)
                 written.append(target)
                 if progress is not None:
                     progress(index, len(files))
@@ -157,7 +200,12 @@ def safe_extract(
 
 
 def _copy_member(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, limits: Limits
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    target: Path,
+    budget: int,
+    limits: Limits,
+    archive_size: int,
 ) -> int:
     with archive.open(info) as source, target.open("wb") as sink:
         while True:
@@ -166,12 +214,32 @@ def _copy_member(
                 break
             budget -= len(chunk)
             if budget < 0:
-                raise ArchiveError(
-                    f"refusing archive: it unpacks to more than {_fmt(limits.max_bytes)} "
-                    f"(set {MAX_BYTES_ENV} to allow more)"
-                )
+                raise ArchiveError(_overrun_message(limits, archive_size))
             sink.write(chunk)
     return budget
+
+
+def _overrun_message(limits: Limits, archive_size: int) -> str:
+    cap = limits.unpacked_cap(archive_size)
+    if cap >= limits.max_bytes:
+        return (
+            f"refusing archive: it unpacks to more than {_fmt(limits.max_bytes)} "
+            f"(set {MAX_BYTES_ENV} to allow more)"
+        )
+    return _ratio_message(archive_size, limits)
+
+
+# A file in a --from-dir folder larger than this is not read: no chest X-ray comes near it
+# (a 4300x4300 16-bit DICOM is ~37 MB), and reading a huge file to check it would cost memory.
+MAX_IMAGE_FILE_BYTES = 256 * 1024**2
+
+
+@dataclass
+class CopyResult:
+    """What `copy_tree` copied, and what it refused with the reason (relative POSIX paths)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def copy_tree(
@@ -179,19 +247,55 @@ def copy_tree(
     dest: Path,
     keep: Callable[[Path], bool],
     progress: Callable[[int, int], None] | None = None,
-) -> list[Path]:
-    """Copy the files of a local folder that `keep` accepts, preserving relative paths;
-    symbolic links are followed for files but never for folders (no cycles)."""
+    *,
+    check: Callable[[Path, bytes], str | None] | None = None,
+) -> CopyResult:
+    """Copy the files of a local folder that `keep` accepts, preserving relative paths.
+
+    A folder may be a trap (someone else's shared folder): links are never followed out of
+    it. A symbolic link to a file inside `source` is copied as that file; one that leaves
+    `source` (say `covid/x.png -> /etc/shadow`) is skipped with the reason, as is any file
+    that `check(path, data)` refuses (it returns the reason, e.g. "does not decode"), so
+    only files that passed the check are ever written. Folder links are never followed (no
+    cycles, no escape).
+    """
+    root = source.resolve()
     files = sorted(p for p in _walk(source) if keep(p))
-    written = []
+    result = CopyResult()
     for index, path in enumerate(files, 1):
-        target = dest / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        written.append(target)
+        rel = path.relative_to(source).as_posix()
+        real = path.resolve()
+        if real != root and root not in real.parents:
+            result.skipped.append((rel, f"a link to {real}, outside {root}: not followed"))
+        else:
+            problem, data = _read_checked(real, check)
+            if problem is not None:
+                result.skipped.append((rel, problem))
+            else:
+                target = dest / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                result.written.append(target)
         if progress is not None:
             progress(index, len(files))
-    return written
+    return result
+
+
+def _read_checked(
+    path: Path, check: Callable[[Path, bytes], str | None] | None
+) -> tuple[str | None, bytes]:
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            return (
+                f"{_fmt(size)} is too large for an image (limit {_fmt(MAX_IMAGE_FILE_BYTES)})",
+                b"",
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})", b""
+    problem = check(path, data) if check is not None else None
+    return problem, data
 
 
 def _walk(root: Path) -> list[Path]:
@@ -199,4 +303,5 @@ def _walk(root: Path) -> list[Path]:
     for folder, dirs, names in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(folder) / n for n in names if not n.startswith("."))
+    # is_file() follows a link: FIFOs, devices and dangling links are left out here.
     return [p for p in found if p.is_file()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,9 +32,9 @@ from cxr_covid.data.catalog import (
     parse_classes,
 )
 from cxr_covid.data.dataset import Dataset, dataset_path
-from cxr_covid.data.download import fetch
+from cxr_covid.data.download import download_lock, fetch, part_path
 from cxr_covid.data.extract import Limits, copy_tree, safe_extract
-from cxr_covid.data.images import IMAGE_SUFFIXES
+from cxr_covid.data.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, read_image
 from cxr_covid.data.manifest import (
     MANIFEST_FORMAT,
     ManifestRow,
@@ -41,9 +42,15 @@ from cxr_covid.data.manifest import (
     manifest_hash,
     split_hash,
 )
-from cxr_covid.data.sources import Source, find_credentials, kaggle_source
+from cxr_covid.data.sources import (
+    CREDENTIALS_HELP,
+    MIRROR_ACCESS_HELP,
+    Source,
+    find_credentials,
+    kaggle_source,
+)
 from cxr_covid.data.splits import STUDY_FRACTIONS, STUDY_SEED, assign_splits, check_fractions
-from cxr_covid.errors import DownloadError, UsageError
+from cxr_covid.errors import CxrCovidError, DataError, DownloadError, UsageError
 
 Progress = Callable[[str, int, int | None], None]
 IMAGES = "images"
@@ -125,6 +132,24 @@ def resolve_source(
     return kaggle_source(release)
 
 
+def partial_download(
+    *,
+    release: int | None = None,
+    url: str | None = None,
+    from_zip: Path | None = None,
+    from_dir: Path | None = None,
+) -> Path | None:
+    """The `.part` file an interrupted download of this source left for resuming, if any."""
+    try:
+        source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
+    except UsageError:
+        return None
+    if source.kind not in ("kaggle", "url"):
+        return None
+    part = part_path(paths.home() / "downloads" / source.download_key)
+    return part if part.is_file() else None
+
+
 def download_dataset(
     *,
     release: int | None = None,
@@ -181,18 +206,26 @@ def download_dataset(
         return label is None or label in selected
 
     downloaded: Path | None = None
+    held = contextlib.ExitStack()  # the download lock, released after the cleanup below
+    refused: list[tuple[str, str]] = []  # (source path, reason): --from-dir files not copied
     try:
         with atomic.building_dir(target, replace=force) as tmp:
             images = tmp / IMAGES
             images.mkdir()
             if source.kind in ("kaggle", "url"):
-                downloaded = paths.ensure(paths.home() / "downloads") / source.download_key
+                archive_path = paths.ensure(paths.home() / "downloads") / source.download_key
+                # Held until the archive is unpacked and deleted, so a second run of the same
+                # download can neither share the .part file nor delete the archive under us.
+                held.enter_context(download_lock(archive_path))
+                downloaded = archive_path
                 fetch(
                     source.location,
                     downloaded,
                     credentials=find_credentials() if source.kind == "kaggle" else None,
                     sha256=sha256,
                     progress=lambda done, total: report("download", done, total),
+                    lock=False,
+                    access_help=CREDENTIALS_HELP if source.kind == "kaggle" else MIRROR_ACCESS_HELP,
                 )
                 archive: Path | None = downloaded
             elif source.kind == "zip":
@@ -216,7 +249,7 @@ def download_dataset(
                 )
             else:
                 root = Path(source.location)
-                copy_tree(
+                copied = copy_tree(
                     root,
                     images,
                     keep=lambda p: (
@@ -224,7 +257,14 @@ def download_dataset(
                         and keep_member(p.relative_to(root).as_posix())
                     ),
                     progress=lambda done, total: report("copy", done, total),
+                    check=_decode_problem,
                 )
+                refused = [(str(root / rel), reason) for rel, reason in copied.skipped]
+                if not copied.written and refused:
+                    raise DataError(
+                        f"none of the {len(refused)} image files under {root} can be used "
+                        f"(first: {refused[0][0]}: {refused[0][1]})"
+                    )
             catalog = build_catalog(
                 images,
                 classes=selected,
@@ -236,6 +276,7 @@ def download_dataset(
                     else "the downloaded archive"
                 ),
             )
+            _prune(images, catalog)
             result = _finish(
                 tmp,
                 target.name,
@@ -250,6 +291,7 @@ def download_dataset(
                 # The workbooks sit beside the class folders: extracted with the images from
                 # a zip, but never copied from a folder (only images are).
                 workbook_root=Path(source.location) if source.kind == "dir" else images,
+                refused=refused,
             )
     except FileExistsError:
         raise UsageError(
@@ -261,6 +303,8 @@ def download_dataset(
         if downloaded is not None:
             with contextlib.suppress(FileNotFoundError):
                 downloaded.unlink()
+        held.close()
+        if downloaded is not None:
             with contextlib.suppress(OSError):
                 downloaded.parent.rmdir()  # only if empty: a kept .part stays
     result.dataset = Dataset(target)
@@ -280,8 +324,12 @@ def _finish(
     near_distance: int,
     sources: prov.SourcesFile | None = None,
     workbook_root: Path | None = None,
+    refused: Sequence[tuple[str, str]] = (),
 ) -> DownloadResult:
-    """Dedupe, split, and write manifest.csv, report.json and dataset.json into `root`."""
+    """Dedupe, split, and write manifest.csv, report.json and dataset.json into `root`.
+
+    `refused` lists source files that were never copied (path, reason); they are reported
+    with the images that did not decode."""
     rank = {c: i for i, c in enumerate(selected)}
     # The order fed to the split: class by class in the study's label order, files in natural
     # order, so the same images always give the same split.
@@ -334,7 +382,7 @@ def _finish(
     result = DownloadResult(
         dataset=Dataset(root),
         counts={s: table.get(s, {}) for s in ("train", "val", "test")},
-        excluded=[(f"{IMAGES}/{p}", reason) for p, reason in catalog.excluded],
+        excluded=[(f"{IMAGES}/{p}", reason) for p, reason in catalog.excluded] + list(refused),
         duplicates=[[f"{IMAGES}/{p}" for p in group] for group in catalog.duplicates],
         near_duplicates=near,
         dropped=sorted((f"{IMAGES}/{items[i].path}" for i in drop), key=natural_key),
@@ -372,6 +420,27 @@ def _finish(
         }
     )
     return result
+
+
+def _decode_problem(path: Path, data: bytes) -> str | None:
+    """Why a file is not a usable image (None if it decodes): checked before it is copied."""
+    try:
+        read_image(path if path.suffix.lower() in DICOM_SUFFIXES else data)
+    except CxrCovidError as exc:
+        return str(exc).replace("<bytes>: ", "").replace(f"{path}: ", "")
+    return None
+
+
+def _prune(images: Path, catalog: Catalog) -> None:
+    """Delete every image file the catalogue did not keep (it did not decode, or sits in a
+    folder with no class), so nothing unusable, or a bomb's junk, stays in the home."""
+    kept = {item.path for item in catalog.items}
+    for folder, _dirs, names in os.walk(images):
+        for name in names:
+            path = Path(folder, name)
+            rel = path.relative_to(images).as_posix()
+            if is_candidate(rel) and rel not in kept:
+                path.unlink()
 
 
 def _report(result: DownloadResult) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 from collections import Counter
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
-from cxr_covid import atomic
+from cxr_covid import atomic, csv_safe
 from cxr_covid.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -59,13 +59,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in PROVENA
 
 
 def to_csv_text(rows: list[ManifestRow], columns: tuple[str, ...] = COLUMNS) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    # Through csv_safe like every CSV the tool writes; its paths start with `images/`, so
+    # real manifests (and their hashes) are unchanged by the formula rule.
     chosen = [f for f, c in _COLUMN_FOR_FIELD.items() if c in columns]
-    for row in rows:
-        writer.writerow([getattr(row, f) for f in chosen])
-    return buffer.getvalue()
+    return csv_safe.to_text([columns, *([getattr(row, f) for f in chosen] for row in rows)])
 
 
 def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
@@ -93,12 +90,20 @@ def read_manifest(path: Path) -> list[ManifestRow]:
                     collection=r.get("collection") or UNKNOWN,
                     age_group=r.get("age_group") or UNKNOWN,
                 )
-                for r in reader
+                for r in map(_restored, reader)
             ]
     except FileNotFoundError as exc:
         raise DataError(f"{path}: manifest not found") from exc
     except (ValueError, KeyError, csv.Error) as exc:
         raise DataError(f"{path}: corrupt manifest ({exc})") from exc
+
+
+def _restored(record: dict[str, Any]) -> dict[str, Any]:
+    # Short or long rows leave None or a list in DictReader's record: they fail later, clearly.
+    return {
+        key: csv_safe.read_cell(value) if isinstance(value, str) else value
+        for key, value in record.items()
+    }
 
 
 def manifest_hash(rows: list[ManifestRow]) -> str:

@@ -159,6 +159,21 @@ def find_credentials() -> Credentials | None:
     return None
 
 
+KAGGLE_PAGE = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
+
+OFFLINE_HELP = (
+    "check the connection; or download the zip in a browser on a connected machine (the "
+    f"Kaggle page: {KAGGLE_PAGE}), copy it here and run the command again with "
+    "--from-zip PATH, or name a mirror you can reach with --url URL"
+)
+
+# For a --url mirror that wants a login: Kaggle credentials are never sent there.
+MIRROR_ACCESS_HELP = (
+    "this mirror wants a login that cxr-covid cannot give (Kaggle credentials are only ever "
+    "sent to Kaggle); download the zip in a browser and use --from-zip PATH, or use a "
+    "public --url"
+)
+
 CREDENTIALS_HELP = (
     "set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or save kaggle.json from "
     "kaggle.com > Settings > API > Create New Token in ~/.kaggle/; or download the zip in a "
