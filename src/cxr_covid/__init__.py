@@ -12,4 +12,37 @@ DISCLAIMER = (
     "treat or triage any patient."
 )
 
-__all__ = ["DISCLAIMER", "__version__"]
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cxr_covid.api import (
+        ImageResult,
+        InvalidImageArray,
+        Model,
+        Predictions,
+        list_datasets,
+        list_models,
+        load_model,
+    )
+
+# The public API (docs/api.md), imported on first use: `import cxr_covid` stays instant.
+_API = (
+    "ImageResult",
+    "InvalidImageArray",
+    "Model",
+    "Predictions",
+    "list_datasets",
+    "list_models",
+    "load_model",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from cxr_covid import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cxr_covid' has no attribute {name!r}")
+
+
+__all__ = ["DISCLAIMER", "__version__", *_API]

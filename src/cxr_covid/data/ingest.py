@@ -193,6 +193,12 @@ def download_dataset(
                         )
             else:
                 archive = None
+            # The source archive's identity, kept in dataset.json: which exact file this is.
+            archive_info = (
+                {"sha256": _file_sha256(archive), "bytes": archive.stat().st_size}
+                if archive is not None
+                else None
+            )
             if archive is not None:
                 safe_extract(
                     archive,
@@ -233,6 +239,7 @@ def download_dataset(
                 seed=seed,
                 dedupe=dedupe,
                 near_distance=near_distance,
+                archive=archive_info,
             )
     except FileExistsError:
         raise UsageError(
@@ -261,6 +268,7 @@ def _finish(
     seed: int,
     dedupe: bool,
     near_distance: int,
+    archive: dict[str, Any] | None = None,
 ) -> DownloadResult:
     """Dedupe, split, and write manifest.csv, report.json and dataset.json into `root`."""
     rank = {c: i for i, c in enumerate(selected)}
@@ -324,6 +332,7 @@ def _finish(
         {
             "name": name,
             "source": source.describe(),
+            **({"archive": archive} if archive is not None else {}),
             "release": source.release if source.kind == "kaggle" else None,
             "layout": catalog.layout,
             "classes": list(selected),
