@@ -2,15 +2,9 @@
 
 A research tool, not a diagnostic device. Importing this package must stay cheap: it never
 imports TensorFlow, so `cxr-covid --help` answers instantly. The heavy parts live in modules
-that import TensorFlow inside the functions that need it.
+that import TensorFlow inside the functions that need them. The public Python API
+(`load_model`, `list_models`, `list_datasets`: docs/api.md) is imported on first use.
 """
-
-__version__ = "0.1.0"
-
-DISCLAIMER = (
-    "Research tool, not a diagnostic device: its outputs must not be used to diagnose, "
-    "treat or triage any patient."
-)
 
 from typing import TYPE_CHECKING, Any
 
@@ -25,24 +19,32 @@ if TYPE_CHECKING:
         load_model,
     )
 
-# The public API (docs/api.md), imported on first use: `import cxr_covid` stays instant.
-_API = (
+__version__ = "0.1.0"
+
+DISCLAIMER = (
+    "Research tool, not a diagnostic device: its outputs must not be used to diagnose, "
+    "treat or triage any patient."
+)
+
+__all__ = [
+    "DISCLAIMER",
     "ImageResult",
     "InvalidImageArray",
     "Model",
     "Predictions",
+    "__version__",
     "list_datasets",
     "list_models",
     "load_model",
-)
+]
+
+_API = frozenset(__all__) - {"DISCLAIMER", "__version__"}
 
 
 def __getattr__(name: str) -> Any:
+    # Lazily, so `import cxr_covid` costs nothing until the API is used.
     if name in _API:
         from cxr_covid import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'cxr_covid' has no attribute {name!r}")
-
-
-__all__ = ["DISCLAIMER", "__version__", *_API]

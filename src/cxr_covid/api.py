@@ -273,9 +273,7 @@ def _as_items(images: Any) -> list[Any]:
             if not _is_array(item):
                 _as_path(item)
         return items
-    raise InvalidImageArray(
-        f"expected paths or NumPy image arrays, not {type(images).__name__}"
-    )
+    raise InvalidImageArray(f"expected paths or NumPy image arrays, not {type(images).__name__}")
 
 
 def load_model(model: str | os.PathLike[str] | None = None) -> Model:

@@ -130,9 +130,7 @@ def preprocessing_spec(record: ModelRecord, artifact: str | None = None) -> dict
     return spec
 
 
-def check_images(
-    record: ModelRecord, given: Sequence[Path] = ()
-) -> tuple[np.ndarray, str]:
+def check_images(record: ModelRecord, given: Sequence[Path] = ()) -> tuple[np.ndarray, str]:
     """(8, S, S, 3) float32 check tensors, and a word on where they came from.
 
     The files given, else the first test images of the model's dataset when it is in the
@@ -252,8 +250,7 @@ def _keras_export(model: Any, path: Path, keras_format: str) -> None:
             ) from exc
         except Exception as exc:  # a converter's failure is this model's, said in one line
             raise ModelError(
-                f"Keras could not export this model to {keras_format} "
-                f"({type(exc).__name__}: {exc})"
+                f"Keras could not export this model to {keras_format} ({type(exc).__name__}: {exc})"
             ) from exc
 
 
@@ -262,9 +259,7 @@ def run_artifact(fmt: str, artifact: Path, tensors: np.ndarray) -> np.ndarray:
     if fmt == "onnx":
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(
-            str(artifact), providers=["CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return np.asarray(session.run(None, {name: tensors})[0], dtype=np.float32)
     if fmt == "litert":

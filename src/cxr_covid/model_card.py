@@ -100,8 +100,7 @@ def render(record: ModelRecord, dataset_info: dict[str, Any] | None = None) -> s
         "",
         f"> **{DISCLAIMER}**",
         "",
-        f"Written by cxr-covid {__version__} from the model record, in the sections of "
-        f"{MITCHELL}.",
+        f"Written by cxr-covid {__version__} from the model record, in the sections of {MITCHELL}.",
         "",
         *_details(record),
         *_intended_use(),
@@ -129,8 +128,7 @@ def _details(record: ModelRecord) -> list[str]:
         "## Model details",
         "",
         f"- Id: `{record.id}`; created {record.created}.",
-        f"- Architecture: `{record.architecture}` (a CNN trained from scratch, after "
-        f"{STUDY}).",
+        f"- Architecture: `{record.architecture}` (a CNN trained from scratch, after {STUDY}).",
         "- Classes (output order): "
         + ", ".join(f"`{c}` ({display_name(c)})" for c in record.classes)
         + "; outputs are softmax probabilities.",

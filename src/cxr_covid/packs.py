@@ -301,9 +301,14 @@ def _store_pack(
         try:
             atomic.commit_dir(folder, target, replace=force)
         except FileExistsError:
-            raise ModelError(f"a model named {model_id!r} appeared meanwhile; add --force") from None
+            raise ModelError(
+                f"a model named {model_id!r} appeared meanwhile; add --force"
+            ) from None
         return ImportResult(
-            store.StoredModel(target), _public_source(source), digest, archive.stat().st_size,
+            store.StoredModel(target),
+            _public_source(source),
+            digest,
+            archive.stat().st_size,
             replaced,
         )
     finally:

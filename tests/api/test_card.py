@@ -49,8 +49,12 @@ def _record_with_history(cxr_home: Path) -> store.ModelRecord:
     dataset.write_info(info)
     stored = store.resolve(TINY_ID)
     record = stored.record()
-    record.dataset = {"name": "blobs", "manifest_sha256": "m" * 64, "split_sha256": "s" * 64,
-                      "val_images": 20}
+    record.dataset = {
+        "name": "blobs",
+        "manifest_sha256": "m" * 64,
+        "split_sha256": "s" * 64,
+        "val_images": 20,
+    }
     record.metrics = {"best_epoch": 3, "best_val_accuracy": 0.9}
     record.training = {"epochs": 30, "batch_size": 32, "seed": 42, "augment": False}
     record.evaluations = [

@@ -69,8 +69,10 @@ def test_unknown_format_is_a_usage_error(tiny: Path, tmp_path: Path) -> None:
     assert "savedmodel, onnx, litert" in result.stderr
 
 
-@pytest.mark.parametrize(("fmt", "module", "extra"), [("onnx", "onnxruntime", "onnx"),
-                                                      ("litert", "ai_edge_litert", "litert")])
+@pytest.mark.parametrize(
+    ("fmt", "module", "extra"),
+    [("onnx", "onnxruntime", "onnx"), ("litert", "ai_edge_litert", "litert")],
+)
 def test_missing_converter_exits_9_with_the_extra(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, module: str, extra: str
 ) -> None:

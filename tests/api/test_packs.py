@@ -51,7 +51,11 @@ def test_pack_holds_model_record_card_preprocessing_and_records_its_hash(
         card = archive.read("MODEL_CARD.md").decode()
         spec = json.loads(archive.read("preprocessing.json"))
     assert names == {
-        PACK_MANIFEST, "model.keras", "model.json", "MODEL_CARD.md", "preprocessing.json"
+        PACK_MANIFEST,
+        "model.keras",
+        "model.json",
+        "MODEL_CARD.md",
+        "preprocessing.json",
     }
     assert "## Intended use" in card and spec["image_size"] == 24
     record = store.resolve(TINY_ID).record()
@@ -93,9 +97,7 @@ def test_pack_file_loads_directly_in_the_api_and_cli(
         cxr_covid.load_model(TINY_ID).predict(xrays).probabilities,
     )
     out = tmp_path / "r.csv"
-    result = runner.invoke(
-        app, ["predict", str(xrays[0]), "--model", str(path), "--out", str(out)]
-    )
+    result = runner.invoke(app, ["predict", str(xrays[0]), "--model", str(path), "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     assert TINY_ID in out.read_text()
 
@@ -137,8 +139,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
     [
         ({"hello.txt": b"hi"}, "not a cxr-covid model pack"),
         ({PACK_MANIFEST: b'{"kind": "something-else"}'}, "not a cxr-covid model pack"),
-        ({PACK_MANIFEST: b'{"kind": "cxr-covid-model", "pack_format": 99, "files": {}}'},
-         "newer"),
+        ({PACK_MANIFEST: b'{"kind": "cxr-covid-model", "pack_format": 99, "files": {}}'}, "newer"),
     ],
 )
 def test_not_a_model_pack_exits_6(
@@ -206,8 +207,12 @@ def test_code_in_the_archive_never_runs(tiny: Path, tmp_path: Path, cxr_home: Pa
 
 
 def test_import_over_http_interrupted_then_resumed(
-    tiny: Path, tmp_path: Path, cxr_home: Path, http_server: Server,
-    monkeypatch: pytest.MonkeyPatch, xrays: list[Path],
+    tiny: Path,
+    tmp_path: Path,
+    cxr_home: Path,
+    http_server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    xrays: list[Path],
 ) -> None:
     path, digest = _pack(tmp_path)
     data = path.read_bytes()

@@ -21,7 +21,9 @@ def heatmap(
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model id, model folder or pack file (default: the newest model)."),
+        typer.Option(
+            "--model", "-m", help="Model id, model folder or pack file (default: the newest model)."
+        ),
     ] = None,
     out_path: Annotated[
         str,

@@ -147,14 +147,18 @@ def import_(
     sha256: Annotated[
         str | None,
         typer.Option(
-            "--sha256", help="Expected sha256 of the pack (refused if it differs).",
+            "--sha256",
+            help="Expected sha256 of the pack (refused if it differs).",
             show_default=False,
         ),
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Store it under this id (default: the pack's own id).",
-                     show_default=False),
+        typer.Option(
+            "--name",
+            help="Store it under this id (default: the pack's own id).",
+            show_default=False,
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a stored model with the same id.")
@@ -202,7 +206,9 @@ def import_(
     out.print(escape(f"{verb} model {result.model.id} from {result.source}"), soft_wrap=True)
     out.print(f"sha256 {result.sha256}" + ("" if sha256 else " (not checked: no --sha256 given)"))
     out.print(
-        escape(f"predict with: cxr-covid predict FOLDER --model {result.model.id} --out results.csv"),
+        escape(
+            f"predict with: cxr-covid predict FOLDER --model {result.model.id} --out results.csv"
+        ),
         soft_wrap=True,
     )
 

@@ -33,7 +33,9 @@ def predict(
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model id, model folder or pack file (default: the newest model)."),
+        typer.Option(
+            "--model", "-m", help="Model id, model folder or pack file (default: the newest model)."
+        ),
     ] = None,
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Look inside sub-folders too.")
