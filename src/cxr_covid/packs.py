@@ -86,7 +86,9 @@ def check_sha256(value: str | None) -> str | None:
     return value
 
 
-def pack_model(stored: store.StoredModel, out: Path | None = None) -> PackResult:
+def pack_model(
+    stored: store.StoredModel, out: Path | None = None, *, force: bool = False
+) -> PackResult:
     """Write `stored` as one zip (default `<id>.cxr-model.zip` here) and record its sha256."""
     record = stored.record()
     if not stored.model_path.is_file():
@@ -94,6 +96,8 @@ def pack_model(stored: store.StoredModel, out: Path | None = None) -> PackResult
     target = Path(out).expanduser() if out is not None else Path(record.id + PACK_SUFFIX)
     if target.is_dir():
         target = target / (record.id + PACK_SUFFIX)
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists: choose another --out, or add --force to replace it")
     texts = {
         store.RECORD_FILE: json.dumps(record.to_dict(), indent=2, default=str) + "\n",
         CARD_FILE: render(record, dataset_info_for(record)),

@@ -62,6 +62,16 @@ def test_pack_holds_model_record_card_preprocessing_and_records_its_hash(
     assert record.sharing["packs"][-1]["sha256"] == digest
 
 
+def test_pack_refuses_to_overwrite_without_force(tiny: Path, tmp_path: Path) -> None:
+    path, first = _pack(tmp_path)
+    result = runner.invoke(app, ["models", "pack", TINY_ID, "-o", str(path)])
+    assert result.exit_code == EXIT_USAGE and "--force" in result.stderr
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == first
+    result = runner.invoke(app, ["models", "pack", TINY_ID, "-o", str(path), "--force"])
+    assert result.exit_code == 0, result.stderr
+    assert "sha256" in result.stdout
+
+
 def test_pack_is_about_the_size_of_the_weights(tiny: Path, tmp_path: Path) -> None:
     model = store.resolve(TINY_ID).load()
     weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)

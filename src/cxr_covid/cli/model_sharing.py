@@ -106,6 +106,7 @@ def pack(
             show_default=False,
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing pack file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write a model as one shareable zip (model, record, card, preprocessing) + its sha256."""
@@ -114,7 +115,7 @@ def pack(
     from cxr_covid import store
     from cxr_covid.packs import pack_model
 
-    result = pack_model(store.resolve(model or None), out_file)
+    result = pack_model(store.resolve(model or None), out_file, force=force)
     if as_json:
         print_json(
             {
