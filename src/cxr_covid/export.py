@@ -16,9 +16,12 @@ above `TOLERANCE` the export is refused (ModelError) and nothing is left at the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import shutil
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from cxr_covid import __version__, atomic
 from cxr_covid.data.images import is_image_file, load_for_model
 from cxr_covid.errors import DependencyError, ModelError, UsageError
 from cxr_covid.store import ModelRecord, StoredModel
+from cxr_covid.tf_runtime import TF_LOGS_ENV
 
 TOLERANCE = 1e-4
 CHECK_IMAGES = 8
@@ -233,7 +237,6 @@ def export_model(
 
 
 def _keras_export(model: Any, path: Path, keras_format: str) -> None:
-    import contextlib
     import io
     import warnings
 
@@ -265,15 +268,36 @@ def run_artifact(fmt: str, artifact: Path, tensors: np.ndarray) -> np.ndarray:
     if fmt == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(artifact))
-        inp = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(inp["index"], list(tensors.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], tensors)
-        interpreter.invoke()
-        output = interpreter.get_output_details()[0]
-        return np.asarray(interpreter.get_tensor(output["index"]), dtype=np.float32)
+        with _quiet_native_stderr():  # LiteRT's C++ INFO line about its CPU delegate
+            interpreter = Interpreter(model_path=str(artifact))
+            inp = interpreter.get_input_details()[0]
+            interpreter.resize_tensor_input(inp["index"], list(tensors.shape))
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(inp["index"], tensors)
+            interpreter.invoke()
+            output = interpreter.get_output_details()[0]
+            return np.asarray(interpreter.get_tensor(output["index"]), dtype=np.float32)
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(artifact))
     return np.asarray(loaded.serve(tf.constant(tensors)), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native code writes to file descriptor 2 (errors still raise in Python);
+    CXR_COVID_TF_LOGS=1 keeps it, as for TensorFlow (tf_runtime.py)."""
+    if os.environ.get(TF_LOGS_ENV):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -99,3 +99,24 @@ def test_export_checks_with_dataset_test_images_by_default(
     assert tensors.shape == (8, 24, 24, 3)
     # Real images, not the synthetic fallback: blob images have dark noisy backgrounds.
     assert float(tensors.mean()) < 120
+
+
+def test_an_export_that_disagrees_with_keras_is_refused(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard itself: a runtime off by more than 1e-4 fails the export, leaving nothing."""
+    from cxr_covid import export
+    from cxr_covid.errors import EXIT_MODEL
+
+    real = export.run_artifact
+
+    def drifting(fmt: str, artifact: Path, tensors: np.ndarray) -> np.ndarray:
+        return real(fmt, artifact, tensors) + 2 * TOLERANCE
+
+    monkeypatch.setattr(export, "run_artifact", drifting)
+    out = tmp_path / "drift"
+    result = runner.invoke(app, ["models", "export", TINY_ID, "--out", str(out)])
+    assert result.exit_code == EXIT_MODEL
+    assert "differs from the Keras model by 0.0002" in result.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
