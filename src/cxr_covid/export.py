@@ -203,6 +203,30 @@ def export_model(
     model = stored.load()
     # Also builds the loaded model's call graph, which Keras' ONNX export requires.
     expected = np.asarray(model(tensors, training=False), dtype=np.float32)
+    try:
+        difference = _build(model, record, fmt, out, tensors, expected, force, say)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out} ({exc.strerror or exc})") from exc
+    seconds = time.perf_counter() - start
+    filename = FORMATS[fmt][1]
+    final_artifact = out / filename if filename else out
+    return ExportResult(
+        record.id, fmt, out, final_artifact, difference, len(tensors), source, seconds
+    )
+
+
+def _build(
+    model: Any,
+    record: ModelRecord,
+    fmt: str,
+    out: Path,
+    tensors: np.ndarray,
+    expected: np.ndarray,
+    force: bool,
+    say: Callable[[str], None],
+) -> float:
+    """Export into a hidden folder, verify, write preprocessing.json, rename into place;
+    returns the largest probability difference from Keras."""
     keras_format, filename = FORMATS[fmt]
     with atomic.building_dir(out, replace=force) as tmp:
         artifact = tmp / filename if filename else tmp / "savedmodel"
@@ -229,11 +253,7 @@ def export_model(
                 f"probability (limit {TOLERANCE:g}); nothing was written"
             )
         atomic.write_json(tmp / PREPROCESSING_FILE, preprocessing_spec(record, filename))
-    seconds = time.perf_counter() - start
-    final_artifact = out / filename if filename else out
-    return ExportResult(
-        record.id, fmt, out, final_artifact, difference, len(tensors), source, seconds
-    )
+    return difference
 
 
 def _keras_export(model: Any, path: Path, keras_format: str) -> None:

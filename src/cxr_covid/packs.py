@@ -58,6 +58,7 @@ class PackResult:
     sha256: str
     bytes: int
     weights_bytes: int  # model.keras alone
+    recorded: bool = True  # the sha256 was added to the model record
 
 
 @dataclass(frozen=True)
@@ -121,22 +122,34 @@ def pack_model(
         "tool": f"cxr-covid {__version__}",
         "files": files,
     }
-    with atomic.open_for_write(target, "wb") as handle, zipfile.ZipFile(handle, "w") as archive:
-        archive.writestr(PACK_MANIFEST, json.dumps(manifest, indent=2) + "\n", zipfile.ZIP_DEFLATED)
-        # model.keras is itself a zip: deflating it again gains nothing.
-        archive.write(stored.model_path, store.MODEL_FILE, zipfile.ZIP_STORED)
-        for name, text in texts.items():
-            archive.writestr(name, text, zipfile.ZIP_DEFLATED)
-    digest = sha256_file(target)
-    size = target.stat().st_size
-    atomic.write_text(target.with_name(target.name + ".sha256"), f"{digest}  {target.name}\n")
+    try:
+        with (
+            atomic.open_for_write(target, "wb") as handle,
+            zipfile.ZipFile(handle, "w") as archive,
+        ):
+            archive.writestr(
+                PACK_MANIFEST, json.dumps(manifest, indent=2) + "\n", zipfile.ZIP_DEFLATED
+            )
+            # model.keras is itself a zip: deflating it again gains nothing.
+            archive.write(stored.model_path, store.MODEL_FILE, zipfile.ZIP_STORED)
+            for name, text in texts.items():
+                archive.writestr(name, text, zipfile.ZIP_DEFLATED)
+        digest = sha256_file(target)
+        size = target.stat().st_size
+        atomic.write_text(target.with_name(target.name + ".sha256"), f"{digest}  {target.name}\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write {target} ({exc.strerror or exc})") from exc
     packs = list(record.sharing.get("packs", []))
     packs.append(
         {"file": target.name, "sha256": digest, "bytes": size, "created": manifest["created"]}
     )
     record.sharing = {**record.sharing, "packs": packs}
-    stored.write_record(record)
-    return PackResult(record.id, target, digest, size, files[store.MODEL_FILE]["bytes"])
+    try:
+        stored.write_record(record)
+        recorded = True
+    except OSError:  # a read-only model folder given by path: the .sha256 file still has it
+        recorded = False
+    return PackResult(record.id, target, digest, size, files[store.MODEL_FILE]["bytes"], recorded)
 
 
 def open_pack(archive: Path, dest: Path, *, limits: Limits | None = None) -> Path:

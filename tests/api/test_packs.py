@@ -264,3 +264,18 @@ def test_http_import_with_wrong_hash_is_refused(
     code, _out, err = _import(http_server.url("/m.zip"), "--sha256", "1" * 64, "--name", "y")
     assert code == EXIT_DOWNLOAD and "sha256" in err
     assert _models(cxr_home) == [TINY_ID]
+
+
+def test_unwritable_destination_is_a_clear_error(tiny: Path, tmp_path: Path) -> None:
+    # A path "inside" a regular file cannot be created, even by root.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for args in (
+        ["models", "pack", TINY_ID, "-o", str(blocker / "x.zip")],
+        ["models", "card", TINY_ID, "-o", str(blocker / "MODEL_CARD.md")],
+        ["models", "export", TINY_ID, "--out", str(blocker / "exported")],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == EXIT_USAGE, (args, result.stderr)
+        assert "cannot write" in result.stderr
+    assert blocker.read_text() == "not a folder"

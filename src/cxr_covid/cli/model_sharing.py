@@ -124,6 +124,7 @@ def pack(
                 "sha256": result.sha256,
                 "bytes": result.bytes,
                 "weights_bytes": result.weights_bytes,
+                "recorded": result.recorded,
             }
         )
         return
@@ -132,10 +133,11 @@ def pack(
         soft_wrap=True,
     )
     out.print(f"sha256 {result.sha256}")
+    where = "and the model record" if result.recorded else "(the model record is read-only)"
     err.print(
         escape(
             f"share it with: cxr-covid models import URL-OR-FILE --sha256 {result.sha256} "
-            f"(the hash is also in {result.path.name}.sha256 and the model record)"
+            f"(the hash is also in {result.path.name}.sha256 {where})"
         ),
         soft_wrap=True,
     )
@@ -227,6 +229,7 @@ def card(
     from rich.markup import escape
 
     from cxr_covid import atomic, store
+    from cxr_covid.errors import UsageError
     from cxr_covid.model_card import dataset_info_for, render
 
     record = store.resolve(model or None).record()
@@ -237,5 +240,8 @@ def card(
     target = Path(out_file).expanduser()
     if target.is_dir():
         target = target / "MODEL_CARD.md"
-    atomic.write_text(target, text)
+    try:
+        atomic.write_text(target, text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target} ({exc.strerror or exc})") from exc
     out.print(escape(f"wrote the model card of {record.id} to {target}"), soft_wrap=True)
