@@ -45,7 +45,8 @@ class ImageResult:
 
     @property
     def vector(self) -> np.ndarray:
-        """The probabilities as a float32 array in the model's class order (NaN if failed)."""
+        """The probabilities as a float32 array in the model's class order (empty when the
+        image could not be read; `Predictions.probabilities` shows that row as NaN)."""
         if not self.probabilities:
             return np.full(0, np.nan, np.float32)
         return np.asarray(list(self.probabilities.values()), dtype=np.float32)
