@@ -279,3 +279,23 @@ def test_unwritable_destination_is_a_clear_error(tiny: Path, tmp_path: Path) -> 
         assert result.exit_code == EXIT_USAGE, (args, result.stderr)
         assert "cannot write" in result.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_record_that_does_not_fit_the_model_is_refused(
+    tiny: Path, tmp_path: Path, cxr_home: Path
+) -> None:
+    """Hashes consistent, but the record says 32 px for a 24 px model: not a usable model."""
+    path, _ = _pack(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    record = json.loads(members["model.json"])
+    record["preprocessing"]["image_size"] = 32
+    members["model.json"] = json.dumps(record).encode()
+    manifest = json.loads(members[PACK_MANIFEST])
+    manifest["files"]["model.json"]["sha256"] = hashlib.sha256(members["model.json"]).hexdigest()
+    members[PACK_MANIFEST] = json.dumps(manifest).encode()
+    repacked = tmp_path / "repacked.zip"
+    repacked.write_bytes(_zip(members))
+    code, _out, err = _import(str(repacked), "--name", "misfit")
+    assert code == EXIT_MODEL and "record says 32x32x3" in err
+    assert _models(cxr_home) == [TINY_ID]
