@@ -147,6 +147,22 @@ class GradCamExplainer:
         return GradCam(cam, int(chosen), np.asarray(probs, dtype=np.float32), self.layer, top)
 
 
+def explain_pixels(
+    explainer: GradCamExplainer,
+    image: np.ndarray,
+    prep: Preprocessing,
+    class_index: int | None = None,
+) -> tuple[GradCam, np.ndarray]:
+    """Grad-CAM of one decoded (H, W, 3) uint8 image, and its map upsampled to (H, W).
+
+    The one explain step shared by `heatmap` and the Python API (`Model.gradcam`).
+    """
+    # Same as load_for_model(path, prep), without decoding the file twice.
+    pixels = resize(image, prep.image_size, prep.resize)
+    cam = explainer(pixels, class_index)
+    return cam, upsample(cam.cam, image.shape[0], image.shape[1])
+
+
 def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear upsampling of a CAM to (height, width), pixel centres aligned."""
     img = Image.fromarray(cam.astype(np.float32), mode="F")
@@ -337,10 +353,7 @@ def heatmap_files(
         result = HeatmapResult(path)
         try:
             image = read_image(path)
-            # Same as load_for_model(path, prep), without decoding the file twice.
-            pixels = resize(image, prep.image_size, prep.resize)
-            cam = explainer(pixels, class_index)
-            heat = upsample(cam.cam, image.shape[0], image.shape[1])
+            cam, heat = explain_pixels(explainer, image, prep, class_index)
             blended = overlay(image, heat, colormap, alpha)
             atomic.write_bytes(heat_path, png_bytes(blended))
             atomic.write_bytes(

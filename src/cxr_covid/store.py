@@ -47,6 +47,7 @@ class ModelRecord:
     metrics: dict[str, Any] = field(default_factory=dict)  # best epoch, val accuracy...
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # saved by `eval`
     versions: dict[str, str] = field(default_factory=dict)
+    sharing: dict[str, Any] = field(default_factory=dict)  # packs written; where it came from
 
     @property
     def prep(self) -> Preprocessing:

@@ -53,6 +53,7 @@ def test_every_command_has_a_docs_page() -> None:
         "predict",
         "heatmap",
         "models",
+        "datasets",
         "info",
     ):
         assert (REPO / "docs" / "commands" / f"{command}.md").is_file(), command

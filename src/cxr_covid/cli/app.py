@@ -137,10 +137,12 @@ def _register_commands() -> None:
     # Each command lives in its own module; importing them must not import TensorFlow.
     from cxr_covid.cli import (
         augment,
+        datasets,
         download,
         evaluate,
         heatmap,
         info,
+        model_sharing,
         models,
         predict,
         reproduce,
@@ -154,7 +156,12 @@ def _register_commands() -> None:
     app.command("reproduce", help=reproduce.HELP, epilog=EPILOG)(reproduce.reproduce)
     app.command("predict", help=predict.HELP, epilog=EPILOG)(predict.predict)
     app.command("heatmap", help=heatmap.HELP, epilog=EPILOG)(heatmap.heatmap)
+    models.app.command("export", epilog=EPILOG)(model_sharing.export)
+    models.app.command("pack", epilog=EPILOG)(model_sharing.pack)
+    models.app.command("import", epilog=EPILOG)(model_sharing.import_)
+    models.app.command("card", epilog=EPILOG)(model_sharing.card)
     app.add_typer(models.app, name="models", help=models.HELP)
+    app.add_typer(datasets.app, name="datasets", help=datasets.HELP)
     app.command("info", help=info.HELP, epilog=EPILOG)(info.info)
 
 

@@ -21,7 +21,9 @@ def heatmap(
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model id or folder (default: the newest model)."),
+        typer.Option(
+            "--model", "-m", help="Model id, model folder or pack file (default: the newest model)."
+        ),
     ] = None,
     out_path: Annotated[
         str,
@@ -65,14 +67,18 @@ def heatmap(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cxr_covid import DISCLAIMER, store
+    from cxr_covid import DISCLAIMER
+    from cxr_covid.api import load_model
     from cxr_covid.classes import display_name
     from cxr_covid.errors import PartialFailure
     from cxr_covid.explain import heatmap_files
     from cxr_covid.inputs import expand_inputs
 
     files = expand_inputs(paths, recursive)
-    stored = store.resolve(model)
+    # Through the Python API's loader (same core as `cxr_covid.load_model`): a store id, a
+    # model folder or a pack file. `loaded` keeps an opened pack's folder alive meanwhile.
+    loaded = load_model(model)
+    stored = loaded.stored
     progress = Progress(
         TextColumn("[bold]heatmap[/]"),
         BarColumn(),

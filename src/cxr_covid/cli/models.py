@@ -1,4 +1,5 @@
-"""`cxr-covid models list|show|rm`: the model store's face."""
+"""`cxr-covid models list|show|rm`: the model store's face (export, pack, import and card
+live in cli/model_sharing.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rich.table import Table
 
 from cxr_covid.cli.console import accuracy_cell, out, print_json
 
-HELP = "List, show and remove trained models in the model store."
+HELP = "List, show, remove, export, pack, import and describe the models in the store."
 
 app = typer.Typer(help=HELP, no_args_is_help=True)
 

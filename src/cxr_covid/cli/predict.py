@@ -33,7 +33,9 @@ def predict(
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model id or folder (default: the newest model)."),
+        typer.Option(
+            "--model", "-m", help="Model id, model folder or pack file (default: the newest model)."
+        ),
     ] = None,
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Look inside sub-folders too.")
@@ -71,13 +73,16 @@ def predict(
     )
     from rich.text import Text
 
-    from cxr_covid import store
+    from cxr_covid.api import load_model
     from cxr_covid.errors import PartialFailure
     from cxr_covid.inputs import expand_inputs
     from cxr_covid.prediction import STDOUT, predict_to_file
 
     files = expand_inputs(paths, recursive)
-    stored = store.resolve(model)
+    # Through the Python API's loader (same core as `cxr_covid.load_model`): a store id, a
+    # model folder or a pack file. `loaded` keeps an opened pack's folder alive meanwhile.
+    loaded = load_model(model)
+    stored = loaded.stored
 
     class RateColumn(ProgressColumn):
         """Images per second since the start (rich's own speed needs `advance` samples)."""

@@ -129,3 +129,14 @@ def resolve_dataset(name: str | None = None) -> Dataset:
     if not datasets:
         raise DataError("no dataset yet: run `cxr-covid download` first")
     return datasets[-1]
+
+
+def remove_dataset(dataset: Dataset) -> None:
+    """Delete a dataset: renamed to a hidden name first, so it vanishes from listings at once
+    and an interrupted removal leaves no half dataset (only a hidden folder)."""
+    import shutil
+
+    hidden = atomic.temp_dir_beside(dataset.root)
+    hidden.rmdir()
+    dataset.root.rename(hidden)
+    shutil.rmtree(hidden, ignore_errors=True)

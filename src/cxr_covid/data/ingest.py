@@ -230,15 +230,22 @@ def download_dataset(
                 archive: Path | None = downloaded
             elif source.kind == "zip":
                 archive = Path(source.location)
-                if sha256:  # was silently ignored for a local zip
-                    digest = _file_sha256(archive)
-                    if digest != sha256:
-                        raise DownloadError(
-                            f"{archive.name} has sha256 {digest}, expected {sha256}: not the "
-                            "file you meant, or a damaged download"
-                        )
             else:
                 archive = None
+            # The source archive's identity, kept in dataset.json: which exact file this is.
+            archive_info = (
+                {"sha256": _file_sha256(archive), "bytes": archive.stat().st_size}
+                if archive is not None
+                else None
+            )
+            if source.kind == "zip" and sha256 and archive_info is not None:
+                # (was silently ignored for a local zip)
+                digest = archive_info["sha256"]
+                if digest != sha256:
+                    raise DownloadError(
+                        f"{Path(source.location).name} has sha256 {digest}, expected {sha256}: "
+                        "not the file you meant, or a damaged download"
+                    )
             if archive is not None:
                 safe_extract(
                     archive,
@@ -292,6 +299,7 @@ def download_dataset(
                 # a zip, but never copied from a folder (only images are).
                 workbook_root=Path(source.location) if source.kind == "dir" else images,
                 refused=refused,
+                archive=archive_info,
             )
     except FileExistsError:
         raise UsageError(
@@ -325,6 +333,7 @@ def _finish(
     sources: prov.SourcesFile | None = None,
     workbook_root: Path | None = None,
     refused: Sequence[tuple[str, str]] = (),
+    archive: dict[str, Any] | None = None,
 ) -> DownloadResult:
     """Dedupe, split, and write manifest.csv, report.json and dataset.json into `root`.
 
@@ -399,6 +408,7 @@ def _finish(
         {
             "name": name,
             "source": source.describe(),
+            **({"archive": archive} if archive is not None else {}),
             "release": source.release if source.kind == "kaggle" else None,
             "layout": catalog.layout,
             "classes": list(selected),

@@ -1,0 +1,308 @@
+"""The public Python API: `cxr_covid.load_model(...)`, then `model.predict(...)`.
+
+A thin object over the same core the command line uses: files go through
+`inference.predict_paths` (the one decode path, shared with `predict` and `eval`), arrays are
+checked and resized with the same Pillow filter the model record names, and Grad-CAM goes
+through `explain.GradCamExplainer` exactly as `heatmap` does. So a file gets the same
+probabilities from `model.predict` as from `cxr-covid predict`.
+
+TensorFlow is imported only when a model is first used (not by `load_model`, which reads the
+record only), so `import cxr_covid` and listing models stay instant.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import numpy as np
+
+from cxr_covid import store
+from cxr_covid.data.images import Preprocessing, read_image, resize
+from cxr_covid.errors import ImageError, UsageError
+from cxr_covid.system import DatasetSummary, ModelSummary, summarize_datasets, summarize_models
+
+ImageInput = str | os.PathLike[str] | np.ndarray
+ErrorPolicy = Literal["raise", "keep"]
+
+
+class InvalidImageArray(UsageError, ValueError):
+    """An array that is not an image the model can take (wrong dtype, shape or range)."""
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's prediction. `probabilities` maps class -> probability (model order)."""
+
+    source: str  # the path, or "array[i]" for an array input
+    label: str | None  # the predicted class; None when the image could not be read
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The probabilities as a float32 array in the model's class order (empty when the
+        image could not be read; `Predictions.probabilities` shows that row as NaN)."""
+        if not self.probabilities:
+            return np.full(0, np.nan, np.float32)
+        return np.asarray(list(self.probabilities.values()), dtype=np.float32)
+
+
+class Predictions(Sequence[ImageResult]):
+    """Per-image results in input order; `.probabilities` is the (n, classes) array."""
+
+    def __init__(self, results: list[ImageResult], classes: Sequence[str]) -> None:
+        self._results = results
+        self.classes = list(classes)
+
+    @overload
+    def __getitem__(self, index: int) -> ImageResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ImageResult]: ...
+
+    def __getitem__(self, index: int | slice) -> ImageResult | list[ImageResult]:
+        return self._results[index]
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __iter__(self) -> Iterator[ImageResult]:
+        return iter(self._results)
+
+    def __repr__(self) -> str:
+        return f"Predictions({self._results!r})"
+
+    @property
+    def labels(self) -> list[str | None]:
+        return [r.label for r in self._results]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(n, classes) float32; a row of NaN for an image that could not be read."""
+        table = np.full((len(self._results), len(self.classes)), np.nan, np.float32)
+        for row, result in enumerate(self._results):
+            if result.probabilities:
+                table[row] = result.vector
+        return table
+
+
+def pixels_from_array(array: Any, prep: Preprocessing) -> np.ndarray:
+    """Check an image array and make it the model's input: (S, S, 3) uint8.
+
+    Accepted: uint8 in 0-255, or float in 0-1; shape (H, W), (H, W, 1) or (H, W, 3).
+    Anything else raises InvalidImageArray rather than being silently rescaled.
+    """
+    return resize(rgb_from_array(array), prep.image_size, prep.resize)
+
+
+def rgb_from_array(array: Any) -> np.ndarray:
+    """An accepted image array (see `pixels_from_array`) as (H, W, 3) uint8, not resized."""
+    pixels = np.asarray(array)
+    if pixels.ndim == 3 and pixels.shape[-1] in (1, 3):
+        pass
+    elif pixels.ndim != 2:
+        raise InvalidImageArray(
+            f"image array of shape {pixels.shape}: expected (H, W), (H, W, 1) or (H, W, 3)"
+        )
+    if pixels.shape[0] < 1 or pixels.shape[1] < 1:
+        raise InvalidImageArray(f"image array of shape {pixels.shape} is empty")
+    if pixels.dtype == np.uint8:
+        values = pixels
+    elif np.issubdtype(pixels.dtype, np.floating):
+        if not np.all(np.isfinite(pixels)):
+            raise InvalidImageArray("float image array holds NaN or infinity")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0.0 or high > 1.0:
+            raise InvalidImageArray(
+                f"float image array must lie in 0-1 (found {low:g} to {high:g}); "
+                "pass uint8 for 0-255 pixel values"
+            )
+        values = np.rint(pixels.astype(np.float64) * 255.0).astype(np.uint8)
+    else:
+        raise InvalidImageArray(
+            f"image array of dtype {pixels.dtype}: expected uint8 (0-255) or float (0-1)"
+        )
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if values.shape[-1] == 1:
+        values = np.repeat(values, 3, axis=2)
+    return np.ascontiguousarray(values)
+
+
+class Model:
+    """A stored model, ready to predict and explain. Get one with `load_model`."""
+
+    def __init__(self, stored: store.StoredModel, *, keep: Any = None) -> None:
+        self.stored = stored
+        self.record: store.ModelRecord = stored.record()
+        self._keep = keep  # a TemporaryDirectory holding an opened pack, alive with us
+        self._keras: Any = None
+        self._explainers: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<cxr_covid.Model {self.id!r} ({self.record.architecture}, {self.stored.root})>"
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.record.classes)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.record.prep
+
+    @property
+    def keras_model(self) -> Any:
+        """The Keras model (loaded on first use, with safe_mode)."""
+        if self._keras is None:
+            from cxr_covid.tf_runtime import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
+            self._keras = self.stored.load()
+        return self._keras
+
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        batch_size: int = 32,
+        errors: ErrorPolicy = "raise",
+    ) -> Predictions:
+        """Class probabilities for image files and/or arrays, one result per image.
+
+        A single path or array is one image; a 4-D array is a batch (N, H, W, C). With
+        `errors="raise"` (default) an unreadable file raises ImageError; with "keep" its
+        result has `label=None` and the reason in `error`.
+        """
+        from cxr_covid.inference import compiled_predict, predict_paths
+        from cxr_covid.prediction import check_dicom_support
+
+        if batch_size < 1:
+            raise UsageError("batch_size must be at least 1")
+        if errors not in ("raise", "keep"):
+            raise UsageError(f"errors must be 'raise' or 'keep', not {errors!r}")
+        items = _as_items(images)
+        prep = self.preprocessing
+        # Check every array before any work, so a bad one fails fast and loses nothing.
+        arrays = {i: pixels_from_array(x, prep) for i, x in enumerate(items) if _is_array(x)}
+        files = [(i, Path(os.fspath(x))) for i, x in enumerate(items) if not _is_array(x)]
+        check_dicom_support([p for _, p in files])
+        results: dict[int, ImageResult] = {}
+        if files:
+            paths = [p for _, p in files]
+            for prediction in predict_paths(self.keras_model, paths, prep, batch_size):
+                index = files[prediction.index][0]
+                probs = prediction.probabilities
+                if probs is None:
+                    if errors == "raise":
+                        raise ImageError(prediction.error or f"{prediction.path}: unreadable")
+                    results[index] = ImageResult(str(prediction.path), None, {}, prediction.error)
+                else:
+                    results[index] = self._result(str(prediction.path), probs)
+        if arrays:
+            run = compiled_predict(self.keras_model)
+            order = sorted(arrays)
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                probabilities = run(np.stack([arrays[i] for i in chunk]))
+                for row, index in enumerate(chunk):
+                    results[index] = self._result(f"array[{index}]", probabilities[row])
+        return Predictions([results[i] for i in range(len(items))], self.classes)
+
+    def _result(self, source: str, probs: np.ndarray) -> ImageResult:
+        classes = self.classes
+        mapping = {c: float(p) for c, p in zip(classes, probs, strict=True)}
+        return ImageResult(source, classes[int(np.argmax(probs))], mapping)
+
+    def gradcam(
+        self,
+        image: ImageInput,
+        target: str | None = None,
+        *,
+        layer: str | None = None,
+    ) -> np.ndarray:
+        """Grad-CAM heat map for `target` (a class name; default the predicted class).
+
+        Returns an (H, W) float32 array in 0-1 at the image's own size: the same map
+        `cxr-covid heatmap` draws.
+        """
+        from cxr_covid.explain import explain_pixels, resolve_class
+
+        class_index = resolve_class(target, self.classes) if target else None
+        explainer = self._explainer(layer)
+        original = rgb_from_array(image) if _is_array(image) else read_image(_as_path(image))
+        _cam, heat = explain_pixels(explainer, original, self.preprocessing, class_index)
+        return heat
+
+    def _explainer(self, layer: str | None) -> Any:
+        from cxr_covid.explain import GradCamExplainer, choose_layer
+
+        chosen = choose_layer(self.keras_model, layer, self.record.last_conv_layer)
+        if chosen not in self._explainers:
+            self._explainers[chosen] = GradCamExplainer(self.keras_model, chosen)
+        return self._explainers[chosen]
+
+
+def _is_array(item: Any) -> bool:
+    return isinstance(item, np.ndarray)
+
+
+def _as_path(item: Any) -> Path:
+    if isinstance(item, (str, os.PathLike)):
+        return Path(os.fspath(item))
+    raise InvalidImageArray(
+        f"expected a file path or a NumPy image array, not {type(item).__name__}"
+    )
+
+
+def _as_items(images: Any) -> list[Any]:
+    if isinstance(images, np.ndarray):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (str, os.PathLike)):
+        return [images]
+    if isinstance(images, Sequence) or hasattr(images, "__iter__"):
+        items = list(images)
+        for item in items:
+            if not _is_array(item):
+                _as_path(item)
+        return items
+    raise InvalidImageArray(f"expected paths or NumPy image arrays, not {type(images).__name__}")
+
+
+def load_model(model: str | os.PathLike[str] | None = None) -> Model:
+    """A model by store id, model folder, or pack file (`cxr-covid models pack`).
+
+    With no argument, the newest model in the store. A pack is opened into a temporary
+    folder that lives as long as the returned Model. Raises ModelError when nothing fits.
+    """
+    if model is not None:
+        path = Path(os.fspath(model)).expanduser()
+        if path.is_file():
+            from cxr_covid import packs
+
+            keep = tempfile.TemporaryDirectory(prefix="cxr-covid-pack-")
+            try:
+                folder = packs.open_pack(path, Path(keep.name) / "model")
+            except BaseException:
+                keep.cleanup()
+                raise
+            return Model(store.StoredModel(folder), keep=keep)
+    return Model(store.resolve(os.fspath(model) if model is not None else None))
+
+
+def list_models() -> list[ModelSummary]:
+    """Every stored model, oldest first, as `cxr-covid models list --json` shows them."""
+    return summarize_models()
+
+
+def list_datasets() -> list[DatasetSummary]:
+    """Every dataset in the home, oldest first, as `cxr-covid datasets list --json` shows."""
+    return summarize_datasets()

@@ -1,0 +1,247 @@
+"""`cxr-covid models export|pack|import|card`: models beyond the command line.
+
+Registered on the `models` group by cli/app.py; the work is done by export.py, packs.py and
+model_card.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cxr_covid.cli.console import err, out, print_json
+
+MODEL_ARG = typer.Argument(help="Model id or model folder (default: the newest model).")
+
+
+def export(
+    model: Annotated[str, MODEL_ARG] = "",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="savedmodel (TensorFlow), onnx (needs cxr-covid[onnx]) or litert "
+            "(needs cxr-covid[litert]).",
+        ),
+    ] = "savedmodel",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder to create for the artifact and preprocessing.json "
+            "(default: <model-id>-<format>).",
+            show_default=False,
+        ),
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--check-image",
+            help="An image to verify the export on (repeatable; default: 8 test images of "
+            "the model's dataset, else seeded synthetic ones).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Export a model for other runtimes (Keras' model.export), verified on 8 images."""
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from cxr_covid import store
+    from cxr_covid.export import TOLERANCE, check_dependencies, check_format, export_model
+    from cxr_covid.tf_runtime import import_tensorflow_quietly
+
+    check_format(fmt)
+    stored = store.resolve(model or None)
+    # The converters import TensorFlow: import it first, without its start-up noise.
+    import_tensorflow_quietly()
+    check_dependencies(fmt)  # before loading the model: a missing extra is said at once
+    target = out_dir if out_dir is not None else Path(f"{stored.id}-{fmt}")
+    result = export_model(
+        stored,
+        fmt,
+        target,
+        images=images or [],
+        force=force,
+        progress=lambda message: err.print(f"[dim]{escape(message)}[/]"),
+    )
+    if as_json:
+        print_json({**asdict(result), "tolerance": TOLERANCE})
+        return
+    out.print(
+        escape(
+            f"exported {result.model_id} as {result.format} to {result.out} "
+            f"({result.seconds:.1f} s)"
+        ),
+        soft_wrap=True,
+    )
+    out.print(
+        escape(
+            f"verified on {result.check_images} {result.check_source}: largest probability "
+            f"difference from Keras {result.max_difference:.2e} (limit {TOLERANCE:g})"
+        ),
+        soft_wrap=True,
+    )
+    out.print(
+        escape(f"preprocessing: {result.out / 'preprocessing.json'}"),
+        soft_wrap=True,
+    )
+
+
+def pack(
+    model: Annotated[str, MODEL_ARG] = "",
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Pack file (or folder) to write (default: ./<model-id>.cxr-model.zip).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing pack file.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Write a model as one shareable zip (model, record, card, preprocessing) + its sha256."""
+    from rich.markup import escape
+
+    from cxr_covid import store
+    from cxr_covid.packs import pack_model
+
+    result = pack_model(store.resolve(model or None), out_file, force=force)
+    if as_json:
+        print_json(
+            {
+                "model_id": result.model_id,
+                "path": str(result.path),
+                "sha256": result.sha256,
+                "bytes": result.bytes,
+                "weights_bytes": result.weights_bytes,
+                "recorded": result.recorded,
+            }
+        )
+        return
+    out.print(
+        escape(f"packed {result.model_id} into {result.path} ({result.bytes:,} bytes)"),
+        soft_wrap=True,
+    )
+    out.print(f"sha256 {result.sha256}")
+    where = "and the model record" if result.recorded else "(the model record is read-only)"
+    err.print(
+        escape(
+            f"share it with: cxr-covid models import URL-OR-FILE --sha256 {result.sha256} "
+            f"(the hash is also in {result.path.name}.sha256 {where})"
+        ),
+        soft_wrap=True,
+    )
+
+
+def import_(
+    source: Annotated[
+        str, typer.Argument(help="Pack file, or an http(s) URL of one.", show_default=False)
+    ],
+    sha256: Annotated[
+        str | None,
+        typer.Option(
+            "--sha256",
+            help="Expected sha256 of the pack (refused if it differs).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Store it under this id (default: the pack's own id).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a stored model with the same id.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Import a model pack (file or URL): verify, unpack safely, load in safe mode, store."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from cxr_covid.packs import import_model
+    from cxr_covid.tf_runtime import import_tensorflow_quietly
+
+    progress = Progress(
+        TextColumn("[bold]download[/]"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("download", total=None)
+    import_tensorflow_quietly()
+    with progress:
+        result = import_model(
+            source,
+            sha256=sha256,
+            name=name,
+            force=force,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if as_json:
+        print_json(
+            {
+                "model_id": result.model.id,
+                "path": str(result.model.root),
+                "source": result.source,
+                "sha256": result.sha256,
+                "bytes": result.bytes,
+                "replaced": result.replaced,
+            }
+        )
+        return
+    verb = "replaced" if result.replaced else "imported"
+    out.print(escape(f"{verb} model {result.model.id} from {result.source}"), soft_wrap=True)
+    out.print(f"sha256 {result.sha256}" + ("" if sha256 else " (not checked: no --sha256 given)"))
+    out.print(
+        escape(
+            f"predict with: cxr-covid predict FOLDER --model {result.model.id} --out results.csv"
+        ),
+        soft_wrap=True,
+    )
+
+
+def card(
+    model: Annotated[str, MODEL_ARG] = "",
+    out_file: Annotated[
+        str,
+        typer.Option("--out", "-o", help="File to write, or - for stdout."),
+    ] = "MODEL_CARD.md",
+) -> None:
+    """Write the model card (Mitchell et al. 2019 sections) from the model record."""
+    import sys
+
+    from rich.markup import escape
+
+    from cxr_covid import atomic, store
+    from cxr_covid.errors import UsageError
+    from cxr_covid.model_card import dataset_info_for, render
+
+    record = store.resolve(model or None).record()
+    text = render(record, dataset_info_for(record))
+    if out_file == "-":
+        sys.stdout.write(text)
+        return
+    target = Path(out_file).expanduser()
+    if target.is_dir():
+        target = target / "MODEL_CARD.md"
+    try:
+        atomic.write_text(target, text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target} ({exc.strerror or exc})") from exc
+    out.print(escape(f"wrote the model card of {record.id} to {target}"), soft_wrap=True)
