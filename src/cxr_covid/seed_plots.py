@@ -75,7 +75,7 @@ def seed_figure(summary: SeedSummary, title: str = "Test accuracy across seeds")
             label="the study's figure",
         )
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
-    figure.suptitle(f"{title}\n({summary.seed_count} seeds per recipe)", fontsize=10)
+    figure.suptitle(title, fontsize=10)
     return figure
 
 

@@ -49,17 +49,40 @@ def test_permutation_test_sees_a_consistent_difference_over_many_images() -> Non
     assert seeds.paired_permutation_test(b, a, permutations=2000, seed=1)[0] == p
 
 
-def test_seed_interval_is_wider_when_seeds_disagree() -> None:
+def test_seed_interval_counts_images_once_and_widens_with_seed_noise() -> None:
     y_true = np.repeat([0, 1], 20)
-    masks = [np.ones(40, dtype=bool)]
-    agree = np.tile(np.r_[np.ones(30), np.zeros(10)].astype(bool), (4, 1))
-    disagree = np.array([np.roll(agree[0], 10 * i) for i in range(4)])
-    ((a_low, a_high),) = seeds.seed_averaged_intervals(agree, y_true, masks, 500, 0)
-    ((d_low, d_high),) = seeds.seed_averaged_intervals(disagree, y_true, masks, 500, 0)
-    assert a_low < 0.75 < a_high and d_low < 0.75 < d_high
-    # The same four runs seen as one: resampling images of identical seeds; the disagreeing
-    # seeds average out per image, which an image bootstrap must not mistake for 160 images.
-    assert a_high - a_low > 0.1
+    masks = [np.ones(40, dtype=bool), y_true == 0]
+    one = (np.arange(40) < 30)[None, :]  # one run: 30 of 40 right
+
+    def interval(correct: np.ndarray) -> list[tuple[float, float]]:
+        return seeds.seed_averaged_intervals(correct, y_true, masks, 400, 0)
+
+    # The same images seen by 4 identical seeds are still 40 images, not 160: the interval
+    # is the one-run interval, as wide as the images make it (about a Wilson interval).
+    assert interval(np.repeat(one, 4, axis=0)) == interval(one)
+    low, high = interval(one)[0]
+    wilson = stats.wilson_interval(30, 40)
+    assert high - low == pytest.approx(wilson[1] - wilson[0], abs=0.08)
+    # Two seeds with the same mean (0.75) but 90 % and 60 % apart: the seeds' disagreement
+    # widens the interval.
+    apart = np.stack([np.arange(40) < 36, np.arange(40) < 24])
+    same = np.stack([np.arange(40) < 30, np.arange(40) < 30])
+    (a_low, a_high), _ = interval(apart)
+    (s_low, s_high), _ = interval(same)
+    assert a_high - a_low > s_high - s_low + 0.05
+
+
+def test_seed_interval_never_collapses_when_every_seed_is_always_right() -> None:
+    # 18 of 18 on each of three seeds: the bootstrap alone would say [100 %, 100 %].
+    y_true = np.zeros(18, dtype=int)
+    masks = [np.ones(18, dtype=bool)]
+    ((low, high),) = seeds.seed_averaged_intervals(np.ones((3, 18), bool), y_true, masks, 200, 0)
+    assert high == 1.0
+    assert low == pytest.approx(stats.wilson_interval(18, 18)[0])
+    # Without a bootstrap: the Wilson interval of the seed-averaged accuracy over the images.
+    correct = np.stack([np.arange(18) < 15, np.arange(18) < 17])
+    ((w_low, w_high),) = seeds.seed_averaged_intervals(correct, y_true, masks, 0, 0)
+    assert (w_low, w_high) == pytest.approx(stats.wilson_interval(16, 18))
 
 
 def test_verdict_range_then_interval_then_outside() -> None:

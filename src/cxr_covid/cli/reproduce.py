@@ -176,6 +176,8 @@ def render(result: ReproduceResult) -> None:
         "the study's protocol" if result.settings["study_protocol"] else "NOT the study's protocol"
     )
     title = f"Test accuracy: ours beside the study's (preset {result.preset.name}, {protocol})"
+    if result.seeds is not None:
+        title += f"; first seed ({result.settings['seed']}) only"
     ours_cells = [[escape(eval_report.cell(c.ours)) for c in row.cells] for row in result.rows]
     study_cells = [
         [_verdict_cell(c.published, c.verdict) for c in row.cells] for row in result.rows
