@@ -397,3 +397,29 @@ def test_paper_preset_with_five_seeds_says_many_hours_before_anything_runs(
         reproduce.run(options, stop_at_first_download)
     plan = " ".join(e.message for e in seen if e.stage == "plan")
     assert "15 trainings" in plan and "many hours" in plan and "seeds 42-46" in plan
+
+
+def test_train_group_interrupted_continues_at_the_seed_and_epoch(cxr_home: Path) -> None:
+    from cxr_covid import seed_training, training
+
+    build_dataset(cxr_home, "blobs", per_class=10, size=16)
+    config = training.TrainConfig(
+        epochs=2, image_size=16, batch_size=8, seed=3, name="g2", dataset="blobs"
+    )
+    seen: list[tuple[int, str, str]] = []
+
+    def stop_in_second_seed(report: training.EpochReport) -> None:
+        if report.run_id == "g2-s4" and report.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(training.TrainingInterrupted):
+        seed_training.train_group(config, 3, progress=stop_in_second_seed)
+    assert (cxr_home / "models" / "g2-s3").is_dir()
+    assert not (cxr_home / "models" / "g2-s4").exists()
+
+    result = seed_training.train_group(config, 3, on_model=lambda *told: seen.append(told))
+    assert [action for _, _, action in seen] == ["reuse", "resume", "train"]
+    assert [m.seed for m in result.models] == [3, 4, 5]
+    record = json.loads((cxr_home / "models" / "g2-s4" / "model.json").read_text())
+    assert record["training"]["resumed"] == 1 and len(record["history"]["loss"]) == 2
+    assert record["training"]["group"] == "g2" and record["training"]["seed"] == 4
