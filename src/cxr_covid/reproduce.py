@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import DISCLAIMER, atomic, classes, paths, stats, store, study
+from cxr_covid import DISCLAIMER, atomic, classes, paths, reproduce_seeds, stats, store, study
 from cxr_covid.errors import DataError, UsageError
 from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
+from cxr_covid.seeds import SeedSummary
 
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
@@ -53,6 +54,8 @@ class ReproduceOptions:
     bootstrap: int = stats.DEFAULT_BOOTSTRAP
     estimate: bool = True
     restart: bool = False  # forget the run folder's state and start over
+    seeds: int = 1  # train every model with seeds seed, seed + 1, ... (cxr_covid.seeds)
+    deterministic: bool = False  # deterministic TensorFlow ops while training
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class ReproduceResult:
     files: list[Path] = field(default_factory=list)
     estimate: TimeEstimate | None = None
     data_source: dict[str, Any] = field(default_factory=dict)  # dataset.json's source record
+    seeds: SeedSummary | None = None  # the spread across seeds, with --seeds N > 1
 
     def inside(self) -> tuple[int, int]:
         verdicts = [c.verdict for r in self.rows for c in r.cells if c.verdict != "n/a"]
@@ -143,6 +147,7 @@ class ReproduceResult:
                 "inside: the study's published figure lies within our 95 % Wilson interval"
             ),
             "evaluation": self.report.to_dict(),
+            **({"seeds": self.seeds.to_dict()} if self.seeds is not None else {}),
         }
 
 
@@ -266,16 +271,31 @@ def default_run_dir(settings: dict[str, Any], preset: study.Preset) -> Path:
     return paths.reproduce_dir() / name
 
 
-def model_name(state: RunState, key: str) -> str:
+def model_name(state: RunState, key: str, seed: int | None = None) -> str:
     """A model id unique to this run, readable in `models list`.
 
     The run's random id is part of it so that `--restart` trains new models instead of
-    adopting the previous run's."""
+    adopting the previous run's. Seeds after the first (`--seeds`) add `-s<seed>`."""
+    return f"{key}-{group_name(state)}{_seed_suffix(state, seed)}"
+
+
+def group_name(state: RunState) -> str:
+    """The group its models record (`cxr-covid eval --group NAME`): `<preset>-<run id>`."""
     run = (
         state.data.get("run")
         or hashlib.sha256(str(state.root.resolve()).encode("utf-8")).hexdigest()[:8]
     )
-    return f"{key}-{state.data['settings']['preset']}-{run}"
+    return f"{state.data['settings']['preset']}-{run}"
+
+
+def _seed_suffix(state: RunState, seed: int | None) -> str:
+    """'' for the run's own --seed (so `--seeds 1` is the run it always was), else -s<seed>."""
+    return "" if seed is None or seed == state.data["settings"]["seed"] else f"-s{seed}"
+
+
+def _train_step(state: RunState, key: str, seed: int | None) -> str:
+    suffix = _seed_suffix(state, seed)
+    return f"train:{key}" + (f"@{suffix[2:]}" if suffix else "")
 
 
 def _ensure_dataset(
@@ -454,6 +474,10 @@ def _train_one(
     dataset_name: str,
     settings: dict[str, Any],
     notify: Notify,
+    *,
+    seed: int | None = None,
+    group: str | None = None,
+    deterministic: bool = False,
 ) -> str:
     from cxr_covid import training
 
@@ -496,9 +520,11 @@ def _train_one(
                 batch_size=settings["batch_size"],
                 image_size=settings["image_size"],
                 learning_rate=settings["learning_rate"],
-                seed=settings["seed"],
+                seed=settings["seed"] if seed is None else seed,
                 name=name,
                 augment=spec.augment,
+                deterministic=deterministic,
+                group=group,
             ),
             progress,
             on_start=on_start,
@@ -508,20 +534,21 @@ def _train_one(
 
 
 def _trained_models(
-    state: RunState, notify: Notify
+    state: RunState, notify: Notify, seed: int | None = None
 ) -> tuple[dict[str, str], list[study.StudyModel]]:
     """Models this run already trained (by study key), and those still to train."""
     trained: dict[str, str] = {}
     todo: list[study.StudyModel] = []
     for spec in study.STUDY_MODELS:
-        done = state.step(f"train:{spec.key}")
-        name = model_name(state, spec.key)
+        step = _train_step(state, spec.key, seed)
+        done = state.step(step)
+        name = model_name(state, spec.key, seed)
         if done is not None and store.model_dir(done["model"]).is_dir():
             notify(Event("skip", f"train {spec.label}: done (model {done['model']})"))
             trained[spec.key] = done["model"]
         elif store.model_dir(name).is_dir():
             # Trained, but the run stopped before recording it.
-            state.finish(f"train:{spec.key}", model=name)
+            state.finish(step, model=name)
             notify(Event("skip", f"train {spec.label}: done (model {name})"))
             trained[spec.key] = name
         else:
@@ -618,8 +645,17 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
             )
         )
 
-    trained, todo = _trained_models(state, tell)
-    keys = [spec.key for spec in todo]
+    seed_list = reproduce_seeds.seeds_of(settings["seed"], options.seeds)
+    if len(seed_list) > 1:
+        tell(Event("plan", reproduce_seeds.plan_message(seed_list, settings)))
+    trained_by_seed: dict[int, dict[str, str]] = {}
+    todo: list[tuple[int, study.StudyModel]] = []
+    for seed in seed_list:
+        done_models, left = _trained_models(state, tell, seed)
+        trained_by_seed[seed] = done_models
+        todo += [(seed, spec) for spec in left]
+    trained = trained_by_seed[seed_list[0]]
+    keys = list(dict.fromkeys(spec.key for _, spec in todo))
     step_cache: dict[str, float] = {}
     timing = None
     if not _dataset_exists(dataset_name):
@@ -627,41 +663,37 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     if todo and options.estimate and not _dataset_exists(dataset_name):
         expected = expected_counts(settings)
         if expected is not None:
-            timing = estimate_time(expected, settings, keys, tell, step_cache)
-            tell(
-                Event(
-                    "estimate",
-                    format_estimate(
-                        timing, "before download, assuming the first release's 2905 images"
-                    ),
-                )
+            timing = reproduce_seeds.for_seeds(
+                estimate_time(expected, settings, keys, tell, step_cache), todo
             )
+            basis = "before download, assuming the first release's 2905 images"
+            tell(Event("estimate", format_estimate(timing, basis)))
+            reproduce_seeds.warn_if_long(timing, settings, tell)
 
     dataset = _ensure_dataset(options, settings, state, tell)
     _ensure_augmented(dataset, settings, state, tell)
 
     if todo and options.estimate:
-        timing = estimate_time(_train_counts(dataset), settings, keys, tell, step_cache)
+        timing = reproduce_seeds.for_seeds(
+            estimate_time(_train_counts(dataset), settings, keys, tell, step_cache), todo
+        )
         tell(Event("estimate", format_estimate(timing)))
-    for spec in todo:
-        model_id = _train_one(spec, model_name(state, spec.key), dataset.name, settings, tell)
-        state.finish(f"train:{spec.key}", model=model_id)
-        trained[spec.key] = model_id
+        reproduce_seeds.warn_if_long(timing, settings, tell)
+    for seed, spec in todo:
+        model_id = _train_one(
+            spec,
+            model_name(state, spec.key, seed),
+            dataset.name,
+            settings,
+            tell,
+            seed=seed,
+            group=group_name(state),
+            deterministic=options.deterministic,
+        )
+        state.finish(_train_step(state, spec.key, seed), model=model_id)
+        trained_by_seed[seed][spec.key] = model_id
 
-    from cxr_covid.evaluation import evaluate
-
-    tell(Event("eval", "eval: the three models on the same test split"))
-    first_time = state.step("eval") is None
-    report = evaluate(
-        [trained[s.key] for s in study.STUDY_MODELS],
-        split="test",
-        bootstrap=options.bootstrap,
-        seed=settings["seed"],
-        save=first_time,  # a rerun recomputes the same numbers: record them once
-        progress=lambda model_id, done, total: tell(
-            Event("eval", done=done, total=total, key=model_id)
-        ),
-    )
+    report = reproduce_seeds.evaluate_seeds(state, trained_by_seed, options.bootstrap, tell)
     by_id = {e.model_id: e for e in report.evaluations}
     rows = compare_with_study(by_id, trained)
     source = dataset.info().get("source")
@@ -674,9 +706,16 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
         estimate=timing,
         data_source=source if isinstance(source, dict) else {"kind": str(source)},
     )
+    if len(seed_list) > 1:
+        result.seeds = reproduce_seeds.summarize_seeds(
+            trained_by_seed, by_id, options.bootstrap, settings
+        )
     result.files = write_outputs(result, dataset)
     inside, judged = result.inside()
-    state.finish("eval", models=trained, inside=inside, judged=judged)
+    evaluated = sorted(by_id)
+    state.finish(
+        "eval", models=trained, evaluated=evaluated, seeds=seed_list, inside=inside, judged=judged
+    )
     tell(Event("write", f"wrote {len(result.files)} files to {run_dir}"))
     return result
 
@@ -720,8 +759,14 @@ def caveats(result: ReproduceResult) -> list[str]:
         "95 % Wilson interval around 29/33 spans 72.7-95.2 %, so its three rows are not "
         "statistically distinguishable; McNemar's test asks the same of ours.",
         "Our split follows the notebook (70/15/15, stratified, seed 42) but the images in "
-        "each split need not be the study's own; each model is one training run, so "
-        "run-to-run variation is not measured.",
+        "each split need not be the study's own; "
+        + (
+            "each model is one training run, so run-to-run variation is not measured "
+            "(`--seeds 5` measures it)."
+            if result.seeds is None
+            else f"each model was trained with {result.seeds.seed_count} seeds: the first "
+            "table shows the first seed only, the seeds section pools them all."
+        ),
         "The viral-pneumonia and many normal images come from a paediatric collection, while "
         "the COVID-19 images come from adults: a network can learn age or the hospital's "
         "equipment rather than disease. High accuracy here is not evidence of clinical use.",
@@ -804,7 +849,8 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
     except Exception:  # the counts are a courtesy; never fail the report on them
         pass
     lines += [
-        "## Our results beside the study's",
+        "## Our results beside the study's"
+        + ("" if result.seeds is None else f": first seed only (seed {s['seed']})"),
         "",
         "Each of our cells: test accuracy (correct/images) [95 % Wilson interval]. Each study "
         "cell: the published figure, and whether it lies **inside** or **outside** our "
@@ -824,6 +870,7 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
             ),
             "",
         ]
+    lines += reproduce_seeds.markdown(result)
     lines += provenance_lines(dataset)
     lines += ["## Caveats", ""] + [f"- {c}" for c in caveats(result)] + [""]
     lines += [
@@ -832,6 +879,11 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
         "- `results.json`, `results.md`: this table, and every figure of the evaluation",
         "- `evaluation.csv`: every figure, one per row",
         "- `plots/`: confusion matrices, ROC curves, reliability diagrams",
+        *(
+            ["- `seeds.csv`, `plots/seeds.png`: every seed's accuracy per cell, and their plot"]
+            if result.seeds is not None
+            else []
+        ),
         "- `state.json`: the run's settings and finished steps (rerun to resume)",
         "",
     ]
@@ -855,4 +907,5 @@ def write_outputs(result: ReproduceResult, dataset: Any) -> list[Path]:
     eval_report.write_csv(root / "evaluation.csv", result.report)
     files.append(root / "evaluation.csv")
     files.extend(write_plots(result.report, root / "plots"))
+    files.extend(reproduce_seeds.write_outputs(result))
     return files

@@ -61,6 +61,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "float32"
     resize: str = "nearest"
+    group: str | None = None  # models trained together with several seeds (`--seeds`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

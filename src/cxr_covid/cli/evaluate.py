@@ -102,6 +102,14 @@ def evaluate(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="Evaluate every model of a group (made by `train --seeds` or `reproduce`) "
+            "and report the mean, sd and range across its seeds.",
+        ),
+    ] = None,
 ) -> None:
     from cxr_covid import eval_report
     from cxr_covid.classes import parse_class_map
@@ -125,6 +133,15 @@ def evaluate(
     if len(on_stdout) > 1:
         raise UsageError(f"only one of {' and '.join(on_stdout)} can be '-' (stdout)")
     to_stdout = bool(on_stdout)
+    group_records = None
+    if group is not None:
+        from cxr_covid.seeds import group_models
+
+        if models:
+            raise UsageError("give model ids or --group NAME, not both")
+        members = group_models(group)
+        models = [str(m.root) for m in members]
+        group_records = [m.record() for m in members]
 
     report = _run_with_progress(
         lambda progress: run_evaluation(
@@ -141,8 +158,17 @@ def evaluate(
         ),
         quiet=to_stdout,
     )
+    spread = None
+    if group is not None and group_records is not None:
+        from cxr_covid.seeds import summarize_group
 
-    if json_path is not None:
+        spread = summarize_group(report, group_records, bootstrap=bootstrap, seed=seed)
+
+    if json_path is not None and spread is not None:
+        from cxr_covid.cli.seeds_view import write_group_json
+
+        write_group_json(json_path, report, spread, str(group), predictions)
+    elif json_path is not None:
         if str(json_path) == "-":
             out.file.write(eval_report.to_json_text(report, predictions=predictions))
         else:
@@ -152,7 +178,11 @@ def evaluate(
             out.file.write(eval_report.to_csv(report))
         else:
             eval_report.write_csv(csv_path, report)
-    if markdown_path is not None:
+    if markdown_path is not None and spread is not None:
+        from cxr_covid.cli.seeds_view import write_group_markdown
+
+        write_group_markdown(markdown_path, report, spread, str(group))
+    elif markdown_path is not None:
         if str(markdown_path) == "-":
             out.file.write(eval_report.to_markdown(report, "Evaluation"))
         else:
@@ -165,6 +195,10 @@ def evaluate(
 
     if not to_stdout:
         render(report)
+        if spread is not None:
+            from cxr_covid.cli.seeds_view import render_seeds
+
+            render_seeds(spread, f"Across {spread.seed_count} seeds (group {group})")
         for path in (json_path, csv_path, markdown_path):
             if path is not None and str(path) != "-":
                 err.print(f"[dim]wrote {escape(str(path))}[/]", soft_wrap=True)

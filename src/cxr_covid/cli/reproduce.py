@@ -81,6 +81,22 @@ def reproduce(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the run folder's progress and start over.")
     ] = False,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Train every model N times (seeds --seed + i) and report the mean, sd and "
+            "range across seeds. Rerun with a larger N to add seeds.",
+        ),
+    ] = 1,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic",
+            help="Deterministic TensorFlow ops: same seed, same weights (slower on GPU).",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
     ] = False,
@@ -101,6 +117,8 @@ def reproduce(
         bootstrap=bootstrap,
         estimate=estimate,
         restart=restart,
+        seeds=seeds,
+        deterministic=deterministic,
     )
     result = _run_with_progress(lambda notify: run(options, notify))
     if as_json:
@@ -158,6 +176,8 @@ def render(result: ReproduceResult) -> None:
         "the study's protocol" if result.settings["study_protocol"] else "NOT the study's protocol"
     )
     title = f"Test accuracy: ours beside the study's (preset {result.preset.name}, {protocol})"
+    if result.seeds is not None:
+        title += f"; first seed ({result.settings['seed']}) only"
     ours_cells = [[escape(eval_report.cell(c.ours)) for c in row.cells] for row in result.rows]
     study_cells = [
         [_verdict_cell(c.published, c.verdict) for c in row.cells] for row in result.rows
@@ -202,6 +222,10 @@ def render(result: ReproduceResult) -> None:
         for row_text in eval_report.comparison_rows(result.report):
             mcnemar.add_row(*map(escape, row_text))
         out.print(mcnemar)
+    if result.seeds is not None:
+        from cxr_covid.cli.seeds_view import render_seeds
+
+        render_seeds(result.seeds, f"Across {result.seeds.seed_count} seeds")
     for note in caveats(result):
         out.print(f"[dim]- {escape(note)}[/]", soft_wrap=True)
     out.print(f"Report, tables and plots: {escape(str(result.run_dir))}", soft_wrap=True)

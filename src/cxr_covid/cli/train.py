@@ -125,6 +125,15 @@ def train(
             help="Resize filter: nearest (the study's), bilinear, bicubic, area or lanczos.",
         ),
     ] = "nearest",
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Train N models with seeds --seed + i as a group named by --name; "
+            "then `cxr-covid eval --group NAME` shows the spread. Rerun to continue or extend.",
+        ),
+    ] = 1,
 ) -> None:
     from cxr_covid import training
 
@@ -152,6 +161,17 @@ def train(
             print_json(result.to_dict())
         else:
             _print_summary(result)
+        return
+
+    if seeds > 1:
+        if resume_run:
+            raise UsageError(
+                "--seeds and --resume do not go together: rerun the same --seeds command "
+                "(with its --name) to continue the group"
+            )
+        from cxr_covid.cli.seeds_view import train_seeds
+
+        train_seeds(config, seeds, _Display(), as_json)
         return
 
     if resume_run:
@@ -257,6 +277,7 @@ class _Display:
         self.progress.update(task, completed=done)
         if done >= total:
             self.progress.remove_task(task)
+            del self._cache_tasks[split]  # the next model (--seeds) caches afresh
 
     def start(self, info: Any) -> None:
         console = self.progress.console
@@ -274,6 +295,8 @@ class _Display:
         )
         for note in info.notes:
             console.print(f"[yellow]Note:[/] {note}", soft_wrap=True)
+        if self._step_task is not None:  # the previous model's, with --seeds
+            self.progress.remove_task(self._step_task)
         self._epoch, self._epochs = info.first_epoch, info.epochs
         self._val_images = info.val_images
         self._step_task = self.progress.add_task(
