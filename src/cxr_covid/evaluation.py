@@ -196,6 +196,9 @@ class ModelEvaluation:
     failed: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     created: str = field(default_factory=store.now_iso)
+    # Calibration, operating point and OOD guard (eval_decisions.py); `probabilities` above
+    # are the calibrated ones when the model is calibrated.
+    decisions: Any = None  # eval_decisions.Decisions
 
     @property
     def n(self) -> int:
@@ -252,6 +255,8 @@ class ModelEvaluation:
             "warnings": self.warnings,
             "created": self.created,
         }
+        if self.decisions is not None:
+            data.update(self.decisions.to_dict())
         if predictions:
             data["predictions"] = [
                 {
@@ -292,6 +297,7 @@ class ModelEvaluation:
             "confusion_matrix": self.confusion.tolist(),
             "failed": len(self.failed),
             "created": self.created,
+            **(self.decisions.record_entry() if self.decisions is not None else {}),
         }
 
 
@@ -423,9 +429,12 @@ def evaluate_model(
     batch_size: int = 32,
     warnings: Sequence[str] = (),
     progress: Progress | None = None,
+    operating_point: str | None = None,
 ) -> ModelEvaluation:
     """Predict every image of `test_set` with one stored model and compute its metrics."""
+    from cxr_covid import eval_decisions
     from cxr_covid.inference import predict_paths
+    from cxr_covid.scoring import Scorer
 
     record = stored.record()
     model_classes = list(record.classes)
@@ -437,13 +446,16 @@ def evaluate_model(
         )
     index_of = {c: i for i, c in enumerate(model_classes)}
     model = stored.load()
+    scorer = Scorer(model, record)
+    collected = eval_decisions.Collected()
     total = len(test_set.paths)
     kept_paths: list[Path] = []
     kept_true: list[int] = []
     probabilities: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
     for done, prediction in enumerate(
-        predict_paths(model, list(test_set.paths), record.prep, batch_size), start=1
+        predict_paths(model, list(test_set.paths), record.prep, batch_size, scorer=scorer),
+        start=1,
     ):
         if prediction.probabilities is None:
             failed.append((str(prediction.path), prediction.error or "unreadable"))
@@ -456,6 +468,7 @@ def evaluate_model(
             kept_paths.append(prediction.path)
             kept_true.append(index_of[test_set.labels[prediction.index]])
             probabilities.append(prediction.probabilities)
+            collected.add(prediction)
         if progress is not None:
             progress(record.id, done, total)
     notes = list(warnings)
@@ -470,7 +483,22 @@ def evaluate_model(
     overall, per_class, cm, balanced, macro, bins, ece = compute_metrics(
         y_true, probs, model_classes, confidence=confidence, bootstrap=bootstrap, seed=seed
     )
+    decisions = eval_decisions.compute(
+        stored,
+        scorer,
+        test_set,
+        y_true,
+        probs,
+        collected,
+        operating_point=operating_point,
+        confidence=confidence,
+        bootstrap=bootstrap,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    notes.extend(decisions.notes)
     return ModelEvaluation(
+        decisions=decisions,
         model_id=record.id,
         architecture=record.architecture,
         augmented=bool(record.training.get("augment", False)),
@@ -525,6 +553,8 @@ def evaluate(
     batch_size: int = 32,
     save: bool = True,
     progress: Progress | None = None,
+    operating_point: str | None = None,
+    save_operating_point: bool = False,
 ) -> EvaluationReport:
     """Evaluate one or more stored models (default: the newest) and compare them.
 
@@ -536,6 +566,8 @@ def evaluate(
         raise UsageError("--bootstrap must be 0 or more")
     if not 0 < confidence < 1:
         raise UsageError("confidence must be between 0 and 1")
+    if save_operating_point and not operating_point:
+        raise UsageError("--save-operating-point needs --operating-point CLASS:CRITERION=VALUE")
     if models:
         stored_models = [
             m if isinstance(m, store.StoredModel) else store.resolve(m) for m in models
@@ -549,6 +581,11 @@ def evaluate(
             seen.add(m.root.resolve())
             unique.append(m)
 
+    if operating_point:  # a bad spec fails before any image is read
+        from cxr_covid.operating_point import parse_spec
+
+        for m in unique:
+            parse_spec(operating_point, m.record().classes)
     test_sets: dict[tuple[str, str], EvalImages] = {}
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
@@ -578,10 +615,15 @@ def evaluate(
             batch_size=batch_size,
             warnings=warnings,
             progress=progress,
+            operating_point=operating_point,
         )
         evaluations.append(evaluation)
         if save:
             save_to_record(stored, evaluation)
+        if save_operating_point:
+            from cxr_covid.eval_decisions import save_operating_point as store_point
+
+            store_point(stored, evaluation.decisions)
 
     comparisons, notes = compare(evaluations)
     return EvaluationReport(evaluations, comparisons, notes, confidence, bootstrap, seed)

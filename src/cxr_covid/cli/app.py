@@ -89,7 +89,7 @@ _RERUN_HINTS = {
 }
 
 # Commands whose work needs TensorFlow; their --help must not import it.
-_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info"}
+_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info", "calibrate"}
 
 
 def _runs_tensorflow(ctx: Any) -> bool:
@@ -137,6 +137,7 @@ def _register_commands() -> None:
     # Each command lives in its own module; importing them must not import TensorFlow.
     from cxr_covid.cli import (
         augment,
+        calibrate,
         download,
         evaluate,
         heatmap,
@@ -152,6 +153,7 @@ def _register_commands() -> None:
     app.command("train", help=train.HELP, epilog=EPILOG)(train.train)
     app.command("eval", help=evaluate.HELP, epilog=EPILOG)(evaluate.evaluate)
     app.command("reproduce", help=reproduce.HELP, epilog=EPILOG)(reproduce.reproduce)
+    app.command("calibrate", help=calibrate.HELP, epilog=EPILOG)(calibrate.calibrate)
     app.command("predict", help=predict.HELP, epilog=EPILOG)(predict.predict)
     app.command("heatmap", help=heatmap.HELP, epilog=EPILOG)(heatmap.heatmap)
     app.add_typer(models.app, name="models", help=models.HELP)

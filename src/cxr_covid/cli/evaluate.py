@@ -102,6 +102,23 @@ def evaluate(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            help="CLASS:CRITERION=VALUE, e.g. covid:sensitivity=0.95 (or specificity=, "
+            "threshold=): choose the threshold on the validation split and report "
+            "sensitivity, specificity, PPV and NPV at it on the evaluated images.",
+            show_default=False,
+        ),
+    ] = None,
+    save_operating_point: Annotated[
+        bool,
+        typer.Option(
+            "--save-operating-point",
+            help="Store the --operating-point in the model record (predict then decides by it).",
+        ),
+    ] = False,
 ) -> None:
     from cxr_covid import eval_report
     from cxr_covid.classes import parse_class_map
@@ -138,6 +155,8 @@ def evaluate(
             batch_size=batch_size,
             save=save,
             progress=progress,
+            operating_point=operating_point,
+            save_operating_point=save_operating_point,
         ),
         quiet=to_stdout,
     )
@@ -172,6 +191,8 @@ def evaluate(
             err.print(f"[dim]wrote {len(written_plots)} figures to {plots}[/]")
         if save:
             err.print("[dim]saved into each model's record (see `cxr-covid models show`)[/]")
+        if save_operating_point:
+            err.print("[dim]operating point stored in each model's record (used by predict)[/]")
     for evaluation in report.evaluations:
         for warning in evaluation.warnings:
             err.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
@@ -244,6 +265,10 @@ def render(report: EvaluationReport, title: str | None = None) -> None:
             confusion.add_row(*row)
         out.print(confusion)
         out.print(escape(eval_report.summary_line(evaluation)))
+        if evaluation.decisions is not None:
+            from cxr_covid.cli.decisions import render_decisions
+
+            render_decisions(evaluation)
     if report.comparisons:
         mcnemar = Table(title="McNemar's test: are the models different?", title_justify="left")
         for name in eval_report.comparison_header():
