@@ -164,8 +164,8 @@ def predict_paths(
 
     With `scorer` (a scoring.Scorer), probabilities are calibrated and each Prediction
     carries the raw probabilities and OOD score too. A file that cannot be read yields a
-    Prediction with `probabilities=None` and the reason in `error`; the others in its batch are unaffected. Raises DependencyError when a DICOM
-    file needs the missing `dicom` extra.
+    Prediction with `probabilities=None` and the reason in `error`; the others in its batch
+    are unaffected. Raises DependencyError when a DICOM file needs the missing `dicom` extra.
     """
     run = compiled_predict(model) if scorer is None else None
     for batch in load_batches(paths, prep, batch_size, workers, prefetch_batches):

@@ -62,9 +62,8 @@ def pixel_statistics(pixels: np.ndarray) -> np.ndarray:
     offsets = (np.arange(n) * HISTOGRAM_BINS)[:, None]
     histogram = np.bincount((bins + offsets).ravel(), minlength=n * HISTOGRAM_BINS)
     histogram = histogram.reshape(n, HISTOGRAM_BINS) / max(grey.shape[1], 1)
-    colour = (
-        np.abs(x[..., 0] - x[..., 1]).mean(axis=(1, 2))
-        + np.abs(x[..., 1] - x[..., 2]).mean(axis=(1, 2))
+    colour = np.abs(x[..., 0] - x[..., 1]).mean(axis=(1, 2)) + np.abs(x[..., 1] - x[..., 2]).mean(
+        axis=(1, 2)
     )
     g = grey.reshape(x.shape[:3])
     edges = np.abs(np.diff(g, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=2)).mean(
@@ -143,7 +142,9 @@ class OodGuard:
 
     def scores(self, features: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray:
         """The larger of the components' distance / threshold: above 1 means flagged."""
-        out: np.ndarray = np.max(np.stack(list(self.component_scores(features, pixels).values())), axis=0)
+        out: np.ndarray = np.max(
+            np.stack(list(self.component_scores(features, pixels).values())), axis=0
+        )
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -71,8 +71,7 @@ def resolve_class(text: str, model_classes: Sequence[str], flag: str) -> str:
     cls = classes.canonical(text.strip())
     if cls is None or cls not in model_classes:
         raise UsageError(
-            f"{flag}: unknown class {text.strip()!r} (this model knows: "
-            f"{', '.join(model_classes)})"
+            f"{flag}: unknown class {text.strip()!r} (this model knows: {', '.join(model_classes)})"
         )
     return cls
 
@@ -215,4 +214,8 @@ class OperatingPointResult:
     test_source: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.point.to_dict(), "test": self.test.to_dict(), "test_source": self.test_source}
+        return {
+            **self.point.to_dict(),
+            "test": self.test.to_dict(),
+            "test_source": self.test_source,
+        }

@@ -29,12 +29,17 @@ from typing import IO, Any
 
 import numpy as np
 
+from cxr_covid.calibration import Calibration
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
 from cxr_covid.inference import Prediction, predict_paths
-from cxr_covid.operating_point import ARGMAX_RULE, decide, parse_threshold, rule_text
-from cxr_covid.calibration import Calibration
-from cxr_covid.operating_point import OperatingPoint
+from cxr_covid.operating_point import (
+    ARGMAX_RULE,
+    OperatingPoint,
+    decide,
+    parse_threshold,
+    rule_text,
+)
 from cxr_covid.scoring import Scorer, probabilities_label
 from cxr_covid.store import ModelRecord, StoredModel
 

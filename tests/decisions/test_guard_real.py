@@ -27,7 +27,8 @@ SAMPLE = SHARED_DATA / "cxr-sample"
 MODEL = "guarded"
 
 pytestmark = pytest.mark.skipif(
-    not (DEV_ZIP.is_file() and SAMPLE.is_dir()), reason=f"real images not available at {SHARED_DATA}"
+    not (DEV_ZIP.is_file() and SAMPLE.is_dir()),
+    reason=f"real images not available at {SHARED_DATA}",
 )
 
 

@@ -34,7 +34,9 @@ def render_decisions(evaluation: ModelEvaluation) -> None:
     if decisions is None:
         return
     table = Table(
-        title=escape(f"{evaluation.model_id}: calibration (probabilities: {decisions.probabilities})"),
+        title=escape(
+            f"{evaluation.model_id}: calibration (probabilities: {decisions.probabilities})"
+        ),
         title_justify="left",
     )
     for name in ("probabilities", "ECE [95% CI]", "Brier score [95% CI]"):
