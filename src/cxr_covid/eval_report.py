@@ -238,6 +238,7 @@ def to_csv(report: EvaluationReport) -> str:
             for j, pred_cls in enumerate(e.classes):
                 count = int(e.confusion[i, j])
                 writer.writerow([*base, f"confusion:{pred_cls}", true_cls, count, "", "", "", e.n])
+        _decision_rows(writer, base, e)
     for comparison in report.comparisons:
         pair = f"{comparison.model_a} vs {comparison.model_b}"
         for metric, value in (
@@ -246,6 +247,28 @@ def to_csv(report: EvaluationReport) -> str:
         ):
             writer.writerow([pair, "", "", metric, "", _num(value), "", "", "", comparison.test.n])
     return buffer.getvalue()
+
+
+def _decision_rows(writer: Any, base: list[Any], e: ModelEvaluation) -> None:
+    """Calibration before/after, the operating point's figures, the OOD count."""
+    d = e.decisions
+    if d is None:
+        return
+    for label, quality in d.quality.items():
+        writer.writerow(_estimate_row(base, f"ece:{label}", "", quality.ece, e.n))
+        writer.writerow(_estimate_row(base, f"brier:{label}", "", quality.brier, e.n))
+    if d.ood_checked:
+        writer.writerow(
+            _proportion_row(base, "ood_flagged", "", stats.proportion(d.ood_flagged, d.ood_n))
+        )
+    if d.operating_point is not None:
+        point = d.operating_point.point
+        writer.writerow(
+            [*base, "operating_point:threshold", point.cls, _num(point.threshold), "", "", "", ""]
+        )
+        for name in ("sensitivity", "specificity", "ppv", "npv"):
+            value = getattr(d.operating_point.test, name)
+            writer.writerow(_proportion_row(base, f"operating_point:{name}", point.cls, value))
 
 
 # --- files ----------------------------------------------------------------------------------

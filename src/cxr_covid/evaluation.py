@@ -17,13 +17,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cxr_covid import classes, stats, store
 from cxr_covid.data.images import is_image_file
 from cxr_covid.errors import DataError, ModelError, UsageError
+
+if TYPE_CHECKING:
+    from cxr_covid.eval_decisions import Decisions
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
@@ -198,7 +201,7 @@ class ModelEvaluation:
     created: str = field(default_factory=store.now_iso)
     # Calibration, operating point and OOD guard (eval_decisions.py); `probabilities` above
     # are the calibrated ones when the model is calibrated.
-    decisions: Any = None  # eval_decisions.Decisions
+    decisions: Decisions | None = None
 
     @property
     def n(self) -> int:

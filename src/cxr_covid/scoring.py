@@ -134,6 +134,32 @@ class Scorer:
         return self.from_features(self.features(pixels), pixels)
 
 
+def describe(record: store.ModelRecord) -> list[tuple[str, str]]:
+    """(label, text) rows for `models show`: probabilities, guard, operating point."""
+    cal = Calibration.from_record(_field(record, "calibration"))
+    guard = OodGuard.from_record(_field(record, "ood"))
+    point = OperatingPoint.from_record(_field(record, "operating_point"))
+    rows = [("probabilities", probabilities_label(cal) + (f", {cal.fitted_on}" if cal else ""))]
+    rows.append(
+        (
+            "OOD guard",
+            f"fitted on {guard.n_fit} training images, threshold at the {guard.quantile:g} "
+            f"quantile of {guard.n_val} validation images"
+            if guard
+            else "none (run `cxr-covid calibrate`)",
+        )
+    )
+    if point is not None:
+        rows.append(
+            (
+                "operating point",
+                f"{point.cls} if p >= {point.threshold:.4g} ({point.criterion} "
+                f"{point.target:g}, chosen on {point.chosen_on})",
+            )
+        )
+    return rows
+
+
 def _field(record: store.ModelRecord, name: str) -> dict[str, Any] | None:
     value = getattr(record, name, None)
     return value if isinstance(value, dict) else None
