@@ -273,6 +273,26 @@ def guard_cost(args: argparse.Namespace) -> None:
                 )
             )
     ratios = [g / p for g, p in zip(guarded_rates, plain_rates, strict=True)]
+    # The model step alone, on one decoded batch held in memory (no decoding noise): the
+    # median over interleaved repetitions of the time per batch.
+    batch = np.random.default_rng(1).integers(
+        0, 256, (args.batch_size, args.size, args.size, 3), dtype=np.uint8
+    )
+    step = compiled_predict(model)
+    plain_times, guarded_times = [], []
+    for _ in range(10 * args.rounds):
+        start = time.perf_counter()
+        step(batch)
+        plain_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        scorer(batch)
+        guarded_times.append(time.perf_counter() - start)
+    print(
+        f"model step, one batch of {args.batch_size} in memory (median of "
+        f"{len(plain_times)}): plain {statistics.median(plain_times) * 1000:.1f} ms, "
+        f"guarded {statistics.median(guarded_times) * 1000:.1f} ms, guarded / plain images/s "
+        f"{statistics.median(plain_times) / statistics.median(guarded_times):.3f}"
+    )
     print(f"machine: {machine()}")
     print(f"plain   images/s: {', '.join(f'{r:.1f}' for r in plain_rates)}")
     print(f"guarded images/s: {', '.join(f'{r:.1f}' for r in guarded_rates)}")

@@ -52,10 +52,16 @@ PIXEL_FLOOR = 0.02
 DEFAULT_QUANTILE = 0.99
 
 
+# Pixel statistics are taken on a grid of about this many pixels a side (every 4th row and
+# column at 224 px): they barely change, and predict's cost stays around 1 %.
+STATISTICS_GRID = 56
+
+
 def pixel_statistics(pixels: np.ndarray) -> np.ndarray:
-    """(n, 20) statistics of uint8 (n, S, S, 3) pixels, on every second row and column (the
-    statistics barely change, the cost drops fourfold)."""
-    x = np.asarray(pixels)[:, ::2, ::2, :].astype(np.float32) / 255.0
+    """(n, 20) statistics of uint8 (n, S, S, 3) pixels, sampled on a regular grid."""
+    pixels = np.asarray(pixels)
+    step = max(1, pixels.shape[1] // STATISTICS_GRID)
+    x = pixels[:, ::step, ::step, :].astype(np.float32) / 255.0
     n = len(x)
     grey = x.mean(axis=3).reshape(n, -1)
     bins = np.minimum((grey * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
