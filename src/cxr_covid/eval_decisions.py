@@ -7,6 +7,7 @@ Kept apart from evaluation.py so that the accuracy table's code does not change 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,3 +206,71 @@ def save_operating_point(stored: store.StoredModel, decisions: Decisions | None)
     record = stored.record()
     record.operating_point = decisions.operating_point.point.to_dict()
     stored.write_record(record)
+
+
+# --- tables as data (rendered by the CLI with rich, and by eval_report as Markdown) ---------
+
+
+def _estimate_cell(e: stats.Estimate) -> str:
+    if not math.isfinite(e.value):
+        return "n/a"
+    if not math.isfinite(e.low):
+        return f"{e.value:.4f}"
+    return f"{e.value:.4f} [{e.low:.4f}-{e.high:.4f}]"
+
+
+def _proportion_cell(p: stats.Proportion) -> str:
+    if not p.n:
+        return "n/a (0 images)"
+    return f"{100 * p.value:.1f}% ({p.successes}/{p.n}) [{100 * p.low:.1f}-{100 * p.high:.1f}%]"
+
+
+Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
+
+
+def tables(model_id: str, decisions: Decisions) -> tuple[list[Table], list[str]]:
+    """The calibration table, the operating-point table (if any), and lines of text."""
+    found: list[Table] = [
+        (
+            f"{model_id}: calibration (probabilities: {decisions.probabilities})",
+            ["probabilities", "ECE [95% CI]", "Brier score [95% CI]"],
+            [
+                [label, _estimate_cell(q.ece), _estimate_cell(q.brier)]
+                for label, q in decisions.quality.items()
+            ],
+        )
+    ]
+    lines = []
+    if decisions.ood_checked:
+        lines.append(
+            f"out-of-distribution guard: {decisions.ood_flagged} of {decisions.ood_n} "
+            "image(s) flagged"
+        )
+    result = decisions.operating_point
+    if result is not None:
+        point = result.point
+        rows = []
+        for label, metrics in (
+            ("validation (chosen on)", point.validation),
+            (result.test_source, result.test),
+        ):
+            if metrics is not None:
+                rows.append(
+                    [
+                        label,
+                        _proportion_cell(metrics.sensitivity),
+                        _proportion_cell(metrics.specificity),
+                        _proportion_cell(metrics.ppv),
+                        _proportion_cell(metrics.npv),
+                    ]
+                )
+        found.append(
+            (
+                f"{model_id}: operating point {point.cls} >= {point.threshold:.4g} "
+                f"({point.criterion} {point.target:g}, chosen on {point.chosen_on}); else the "
+                "argmax of the other classes",
+                ["measured on", "sensitivity", "specificity", "PPV", "NPV"],
+                rows,
+            )
+        )
+    return found, lines

@@ -173,6 +173,13 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
         ]
         parts += [markdown_table(class_metric_header(), class_metric_rows(evaluation)), ""]
         parts += [markdown_table(confusion_header(evaluation), confusion_rows(evaluation)), ""]
+        if evaluation.decisions is not None:
+            from cxr_covid.eval_decisions import tables
+
+            found, lines = tables(evaluation.model_id, evaluation.decisions)
+            for title, header, rows in found:
+                parts += [f"### {title}", "", markdown_table(header, rows), ""]
+            parts += [*lines, ""] if lines else []
         for warning in evaluation.warnings:
             parts += [f"> Warning: {warning}", ""]
     if report.comparisons:

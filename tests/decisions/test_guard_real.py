@@ -112,8 +112,10 @@ def test_eval_operating_point_calibration_and_predict_decision(home: Path, tmp_p
     _invoke(
         "eval", MODEL, "--operating-point", "covid:sensitivity=0.9", "--save-operating-point",
         "--json", str(report), "--bootstrap", "200", "--plots", str(tmp_path / "plots"),
-        "--csv", str(tmp_path / "e.csv"),
+        "--csv", str(tmp_path / "e.csv"), "--markdown", str(tmp_path / "e.md"),
     )  # fmt: skip
+    markdown = (tmp_path / "e.md").read_text()
+    assert f"### {MODEL}: calibration" in markdown and "operating point covid >=" in markdown
     csv_metrics = {(r["metric"], r["class"]) for r in read_csv(tmp_path / "e.csv")[1]}
     for metric in ("ece:uncalibrated", "ece:calibrated", "brier:calibrated", "ood_flagged"):
         assert (metric, "") in csv_metrics

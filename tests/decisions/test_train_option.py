@@ -56,3 +56,23 @@ def test_calibrate_refuses_a_model_without_a_dataset(cxr_home: Path) -> None:
     path.write_text(json.dumps(record))
     result = CliRunner().invoke(app, ["calibrate", "m"])
     assert result.exit_code == 3 and "validation split is unknown" in result.output
+
+
+def test_bad_decision_options_are_refused_with_one_line(cxr_home: Path, tmp_path: Path) -> None:
+    build_dataset(cxr_home, "blobs", per_class=10, size=16)
+    _train("--name", "m")
+    image = next((cxr_home / "datasets" / "blobs" / "images").rglob("*.png"))
+    runner = CliRunner()
+    cases = [
+        ["predict", str(image), "--out", str(tmp_path / "p.csv"), "--threshold", "cat=0.3"],
+        ["predict", str(image), "--out", str(tmp_path / "q.csv"), "--threshold", "covid=2"],
+        ["eval", "m", "--save-operating-point"],
+        ["eval", "m", "--operating-point", "covid:recall=0.9"],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Error:" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "p.csv").exists()
+    record = json.loads((cxr_home / "models" / "m" / "model.json").read_text())
+    assert record["operating_point"] == {} and record["evaluations"] == []
