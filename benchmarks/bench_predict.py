@@ -15,6 +15,11 @@ the same probabilities, measured side by side in one run on one machine:
 Each timed method runs `--rounds` times, interleaved, and the best round counts: the
 machine is shared, so the best round is the least disturbed. The goals (issue 6) are
 pipeline >= 8x naive and >= 0.75x in-memory.
+
+With `--guard`, it measures instead what calibration and the OOD guard cost (issue 11, goal:
+under 10 %): `predict_paths` with the plain compiled step vs with `scoring.Scorer` (features,
+temperature-scaled softmax, Mahalanobis on features and pixel statistics), interleaved rounds,
+reporting the ratio of images/s. Prints the figures (docs/performance.md quotes them).
 """
 
 from __future__ import annotations
@@ -93,7 +98,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="model input size")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument(
+        "--guard", action="store_true", help="measure calibration + OOD guard cost only"
+    )
     args = parser.parse_args()
+    if args.guard:
+        guard_cost(args)
+        return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -212,6 +223,84 @@ def main() -> None:
     if not args.no_write:
         write_section(section)
         print(f"wrote {DOC.relative_to(REPO)}", file=sys.stderr)
+
+
+def guard_cost(args: argparse.Namespace) -> None:
+    """images/s of predict_paths without and with calibration + OOD guard, side by side."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+
+    from cxr_covid import calibration, models, ood, scoring, store
+    from cxr_covid.data.images import Preprocessing
+    from cxr_covid.inference import compiled_predict, predict_paths
+
+    keras.utils.set_random_seed(0)
+    model = models.build("baseline", args.size, 3)
+    prep = Preprocessing(image_size=args.size)
+    rng = np.random.default_rng(0)
+    features = np.abs(rng.normal(size=(400, 64)))
+    pixels = rng.integers(0, 256, (400, 8, 8, 3), dtype=np.uint8)
+    stats = ood.pixel_statistics(pixels)
+    guard = ood.fit(
+        features[:300],
+        rng.integers(0, 3, 300),
+        features[300:],
+        train_pixel_stats=stats[:300],
+        val_pixel_stats=stats[300:],
+        fitted_on="bench",
+        created="bench",
+    )
+    record = store.ModelRecord("bench", "baseline", ["covid", "normal", "viral_pneumonia"],
+                               prep.to_dict(), "last_conv")  # fmt: skip
+    record.calibration = calibration.Calibration(1.5, 100, 1.0, 0.9, "bench", "bench").to_dict()
+    record.ood = guard.to_dict()
+    scorer = scoring.Scorer(model, record)
+    warm = np.zeros((1, args.size, args.size, 3), np.uint8)
+    compiled_predict(model)(warm)
+    scorer(warm)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_images(Path(tmp), args.images)
+        plain_rates, guarded_rates = [], []
+        for _ in range(args.rounds):
+            plain_rates.append(
+                timed(lambda: list(predict_paths(model, paths, prep, args.batch_size)), len(paths))
+            )
+            guarded_rates.append(
+                timed(
+                    lambda: list(predict_paths(None, paths, prep, args.batch_size, scorer=scorer)),
+                    len(paths),
+                )
+            )
+    ratios = [g / p for g, p in zip(guarded_rates, plain_rates, strict=True)]
+    # The model step alone, on one decoded batch held in memory (no decoding noise): the
+    # median over interleaved repetitions of the time per batch.
+    batch = np.random.default_rng(1).integers(
+        0, 256, (args.batch_size, args.size, args.size, 3), dtype=np.uint8
+    )
+    step = compiled_predict(model)
+    plain_times, guarded_times = [], []
+    for _ in range(10 * args.rounds):
+        start = time.perf_counter()
+        step(batch)
+        plain_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        scorer(batch)
+        guarded_times.append(time.perf_counter() - start)
+    print(
+        f"model step, one batch of {args.batch_size} in memory (median of "
+        f"{len(plain_times)}): plain {statistics.median(plain_times) * 1000:.1f} ms, "
+        f"guarded {statistics.median(guarded_times) * 1000:.1f} ms, guarded / plain images/s "
+        f"{statistics.median(plain_times) / statistics.median(guarded_times):.3f}"
+    )
+    print(f"machine: {machine()}")
+    print(f"plain   images/s: {', '.join(f'{r:.1f}' for r in plain_rates)}")
+    print(f"guarded images/s: {', '.join(f'{r:.1f}' for r in guarded_rates)}")
+    print(
+        f"guarded / plain, best rounds: {max(guarded_rates) / max(plain_rates):.3f}; "
+        f"round by round: {', '.join(f'{r:.3f}' for r in ratios)} "
+        f"(median {statistics.median(ratios):.3f})"
+    )
 
 
 def write_section(section: str) -> None:

@@ -239,7 +239,9 @@ class Model:
         class_index = resolve_class(target, self.classes) if target else None
         explainer = self._explainer(layer)
         original = rgb_from_array(image) if _is_array(image) else read_image(_as_path(image))
-        _cam, heat = explain_pixels(explainer, original, self.preprocessing, class_index)
+        _cam, heat, _caption, _ood = explain_pixels(
+            explainer, original, self.preprocessing, class_index
+        )
         return heat
 
     def _explainer(self, layer: str | None) -> Any:

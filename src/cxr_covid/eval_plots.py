@@ -103,9 +103,25 @@ def reliability_figure(evaluation: ModelEvaluation) -> Any:
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
     ece = "n/a" if not math.isfinite(evaluation.ece) else f"{evaluation.ece:.3f}"
-    top.set_title(
-        f"Reliability (top-class confidence), ECE {ece}\n{evaluation.model_id}", fontsize=9
-    )
+    title = f"Reliability (top-class confidence), ECE {ece}"
+    decisions = evaluation.decisions
+    if decisions is not None and decisions.temperature is not None:
+        # Calibrated model: the bars are after temperature scaling, the dots before.
+        raw = [(b.mean_confidence, b.accuracy) for b in decisions.raw_bins if b.count]
+        if raw:
+            top.plot(
+                [c for c, _ in raw],
+                [a for _, a in raw],
+                marker="o",
+                color="tab:red",
+                label="before calibration (mean confidence, accuracy)",
+            )
+        before = decisions.quality["uncalibrated"].ece.value
+        title = (
+            f"Reliability, ECE {before:.3f} before, {ece} after calibration "
+            f"(T = {decisions.temperature:.3g})"
+        )
+    top.set_title(f"{title}\n{evaluation.model_id}", fontsize=9)
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centres, [b.count for b in bins], width=width * 0.9, color="tab:grey")
     bottom.set_xlim(0, 1)

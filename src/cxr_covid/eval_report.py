@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,13 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
         if evaluation.subgroups:
             parts += ["### Per class and source", ""]
             parts += [markdown_table(subgroup_header(), subgroup_rows(evaluation)), ""]
+        if evaluation.decisions is not None:
+            from cxr_covid.eval_decisions import tables
+
+            found, lines = tables(evaluation.model_id, evaluation.decisions)
+            for title, header, rows in found:
+                parts += [f"### {title}", "", markdown_table(header, rows), ""]
+            parts += [*lines, ""] if lines else []
         for warning in evaluation.warnings:
             parts += [f"> Warning: {warning}", ""]
     if report.comparisons:
@@ -237,10 +245,21 @@ def _estimate_row(base: list[Any], metric: str, cls: str, est: stats.Estimate, n
     return [*base, metric, cls, _num(est.value), _num(est.low), _num(est.high), "", n]
 
 
+class _PaddedWriter:
+    """Every row as wide as the header (the trailing `flag` is empty on most rows), so a
+    reader never meets short rows; through csv_safe, as model ids may look like formulas."""
+
+    def __init__(self, writer: csv_safe.SafeWriter, width: int) -> None:
+        self._writer, self._width = writer, width
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        self._writer.writerow([*row, *[""] * (self._width - len(row))])
+
+
 def to_csv(report: EvaluationReport) -> str:
     """Long format, one figure per row: easy to filter in a spreadsheet or pandas."""
     buffer = io.StringIO()
-    writer = csv_safe.SafeWriter(buffer)  # model ids and sources may look like formulas
+    writer = _PaddedWriter(csv_safe.SafeWriter(buffer), len(CSV_COLUMNS))
     writer.writerow(CSV_COLUMNS)
     for e in report.evaluations:
         base: list[Any] = [e.model_id, e.test_set.split, e.test_set.source]
@@ -262,6 +281,7 @@ def to_csv(report: EvaluationReport) -> str:
         for g in e.subgroups:
             row = _proportion_row(base, f"subgroup_accuracy:{g.group}", g.cls, g.accuracy)
             writer.writerow([*row, "small" if g.small else ""])
+        _decision_rows(writer, base, e)
     for comparison in report.comparisons:
         pair = f"{comparison.model_a} vs {comparison.model_b}"
         for metric, value in (
@@ -270,6 +290,28 @@ def to_csv(report: EvaluationReport) -> str:
         ):
             writer.writerow([pair, "", "", metric, "", _num(value), "", "", "", comparison.test.n])
     return buffer.getvalue()
+
+
+def _decision_rows(writer: _PaddedWriter, base: list[Any], e: ModelEvaluation) -> None:
+    """Calibration before/after, the operating point's figures, the OOD count."""
+    d = e.decisions
+    if d is None:
+        return
+    for label, quality in d.quality.items():
+        writer.writerow(_estimate_row(base, f"ece:{label}", "", quality.ece, e.n))
+        writer.writerow(_estimate_row(base, f"brier:{label}", "", quality.brier, e.n))
+    if d.ood_checked:
+        writer.writerow(
+            _proportion_row(base, "ood_flagged", "", stats.proportion(d.ood_flagged, d.ood_n))
+        )
+    if d.operating_point is not None:
+        point = d.operating_point.point
+        writer.writerow(
+            [*base, "operating_point:threshold", point.cls, _num(point.threshold), "", "", "", ""]
+        )
+        for name in ("sensitivity", "specificity", "ppv", "npv"):
+            value = getattr(d.operating_point.test, name)
+            writer.writerow(_proportion_row(base, f"operating_point:{name}", point.cls, value))
 
 
 # --- files ----------------------------------------------------------------------------------

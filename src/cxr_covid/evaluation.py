@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from cxr_covid.data.images import is_image_file
 from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
 from cxr_covid.subgroups import Subgroup, compute_subgroups
+
+if TYPE_CHECKING:
+    from cxr_covid.eval_decisions import Decisions
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
@@ -220,6 +223,9 @@ class ModelEvaluation:
     created: str = field(default_factory=store.now_iso)
     subgroups: list[Subgroup] = field(default_factory=list)  # per class x collection/folder
     overlaps: list[Overlap] = field(default_factory=list)  # external images left out
+    # Calibration, operating point and OOD guard (eval_decisions.py); `probabilities` above
+    # are the calibrated ones when the model is calibrated.
+    decisions: Decisions | None = None
 
     @property
     def n(self) -> int:
@@ -278,6 +284,8 @@ class ModelEvaluation:
             "subgroups": [g.to_dict() for g in self.subgroups],
             "overlaps": [o.to_dict() for o in self.overlaps],
         }
+        if self.decisions is not None:
+            data.update(self.decisions.to_dict())
         if predictions:
             data["predictions"] = [
                 {
@@ -318,6 +326,7 @@ class ModelEvaluation:
             "confusion_matrix": self.confusion.tolist(),
             "failed": len(self.failed),
             "created": self.created,
+            **(self.decisions.record_entry() if self.decisions is not None else {}),
         }
 
 
@@ -449,9 +458,12 @@ def evaluate_model(
     batch_size: int = 32,
     warnings: Sequence[str] = (),
     progress: Progress | None = None,
+    operating_point: str | None = None,
 ) -> ModelEvaluation:
     """Predict every image of `test_set` with one stored model and compute its metrics."""
+    from cxr_covid import eval_decisions
     from cxr_covid.inference import predict_paths
+    from cxr_covid.scoring import Scorer
 
     record = stored.record()
     model_classes = list(record.classes)
@@ -463,6 +475,8 @@ def evaluate_model(
         )
     index_of = {c: i for i, c in enumerate(model_classes)}
     model = stored.load()
+    scorer = Scorer(model, record)
+    collected = eval_decisions.Collected()
     total = len(test_set.paths)
     kept_paths: list[Path] = []
     kept_true: list[int] = []
@@ -470,7 +484,8 @@ def evaluate_model(
     probabilities: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
     for done, prediction in enumerate(
-        predict_paths(model, list(test_set.paths), record.prep, batch_size), start=1
+        predict_paths(model, list(test_set.paths), record.prep, batch_size, scorer=scorer),
+        start=1,
     ):
         if prediction.probabilities is None:
             failed.append((str(prediction.path), prediction.error or "unreadable"))
@@ -484,6 +499,7 @@ def evaluate_model(
             kept_true.append(index_of[test_set.labels[prediction.index]])
             kept_groups.append(test_set.group_of(prediction.index))
             probabilities.append(prediction.probabilities)
+            collected.add(prediction)
         if progress is not None:
             progress(record.id, done, total)
     notes = list(warnings)
@@ -498,7 +514,22 @@ def evaluate_model(
     overall, per_class, cm, balanced, macro, bins, ece = compute_metrics(
         y_true, probs, model_classes, confidence=confidence, bootstrap=bootstrap, seed=seed
     )
+    decisions = eval_decisions.compute(
+        stored,
+        scorer,
+        test_set,
+        y_true,
+        probs,
+        collected,
+        operating_point=operating_point,
+        confidence=confidence,
+        bootstrap=bootstrap,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    notes.extend(decisions.notes)
     return ModelEvaluation(
+        decisions=decisions,
         model_id=record.id,
         architecture=record.architecture,
         augmented=bool(record.training.get("augment", False)),
@@ -556,6 +587,8 @@ def evaluate(
     batch_size: int = 32,
     save: bool = True,
     progress: Progress | None = None,
+    operating_point: str | None = None,
+    save_operating_point: bool = False,
 ) -> EvaluationReport:
     """Evaluate one or more stored models (default: the newest) and compare them.
 
@@ -567,6 +600,8 @@ def evaluate(
         raise UsageError("--bootstrap must be 0 or more")
     if not 0 < confidence < 1:
         raise UsageError("confidence must be between 0 and 1")
+    if save_operating_point and not operating_point:
+        raise UsageError("--save-operating-point needs --operating-point CLASS:CRITERION=VALUE")
     if models:
         stored_models = [
             m if isinstance(m, store.StoredModel) else store.resolve(m) for m in models
@@ -580,6 +615,11 @@ def evaluate(
             seen.add(m.root.resolve())
             unique.append(m)
 
+    if operating_point:  # a bad spec fails before any image is read
+        from cxr_covid.operating_point import parse_spec
+
+        for m in unique:
+            parse_spec(operating_point, m.record().classes)
     test_sets: dict[tuple[str, ...], EvalImages] = {}
     overlap_checks: dict[tuple[str, ...], OverlapCheck] = {}
     evaluations: list[ModelEvaluation] = []
@@ -634,11 +674,16 @@ def evaluate(
             batch_size=batch_size,
             warnings=warnings,
             progress=progress,
+            operating_point=operating_point,
         )
         evaluation.overlaps = overlaps
         evaluations.append(evaluation)
         if save:
             save_to_record(stored, evaluation)
+        if save_operating_point:
+            from cxr_covid.eval_decisions import save_operating_point as store_point
+
+            store_point(stored, evaluation.decisions)
 
     comparisons, notes = compare(evaluations)
     return EvaluationReport(evaluations, comparisons, notes, confidence, bootstrap, seed)

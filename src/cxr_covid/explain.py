@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class GradCam:
     probabilities: np.ndarray  # (classes,) the model's output for the image
     layer: str
     raw_max: float = 0.0  # the map's maximum before scaling; 0 means no positive evidence
+    features: np.ndarray | None = None  # (1, d) penultimate features (calibration, OOD guard)
 
 
 def spatial_layers(model: Any) -> list[str]:
@@ -116,7 +117,7 @@ class GradCamExplainer:
                 tf.TensorSpec((), tf.int32),
             ]
         )
-        def step(x: Any, class_index: Any) -> tuple[Any, Any, Any]:
+        def step(x: Any, class_index: Any) -> tuple[Any, Any, Any, Any]:
             class_index = tf.cast(class_index, tf.int32)
             with tf.GradientTape() as tape:
                 features, last = self._model(x, training=False)
@@ -134,17 +135,22 @@ class GradCamExplainer:
             grads = tape.gradient(score, features)
             weights = tf.reduce_mean(grads, axis=(1, 2))  # (1, channels)
             cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0]
-            return cam, probs[0], chosen
+            return cam, probs[0], chosen, last
 
         self._step = step
 
     def __call__(self, pixels: np.ndarray, class_index: int | None = None) -> GradCam:
         x = pixels[None].astype(np.float32)
-        cam, probs, chosen = self._step(x, np.int32(-1 if class_index is None else class_index))
+        cam, probs, chosen, last = self._step(
+            x, np.int32(-1 if class_index is None else class_index)
+        )
         cam = np.asarray(cam, dtype=np.float32)
         top = float(cam.max())
         cam = cam / top if top > 0 else np.zeros_like(cam)
-        return GradCam(cam, int(chosen), np.asarray(probs, dtype=np.float32), self.layer, top)
+        features = np.asarray(last) if self._logit_head else None
+        return GradCam(
+            cam, int(chosen), np.asarray(probs, dtype=np.float32), self.layer, top, features
+        )
 
 
 def explain_pixels(
@@ -152,15 +158,19 @@ def explain_pixels(
     image: np.ndarray,
     prep: Preprocessing,
     class_index: int | None = None,
-) -> tuple[GradCam, np.ndarray]:
-    """Grad-CAM of one decoded (H, W, 3) uint8 image, and its map upsampled to (H, W).
+    scorer: Any = None,
+) -> tuple[GradCam, np.ndarray, str, bool | None]:
+    """Grad-CAM of one decoded (H, W, 3) uint8 image, its map upsampled to (H, W), the
+    caption line saying which probabilities these are, and whether the OOD guard flagged it.
 
-    The one explain step shared by `heatmap` and the Python API (`Model.gradcam`).
+    The one explain step shared by `heatmap` and the Python API (`Model.gradcam`); with a
+    `scorer` (scoring.py) the probabilities are the calibrated ones.
     """
     # Same as load_for_model(path, prep), without decoding the file twice.
     pixels = resize(image, prep.image_size, prep.resize)
     cam = explainer(pixels, class_index)
-    return cam, upsample(cam.cam, image.shape[0], image.shape[1])
+    cam, caption, flagged = _calibrated(cam, scorer, pixels)
+    return cam, upsample(cam.cam, image.shape[0], image.shape[1]), caption, flagged
 
 
 def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -219,6 +229,7 @@ def panel_png(
     result: GradCam,
     colormap: str = DEFAULT_COLORMAP,
     title: str = "",
+    caption: str = "",
 ) -> bytes:
     """Side-by-side figure (original | overlay) captioned with the prediction, as PNG bytes.
 
@@ -257,6 +268,8 @@ def panel_png(
     )
     heading = f"Predicted: {display_name(classes[predicted])}"
     heading += f" ({100 * float(result.probabilities[predicted]):.1f}%)"
+    if caption:  # which probabilities these are, and the OOD guard's verdict
+        heading += f"\n{caption}"
     figure.suptitle(f"{title}\n{heading}\n{probs}" if title else f"{heading}\n{probs}")
     figure.supxlabel(DISCLAIMER, fontsize=7, color="0.4")
     buffer = io.BytesIO()
@@ -278,6 +291,7 @@ class HeatmapResult:
     explained: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    ood: bool | None = None  # None: the model has no OOD guard
 
 
 @dataclass
@@ -345,6 +359,7 @@ def heatmap_files(
     model = stored.load()
     chosen_layer = choose_layer(model, layer, record.last_conv_layer)
     explainer = GradCamExplainer(model, chosen_layer)
+    scorer = _scorer(model, record)
     prep: Preprocessing = record.prep
     summary = HeatmapSummary(record.id, chosen_layer)
     for done, (path, (heat_path, panel_path)) in enumerate(
@@ -353,11 +368,15 @@ def heatmap_files(
         result = HeatmapResult(path)
         try:
             image = read_image(path)
-            cam, heat = explain_pixels(explainer, image, prep, class_index)
+            cam, heat, caption, flagged = explain_pixels(
+                explainer, image, prep, class_index, scorer
+            )
+            result.ood = flagged
             blended = overlay(image, heat, colormap, alpha)
             atomic.write_bytes(heat_path, png_bytes(blended))
             atomic.write_bytes(
-                panel_path, panel_png(image, blended, record.classes, cam, colormap, path.name)
+                panel_path,
+                panel_png(image, blended, record.classes, cam, colormap, path.name, caption),
             )
             result.heatmap, result.panel = heat_path, panel_path
             result.predicted = record.classes[int(cam.probabilities.argmax())]
@@ -375,3 +394,31 @@ def heatmap_files(
         if progress is not None:
             progress(done, len(paths))
     return summary
+
+
+def _scorer(model: Any, record: Any) -> Any:
+    """The model's calibration and OOD guard (scoring.Scorer), None for other heads."""
+    from cxr_covid.errors import ModelError
+    from cxr_covid.scoring import Scorer
+
+    try:
+        return Scorer(model, record)
+    except ModelError:
+        return None
+
+
+def _calibrated(cam: GradCam, scorer: Any, pixels: np.ndarray) -> tuple[GradCam, str, bool | None]:
+    """The Grad-CAM result with calibrated probabilities, the caption line saying which
+    probabilities they are and what the OOD guard says, and whether it flagged the image."""
+    if scorer is None or cam.features is None:
+        return cam, "probabilities: uncalibrated", None
+    scores = scorer.from_features(cam.features, pixels[None])
+    cam = replace(cam, probabilities=scores.probabilities[0].astype(np.float32))
+    caption = f"probabilities: {scorer.label}"
+    flagged = None if scores.ood is None else bool(scores.ood[0])
+    if flagged:
+        caption += (
+            "\nWARNING: this image does not look like the X-rays the model was trained on "
+            "(out-of-distribution guard): do not trust this prediction"
+        )
+    return cam, caption, flagged

@@ -39,6 +39,10 @@ class Prediction:
     path: Path
     probabilities: np.ndarray | None  # shape (classes,), None when the file failed
     error: str | None = None
+    # With a scoring.Scorer: the network's own softmax (probabilities are then calibrated)
+    # and the OOD score (distance / threshold, > 1 flagged; None without a guard).
+    raw_probabilities: np.ndarray | None = None
+    ood_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,19 +158,33 @@ def predict_paths(
     *,
     workers: int | None = None,
     prefetch_batches: int = 2,
+    scorer: Callable[[np.ndarray], Any] | None = None,
 ) -> Iterator[Prediction]:
     """Yield one Prediction per path, in input order, as soon as its batch is done.
 
-    A file that cannot be read yields a Prediction with `probabilities=None` and the reason
-    in `error`; the others in its batch are unaffected. Raises DependencyError when a DICOM
-    file needs the missing `dicom` extra.
+    With `scorer` (a scoring.Scorer), probabilities are calibrated and each Prediction
+    carries the raw probabilities and OOD score too. A file that cannot be read yields a
+    Prediction with `probabilities=None` and the reason in `error`; the others in its batch
+    are unaffected. Raises DependencyError when a DICOM file needs the missing `dicom` extra.
     """
-    run = compiled_predict(model)
+    run = compiled_predict(model) if scorer is None else None
     for batch in load_batches(paths, prep, batch_size, workers, prefetch_batches):
-        probabilities = run(batch.pixels) if batch.indices else np.zeros((0, 0), np.float32)
         by_index: dict[int, Prediction] = {}
-        for row, index in enumerate(batch.indices):
-            by_index[index] = Prediction(index, paths[index], probabilities[row])
+        if scorer is not None and batch.indices:
+            scores = scorer(batch.pixels)  # a scoring.BatchScores
+            ood = scores.ood_score
+            for row, index in enumerate(batch.indices):
+                by_index[index] = Prediction(
+                    index,
+                    paths[index],
+                    scores.probabilities[row],
+                    raw_probabilities=scores.raw[row],
+                    ood_score=None if ood is None else float(ood[row]),
+                )
+        elif run is not None and batch.indices:
+            probabilities = run(batch.pixels)
+            for row, index in enumerate(batch.indices):
+                by_index[index] = Prediction(index, paths[index], probabilities[row])
         for index, message in batch.errors:
             by_index[index] = Prediction(index, paths[index], None, message)
         for index in sorted(by_index):

@@ -5,9 +5,13 @@ string, written, flushed and fsync-ed, so a crash or Ctrl-C keeps every finished
 never leaves a half row behind a complete one. `resume` reads what an earlier run wrote
 (dropping a torn last line, if a hard kill left one) and skips those inputs.
 
-Columns: path, predicted_class, p_<class> for every class of the model (in the model's
-order), model, error. A file that cannot be read has an empty prediction and its reason in
-`error`.
+Columns: path, predicted_class (the argmax), p_<class> for every class of the model (in the
+model's order; calibrated when the model is, see `calibration`), `decision[RULE]` (the
+header names the rule: `argmax`, or e.g. `covid>=0.312` for a stored operating point or
+--threshold: that class when its probability reaches the threshold, else the argmax of the
+others), ood (true when the input does not look like the model's training images), ood_score
+(above 1 means flagged), calibration ("calibrated (temperature T)" or "uncalibrated"), model,
+error. A file that cannot be read has an empty prediction and its reason in `error`.
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ from typing import IO, Any
 import numpy as np
 
 from cxr_covid import csv_safe
+from cxr_covid.calibration import Calibration
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
-from cxr_covid.inference import Prediction, compiled_predict, predict_paths
+from cxr_covid.inference import Prediction, predict_paths
+from cxr_covid.operating_point import (
+    ARGMAX_RULE,
+    OperatingPoint,
+    decide,
+    parse_threshold,
+    rule_text,
+)
+from cxr_covid.scoring import Scorer, probabilities_label
 from cxr_covid.store import ModelRecord, StoredModel
 
 FORMATS = ("csv", "jsonl")
@@ -37,8 +50,18 @@ STDOUT = "-"
 ProgressCallback = Callable[[int, int], None]
 
 
-def columns(classes: Sequence[str]) -> list[str]:
-    return ["path", "predicted_class", *(f"p_{c}" for c in classes), "model", "error"]
+def columns(classes: Sequence[str], rule: str = ARGMAX_RULE) -> list[str]:
+    return [
+        "path",
+        "predicted_class",
+        *(f"p_{c}" for c in classes),
+        f"decision[{rule}]",
+        "ood",
+        "ood_score",
+        "calibration",
+        "model",
+        "error",
+    ]
 
 
 def infer_format(out: str, fmt: str | None) -> str:
@@ -64,6 +87,11 @@ class PredictSummary:
     predicted: int = 0
     failed: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # predicted class -> images
+    decisions: dict[str, int] = field(default_factory=dict)  # decided class -> images
+    decision_rule: str = ARGMAX_RULE
+    calibration: str = "uncalibrated"
+    ood_flagged: int = 0
+    ood_checked: bool = False  # False: the model has no guard (older model)
     first_errors: list[str] = field(default_factory=list)  # a few, for the summary
     seconds: float = 0.0
 
@@ -87,13 +115,30 @@ class RowWriter:
         model_id: str,
         *,
         durable: bool,
+        decision: tuple[int, float] | None = None,
+        calibration: str = "uncalibrated",
     ) -> None:
         self.stream = stream
         self.fmt = fmt
         self.classes = list(classes)
         self.model_id = model_id
         self.durable = durable
-        self.columns = columns(classes)
+        self.decision = decision  # (class index, threshold); None: the argmax
+        self.rule = rule_text(*self._rule_parts())
+        self.calibration = calibration
+        self.columns = columns(classes, self.rule)
+        self._decision_column = self.columns[len(self.classes) + 2]
+
+    def _rule_parts(self) -> tuple[str | None, float | None]:
+        if self.decision is None:
+            return None, None
+        return self.classes[self.decision[0]], self.decision[1]
+
+    def decided(self, probabilities: np.ndarray) -> str:
+        if self.decision is None:
+            return self.classes[int(probabilities.argmax())]
+        index, threshold = self.decision
+        return self.classes[int(decide(probabilities[None], index, threshold)[0])]
 
     def header(self) -> None:
         if self.fmt == "csv":
@@ -105,9 +150,15 @@ class RowWriter:
         if probs is None:
             row["predicted_class"] = None
             row.update({f"p_{c}": None for c in self.classes})
+            row[self._decision_column] = None
         else:
             row["predicted_class"] = self.classes[int(probs.argmax())]
             row.update({f"p_{c}": float(p) for c, p in zip(self.classes, probs, strict=True)})
+            row[self._decision_column] = self.decided(probs)
+        score = prediction.ood_score
+        row["ood"] = None if score is None else bool(score > 1.0)
+        row["ood_score"] = score
+        row["calibration"] = self.calibration if probs is not None else None
         row["model"] = self.model_id
         row["error"] = prediction.error
         return row
@@ -117,20 +168,21 @@ class RowWriter:
             return
         rows = [self.row(p) for p in predictions]
         if self.fmt == "jsonl":
-            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            text = "".join(json.dumps(self._json_row(r), ensure_ascii=False) + "\n" for r in rows)
         else:
             buffer = io.StringIO()
             writer = csv_safe.SafeWriter(buffer)  # file names may look like formulas
             for r in rows:
-                # float32 probabilities round-trip exactly with 9 significant digits.
-                writer.writerow(
-                    [
-                        "" if r[c] is None else (f"{r[c]:.9g}" if isinstance(r[c], float) else r[c])
-                        for c in self.columns
-                    ]
-                )
+                writer.writerow([_csv_cell(r[c]) for c in self.columns])
             text = buffer.getvalue()
         self._emit(text)
+
+    def _json_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """JSON lines name the rule beside the decision, since their keys are fixed."""
+        out = {k: v for k, v in row.items() if k != self._decision_column}
+        out["decision"] = row[self._decision_column]
+        out["decision_rule"] = self.rule
+        return out
 
     def _emit(self, text: str) -> None:
         self.stream.write(text)
@@ -139,7 +191,18 @@ class RowWriter:
             os.fsync(self.stream.fileno())
 
 
-def read_existing(path: Path, fmt: str, classes: Sequence[str], model_id: str) -> set[str]:
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    # float32 probabilities round-trip exactly with 9 significant digits.
+    return f"{value:.9g}" if isinstance(value, float) else str(value)
+
+
+def read_existing(
+    path: Path, fmt: str, classes: Sequence[str], model_id: str, rule: str = ARGMAX_RULE
+) -> set[str]:
     """Inputs an earlier run already wrote to `path` (as `path_key`s), for `resume`.
 
     A torn last line (the process was killed while writing) is cut off first, so appending
@@ -162,10 +225,10 @@ def read_existing(path: Path, fmt: str, classes: Sequence[str], model_id: str) -
     if fmt == "csv":
         reader = iter(csv_safe.read_rows(text))
         header = next(reader, [])
-        if header != columns(classes):
+        if header != columns(classes, rule):
             raise UsageError(
                 f"{path}: its columns ({', '.join(header)}) are not this model's "
-                f"({', '.join(columns(classes))}); write to another file"
+                f"({', '.join(columns(classes, rule))}); write to another file"
             )
         records = [dict(zip(header, r, strict=False)) for r in reader if r]
     else:
@@ -203,9 +266,13 @@ def predict_to_file(
     batch_size: int = 32,
     progress: ProgressCallback | None = None,
     on_start: Callable[[PredictSummary], None] | None = None,
+    threshold: str | None = None,
 ) -> PredictSummary:
     """Predict every file in `paths` with `stored`, writing one row each to `out` (or "-"
-    for stdout). Returns the summary; the caller decides what a failed input means."""
+    for stdout). Returns the summary; the caller decides what a failed input means.
+
+    The decision column follows `threshold` ("covid=0.3") when given, else the operating
+    point stored in the record (`eval --save-operating-point`), else the argmax."""
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if resume and overwrite:
@@ -213,6 +280,8 @@ def predict_to_file(
         raise UsageError("--resume and --overwrite exclude each other (keep the rows, or not)")
     fmt = infer_format(out, fmt)
     record: ModelRecord = stored.record()
+    decision = _decision_rule(record, threshold)
+    rule = rule_text(record.classes[decision[0]], decision[1]) if decision else ARGMAX_RULE
     to_stdout = out == STDOUT
     if to_stdout and resume:
         raise UsageError("--resume needs an output file, not stdout")
@@ -228,7 +297,7 @@ def predict_to_file(
     check_dicom_support(paths)
 
     done = (
-        read_existing(out_path, fmt, record.classes, record.id)
+        read_existing(out_path, fmt, record.classes, record.id, rule)
         if out_path is not None and resume
         else set()
     )
@@ -236,22 +305,50 @@ def predict_to_file(
     summary = PredictSummary(record.id, list(record.classes), out, inputs=len(paths))
     summary.skipped = len(paths) - len(todo)
     summary.counts = dict.fromkeys(record.classes, 0)
+    summary.decisions = dict.fromkeys(record.classes, 0)
+    summary.decision_rule = rule
+    summary.calibration = probabilities_label(Calibration.from_record(record.calibration or None))
+    summary.ood_checked = bool(record.ood)
     model = stored.load() if todo else None
-    if model is not None:
+    scorer = Scorer(model, record) if model is not None else None
+    if scorer is not None:
         # Trace the compiled step now, so the rate shown is the steady one, not the set-up.
         size = record.prep.image_size
-        compiled_predict(model)(np.zeros((1, size, size, 3), np.uint8))
+        scorer(np.zeros((1, size, size, 3), np.uint8))
+        summary.ood_checked = scorer.guard is not None
     if on_start is not None:  # after loading, so a progress bar's rate counts images only
         on_start(summary)
     start = time.perf_counter()
     if out_path is None:
-        _write_all(sys.stdout, False, True, todo, model, record, fmt, batch_size, summary, progress)
+        _write_all(
+            sys.stdout,
+            False,
+            True,
+            todo,
+            scorer,
+            record,
+            fmt,
+            batch_size,
+            summary,
+            progress,
+            decision,
+        )
     else:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         appending = resume and out_path.exists() and out_path.stat().st_size > 0
         with open(out_path, "a" if appending else "w", encoding="utf-8", newline="") as handle:
             _write_all(
-                handle, True, not appending, todo, model, record, fmt, batch_size, summary, progress
+                handle,
+                True,
+                not appending,
+                todo,
+                scorer,
+                record,
+                fmt,
+                batch_size,
+                summary,
+                progress,
+                decision,
             )
     summary.seconds = time.perf_counter() - start
     return summary
@@ -262,14 +359,23 @@ def _write_all(
     durable: bool,
     header: bool,
     todo: Sequence[Path],
-    model: Any,
+    scorer: Scorer | None,
     record: ModelRecord,
     fmt: str,
     batch_size: int,
     summary: PredictSummary,
     progress: ProgressCallback | None,
+    decision: tuple[int, float] | None,
 ) -> None:
-    writer = RowWriter(stream, fmt, record.classes, record.id, durable=durable)
+    writer = RowWriter(
+        stream,
+        fmt,
+        record.classes,
+        record.id,
+        durable=durable,
+        decision=decision,
+        calibration=summary.calibration,
+    )
     if header:
         writer.header()
     if not todo:
@@ -286,12 +392,27 @@ def _write_all(
             else:
                 summary.predicted += 1
                 summary.counts[record.classes[int(p.probabilities.argmax())]] += 1
+                summary.decisions[writer.decided(p.probabilities)] += 1
+                if p.ood_score is not None and p.ood_score > 1.0:
+                    summary.ood_flagged += 1
         pending.clear()
         if progress is not None:
             progress(summary.written, len(todo))
 
-    for prediction in predict_paths(model, todo, record.prep, batch_size):
+    for prediction in predict_paths(None, todo, record.prep, batch_size, scorer=scorer):
         pending.append(prediction)
         if len(pending) >= batch_size:
             flush()
     flush()
+
+
+def _decision_rule(record: ModelRecord, threshold: str | None) -> tuple[int, float] | None:
+    """(class index, threshold) for the decision column: --threshold, else the stored
+    operating point, else None (the argmax)."""
+    if threshold:
+        cls, value = parse_threshold(threshold, record.classes)
+        return record.classes.index(cls), value
+    point = OperatingPoint.from_record(record.operating_point or None)
+    if point is None or point.cls not in record.classes:
+        return None
+    return record.classes.index(point.cls), point.threshold

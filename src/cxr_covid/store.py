@@ -46,6 +46,10 @@ class ModelRecord:
     history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch metrics
     metrics: dict[str, Any] = field(default_factory=dict)  # best epoch, val accuracy...
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # saved by `eval`
+    # Empty in records written before they existed: such a model is "uncalibrated", unguarded.
+    calibration: dict[str, Any] = field(default_factory=dict)  # temperature (calibration.py)
+    ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution guard (ood.py)
+    operating_point: dict[str, Any] = field(default_factory=dict)  # eval --save-operating-point
     versions: dict[str, str] = field(default_factory=dict)
     sharing: dict[str, Any] = field(default_factory=dict)  # packs written; where it came from
 

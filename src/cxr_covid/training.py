@@ -62,6 +62,7 @@ class TrainConfig:
     precision: str = "float32"
     resize: str = "nearest"
     group: str | None = None  # models trained together with several seeds (`--seeds`)
+    calibrate: bool = True  # fit temperature scaling and the OOD guard at the end (scoring.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -545,6 +546,7 @@ def _train_run(
     distribute.reset_precision()
     final = models.build(config.arch, config.image_size, len(classes))
     final.set_weights(best_weights)
+    guards = _fit_guards(config, placement, final, train_split, val_split, dataset.name)
     images_per_second = state.timed_images / state.train_seconds if state.train_seconds else 0.0
     record = store.ModelRecord(
         id=run_id,
@@ -588,6 +590,11 @@ def _train_run(
         },
         versions=store.library_versions(),
     )
+    if guards is not None:
+        from cxr_covid import scoring
+
+        scoring.apply(record, guards)
+        record.training["calibration_seconds"] = round(guards.seconds, 3)
     if placement.is_chief:
         stored = store.save(final, record)
         shutil.rmtree(folder, ignore_errors=True)
@@ -601,6 +608,22 @@ def _train_run(
         seconds=state.total_seconds,
         images_per_second=images_per_second,
     )
+
+
+def _fit_guards(
+    config: TrainConfig,
+    placement: Placement,
+    model: Any,
+    train_split: pipeline.CachedSplit,
+    val_split: pipeline.CachedSplit,
+    dataset_name: str,
+) -> Any:
+    """Temperature scaling and the OOD guard from the cached splits (None: --no-calibrate)."""
+    if not config.calibrate or not placement.is_chief:
+        return None
+    from cxr_covid import scoring
+
+    return scoring.fit_for_training(model, train_split, val_split, dataset_name, config.batch_size)
 
 
 def _fit(placement: Placement, model: Any, data: Any, **kwargs: Any) -> None:

@@ -16,7 +16,7 @@ try:  # Typer >= 0.24 vendors Click; older versions use Click itself.
     from typer._click.exceptions import NoArgsIsHelpError
     from typer._click.exceptions import UsageError as ClickUsageError
 except ImportError:  # pragma: no cover - depends on the installed Typer
-    from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef,import-not-found]
+    from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef,assignment,import-not-found]
     from click.exceptions import UsageError as ClickUsageError  # type: ignore[no-redef,assignment,import-not-found]
 
 EPILOG = (
@@ -89,7 +89,7 @@ _RERUN_HINTS = {
 }
 
 # Commands whose work needs TensorFlow; their --help must not import it.
-_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info"}
+_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info", "calibrate"}
 
 
 def _runs_tensorflow(ctx: Any) -> bool:
@@ -137,6 +137,7 @@ def _register_commands() -> None:
     # Each command lives in its own module; importing them must not import TensorFlow.
     from cxr_covid.cli import (
         augment,
+        calibrate,
         datasets,
         download,
         evaluate,
@@ -154,6 +155,7 @@ def _register_commands() -> None:
     app.command("train", help=train.HELP, epilog=EPILOG)(train.train)
     app.command("eval", help=evaluate.HELP, epilog=EPILOG)(evaluate.evaluate)
     app.command("reproduce", help=reproduce.HELP, epilog=EPILOG)(reproduce.reproduce)
+    app.command("calibrate", help=calibrate.HELP, epilog=EPILOG)(calibrate.calibrate)
     app.command("predict", help=predict.HELP, epilog=EPILOG)(predict.predict)
     app.command("heatmap", help=heatmap.HELP, epilog=EPILOG)(heatmap.heatmap)
     models.app.command("export", epilog=EPILOG)(model_sharing.export)

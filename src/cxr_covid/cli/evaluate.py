@@ -110,6 +110,23 @@ def evaluate(
             "and report the mean, sd and range across its seeds.",
         ),
     ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            help="CLASS:CRITERION=VALUE, e.g. covid:sensitivity=0.95 (or specificity=, "
+            "threshold=): choose the threshold on the validation split and report "
+            "sensitivity, specificity, PPV and NPV at it on the evaluated images.",
+            show_default=False,
+        ),
+    ] = None,
+    save_operating_point: Annotated[
+        bool,
+        typer.Option(
+            "--save-operating-point",
+            help="Store the --operating-point in the model record (predict then decides by it).",
+        ),
+    ] = False,
 ) -> None:
     from cxr_covid import eval_report
     from cxr_covid.classes import parse_class_map
@@ -155,6 +172,8 @@ def evaluate(
             batch_size=batch_size,
             save=save,
             progress=progress,
+            operating_point=operating_point,
+            save_operating_point=save_operating_point,
         ),
         quiet=to_stdout,
     )
@@ -206,6 +225,8 @@ def evaluate(
             err.print(f"[dim]wrote {len(written_plots)} figures to {plots}[/]")
         if save:
             err.print("[dim]saved into each model's record (see `cxr-covid models show`)[/]")
+        if save_operating_point:
+            err.print("[dim]operating point stored in each model's record (used by predict)[/]")
     for evaluation in report.evaluations:
         for warning in evaluation.warnings:
             err.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
@@ -285,6 +306,10 @@ def render(report: EvaluationReport, title: str | None = None) -> None:
                 groups.add_row(*map(escape, row), style="dim" if row[-1] else None)
             out.print(groups)
         out.print(escape(eval_report.summary_line(evaluation)))
+        if evaluation.decisions is not None:
+            from cxr_covid.cli.decisions import render_decisions
+
+            render_decisions(evaluation)
     if report.comparisons:
         mcnemar = Table(title="McNemar's test: are the models different?", title_justify="left")
         for name in eval_report.comparison_header():

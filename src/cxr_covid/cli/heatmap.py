@@ -111,6 +111,8 @@ def heatmap(
         line = f"{result.path}: {display_name(result.predicted)} ({probability:.1f}%)"
         if result.explained != result.predicted:
             line += f", explaining {display_name(result.explained)}"
+        if result.ood:
+            line += ", FLAGGED: does not look like the model's training X-rays"
         out.print(escape(f"{line} -> {result.heatmap}, {result.panel}"), soft_wrap=True)
     written = len(summary.results) - len(summary.failed)
     out.print(

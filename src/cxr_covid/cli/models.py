@@ -84,6 +84,10 @@ def show_command(
     table.add_row("classes", ", ".join(record.classes))
     table.add_row("preprocessing", ", ".join(f"{k}={v}" for k, v in record.preprocessing.items()))
     table.add_row("Grad-CAM layer", record.last_conv_layer)
+    from cxr_covid.scoring import describe
+
+    for label, text in describe(record):
+        table.add_row(label, text)
     table.add_row("created", record.created)
     for key, value in record.dataset.items():
         table.add_row(f"dataset.{key}", str(value))

@@ -58,6 +58,16 @@ def predict(
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")
     ] = 32,
+    threshold: Annotated[
+        str | None,
+        typer.Option(
+            "--threshold",
+            help="Decision rule CLASS=T, e.g. covid=0.3: that class when its probability "
+            ">= T, else the argmax of the others (default: the model's stored operating "
+            "point, else the argmax).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Predict COVID-19 / healthy / viral pneumonia for each image, one row per image."""
     from rich.markup import escape
@@ -127,6 +137,7 @@ def predict(
             batch_size=batch_size,
             progress=on_progress,
             on_start=on_start,
+            threshold=threshold,
         )
     except KeyboardInterrupt:
         progress.stop()
@@ -162,6 +173,24 @@ def _print_summary(summary: PredictSummary, *, to_stderr: bool) -> None:
     if summary.failed:
         table.add_row("[red]unreadable[/]", f"[red]{summary.failed}[/]", "")
     console.print(table)
+    if summary.decision_rule != "argmax":
+        decided = ", ".join(
+            f"{display_name(c)} {n}" for c, n in summary.decisions.items() if summary.predicted
+        )
+        console.print(escape(f"decision rule {summary.decision_rule}: {decided}"), soft_wrap=True)
+    console.print(escape(f"probabilities: {summary.calibration}"), soft_wrap=True)
+    if summary.ood_checked:
+        style = "yellow" if summary.ood_flagged else "dim"
+        console.print(
+            f"[{style}]{summary.ood_flagged} of {summary.predicted} image(s) flagged as not "
+            "looking like the model's training X-rays (column ood): do not trust their "
+            "predictions[/]"
+        )
+    else:
+        console.print(
+            "[dim]no out-of-distribution check: this model has no guard "
+            "(add one with `cxr-covid calibrate`)[/]"
+        )
     parts = [f"{summary.written} row(s) written to {summary.out}"]
     if summary.skipped:
         parts.append(f"{summary.skipped} skipped (already there)")

@@ -36,6 +36,7 @@ _RUN_OPTIONS = (
     "strategy",
     "precision",
     "resize",
+    "calibrate",
 )
 
 
@@ -134,6 +135,14 @@ def train(
             "then `cxr-covid eval --group NAME` shows the spread. Rerun to continue or extend.",
         ),
     ] = 1,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="At the end, fit temperature scaling and the out-of-distribution guard on "
+            "the validation split (`cxr-covid calibrate` does it later).",
+        ),
+    ] = True,
 ) -> None:
     from cxr_covid import training
 
@@ -152,6 +161,7 @@ def train(
         strategy=strategy,
         precision=precision,
         resize=resize,
+        calibrate=calibrate,
     )
     if summary:
         if resume_run:
@@ -410,6 +420,13 @@ def _print_result(result: TrainResult) -> None:
     facts.add_row("training time", _fmt_seconds(result.seconds))
     facts.add_row("throughput", f"{result.images_per_second:,.1f} images/s")
     facts.add_row("device", str(record.training.get("device", "")))
+    temperature = record.calibration.get("temperature")
+    facts.add_row(
+        "calibration",
+        f"temperature {temperature:.4g}, out-of-distribution guard fitted"
+        if temperature
+        else "none (--no-calibrate): probabilities are uncalibrated, no OOD guard",
+    )
     out.print(facts)
     out.print(
         f"[dim]Next: `cxr-covid eval {record.id}` (validation accuracy on a small split "
