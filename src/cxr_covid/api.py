@@ -24,6 +24,7 @@ import numpy as np
 from cxr_covid import store
 from cxr_covid.data.images import Preprocessing, read_image, resize
 from cxr_covid.errors import ImageError, UsageError
+from cxr_covid.ood import FLAG_ABOVE
 from cxr_covid.system import DatasetSummary, ModelSummary, summarize_datasets, summarize_models
 
 ImageInput = str | os.PathLike[str] | np.ndarray
@@ -42,6 +43,11 @@ class ImageResult:
     label: str | None  # the predicted class; None when the image could not be read
     probabilities: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    # The stored operating point's decision (the argmax when the model has none), and the
+    # out-of-distribution guard's verdict (None: the model has no guard), as `predict` writes.
+    decision: str | None = None
+    ood: bool | None = None
+    ood_score: float | None = None
 
     @property
     def vector(self) -> np.ndarray:
@@ -143,6 +149,7 @@ class Model:
         self._keep = keep  # a TemporaryDirectory holding an opened pack, alive with us
         self._keras: Any = None
         self._explainers: dict[str, Any] = {}
+        self._scorer_cache: Any = None
 
     def __repr__(self) -> str:
         return f"<cxr_covid.Model {self.id!r} ({self.record.architecture}, {self.stored.root})>"
@@ -182,7 +189,7 @@ class Model:
         `errors="raise"` (default) an unreadable file raises ImageError; with "keep" its
         result has `label=None` and the reason in `error`.
         """
-        from cxr_covid.inference import compiled_predict, predict_paths
+        from cxr_covid.inference import predict_paths
         from cxr_covid.prediction import check_dicom_support
 
         if batch_size < 1:
@@ -196,9 +203,10 @@ class Model:
         files = [(i, Path(os.fspath(x))) for i, x in enumerate(items) if not _is_array(x)]
         check_dicom_support([p for _, p in files])
         results: dict[int, ImageResult] = {}
+        scorer = self._scorer()  # calibrated probabilities and the guard, as `predict` uses
         if files:
             paths = [p for _, p in files]
-            for prediction in predict_paths(self.keras_model, paths, prep, batch_size):
+            for prediction in predict_paths(None, paths, prep, batch_size, scorer=scorer):
                 index = files[prediction.index][0]
                 probs = prediction.probabilities
                 if probs is None:
@@ -206,21 +214,43 @@ class Model:
                         raise ImageError(prediction.error or f"{prediction.path}: unreadable")
                     results[index] = ImageResult(str(prediction.path), None, {}, prediction.error)
                 else:
-                    results[index] = self._result(str(prediction.path), probs)
+                    results[index] = self._result(str(prediction.path), probs, prediction.ood_score)
         if arrays:
-            run = compiled_predict(self.keras_model)
             order = sorted(arrays)
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                probabilities = run(np.stack([arrays[i] for i in chunk]))
+                scores = scorer(np.stack([arrays[i] for i in chunk]))
                 for row, index in enumerate(chunk):
-                    results[index] = self._result(f"array[{index}]", probabilities[row])
+                    ood = None if scores.ood_score is None else float(scores.ood_score[row])
+                    results[index] = self._result(f"array[{index}]", scores.probabilities[row], ood)
         return Predictions([results[i] for i in range(len(items))], self.classes)
 
-    def _result(self, source: str, probs: np.ndarray) -> ImageResult:
+    def _scorer(self) -> Any:
+        from cxr_covid.scoring import Scorer
+
+        if self._scorer_cache is None:
+            self._scorer_cache = Scorer(self.keras_model, self.record)
+        return self._scorer_cache
+
+    def _result(self, source: str, probs: np.ndarray, ood_score: float | None) -> ImageResult:
+        from cxr_covid.prediction import decision_rule
+
         classes = self.classes
         mapping = {c: float(p) for c, p in zip(classes, probs, strict=True)}
-        return ImageResult(source, classes[int(np.argmax(probs))], mapping)
+        rule = decision_rule(self.record, None)
+        decided = int(np.argmax(probs))
+        if rule is not None:
+            from cxr_covid.operating_point import decide
+
+            decided = int(decide(np.asarray(probs)[None], *rule)[0])
+        return ImageResult(
+            source,
+            classes[int(np.argmax(probs))],
+            mapping,
+            decision=classes[decided],
+            ood=None if ood_score is None else ood_score > FLAG_ABOVE,
+            ood_score=ood_score,
+        )
 
     def gradcam(
         self,

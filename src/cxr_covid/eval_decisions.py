@@ -17,6 +17,7 @@ from cxr_covid import calibration, stats, store
 from cxr_covid.calibration import CalibrationQuality
 from cxr_covid.errors import DataError
 from cxr_covid.inference import Prediction
+from cxr_covid.ood import FLAG_ABOVE
 from cxr_covid.operating_point import (
     OperatingPoint,
     OperatingPointResult,
@@ -110,7 +111,7 @@ def compute(
         raw.max(axis=1) if len(raw) else np.zeros(0),
         raw.argmax(axis=1) == y_true if len(raw) else np.zeros(0, bool),
     )
-    flagged = int(np.sum(np.asarray(collected.ood_scores) > 1.0))
+    flagged = int(np.sum(np.asarray(collected.ood_scores) > FLAG_ABOVE))
     decisions = Decisions(
         probabilities=scorer.label,
         temperature=scorer.calibration.temperature if scorer.calibration else None,

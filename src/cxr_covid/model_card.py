@@ -47,6 +47,9 @@ _KNOWN_FIELDS = {
     "evaluations",
     "versions",
     "sharing",
+    "calibration",
+    "ood",
+    "operating_point",
 }
 _TRAINING_KEYS = (
     "epochs",
@@ -106,6 +109,7 @@ def render(record: ModelRecord, dataset_info: dict[str, Any] | None = None) -> s
         *_intended_use(),
         *_training_data(record, dataset_info or {}),
         *_evaluation(record),
+        *_decisions(record),
         *_further(record),
         "## Ethical considerations and caveats",
         "",
@@ -120,6 +124,22 @@ def render(record: ModelRecord, dataset_info: dict[str, Any] | None = None) -> s
         "",
     ]
     return "\n".join(parts)
+
+
+def _decisions(record: ModelRecord) -> list[str]:
+    """Calibration, the out-of-distribution guard and the stored operating point: what turns
+    this model's scores into what `predict` reports."""
+    from cxr_covid.scoring import describe
+
+    lines = ["## Calibration, decisions and the out-of-distribution guard", ""]
+    lines += [f"- {label.capitalize()}: {text}." for label, text in describe(record)]
+    lines += [
+        "- A guard flags inputs unlike the training X-rays (noise, photographs, blank or text "
+        "images); it cannot catch a lateral film, a CT scout or an adult film from another "
+        "hospital that merely looks typical (see docs/ood.md).",
+        "",
+    ]
+    return lines
 
 
 def _details(record: ModelRecord) -> list[str]:

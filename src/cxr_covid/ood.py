@@ -42,6 +42,8 @@ METHOD = (
     "penultimate features (class-conditional) and on pixel statistics; each thresholded at a "
     "quantile of the validation split; flagged when either is exceeded"
 )
+# Scores are distance / threshold, so one cut serves every guard: above it, flagged.
+FLAG_ABOVE = 1.0
 FEATURES = "features"
 PIXELS = "pixels"
 HISTOGRAM_BINS = 16

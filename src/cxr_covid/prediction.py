@@ -33,6 +33,7 @@ from cxr_covid.calibration import Calibration
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
 from cxr_covid.inference import Prediction, predict_paths
+from cxr_covid.ood import FLAG_ABOVE
 from cxr_covid.operating_point import (
     ARGMAX_RULE,
     OperatingPoint,
@@ -156,7 +157,7 @@ class RowWriter:
             row.update({f"p_{c}": float(p) for c, p in zip(self.classes, probs, strict=True)})
             row[self._decision_column] = self.decided(probs)
         score = prediction.ood_score
-        row["ood"] = None if score is None else bool(score > 1.0)
+        row["ood"] = None if score is None else bool(score > FLAG_ABOVE)
         row["ood_score"] = score
         row["calibration"] = self.calibration if probs is not None else None
         row["model"] = self.model_id
@@ -280,7 +281,7 @@ def predict_to_file(
         raise UsageError("--resume and --overwrite exclude each other (keep the rows, or not)")
     fmt = infer_format(out, fmt)
     record: ModelRecord = stored.record()
-    decision = _decision_rule(record, threshold)
+    decision = decision_rule(record, threshold)
     rule = rule_text(record.classes[decision[0]], decision[1]) if decision else ARGMAX_RULE
     to_stdout = out == STDOUT
     if to_stdout and resume:
@@ -393,7 +394,7 @@ def _write_all(
                 summary.predicted += 1
                 summary.counts[record.classes[int(p.probabilities.argmax())]] += 1
                 summary.decisions[writer.decided(p.probabilities)] += 1
-                if p.ood_score is not None and p.ood_score > 1.0:
+                if p.ood_score is not None and p.ood_score > FLAG_ABOVE:
                     summary.ood_flagged += 1
         pending.clear()
         if progress is not None:
@@ -406,7 +407,7 @@ def _write_all(
     flush()
 
 
-def _decision_rule(record: ModelRecord, threshold: str | None) -> tuple[int, float] | None:
+def decision_rule(record: ModelRecord, threshold: str | None) -> tuple[int, float] | None:
     """(class index, threshold) for the decision column: --threshold, else the stored
     operating point, else None (the argmax)."""
     if threshold:

@@ -45,7 +45,7 @@ class BatchScores:
 
     @property
     def ood(self) -> np.ndarray | None:
-        return None if self.ood_score is None else self.ood_score > 1.0
+        return None if self.ood_score is None else self.ood_score > ood.FLAG_ABOVE
 
 
 def probabilities_label(cal: Calibration | None) -> str:

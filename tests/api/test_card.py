@@ -101,17 +101,26 @@ def test_card_has_mitchell_sections_and_every_evaluation(tiny: Path, cxr_home: P
 class _LaterRecord(store.ModelRecord):
     """A record as a later version (or another helper's feature) may extend it."""
 
-    calibration: dict[str, Any] = field(default_factory=dict)
+    later_analysis: dict[str, Any] = field(default_factory=dict)
 
 
 def test_unknown_record_fields_are_rendered(tiny: Path) -> None:
     record = store.resolve(TINY_ID).record()
     assert "No held-out evaluation is stored yet" in render(record)
     assert "## Further analyses" not in render(record)
-    later = _LaterRecord(**record.to_dict(), calibration={"temperature": 1.7, "n": 300})
+    later = _LaterRecord(**record.to_dict(), later_analysis={"temperature": 1.7, "n": 300})
     rendered = render(later)
     assert "## Further analyses" in rendered
-    assert "### Calibration" in rendered and "- temperature: 1.7" in rendered
+    assert "### Later analysis" in rendered and "- temperature: 1.7" in rendered
+
+
+def test_card_says_whether_the_model_is_calibrated_and_guarded(tiny: Path) -> None:
+    record = store.resolve(TINY_ID).record()
+    plain = render(record)
+    assert "## Calibration, decisions and the out-of-distribution guard" in plain
+    record.calibration = {"temperature": 1.7, "n": 30, "fitted_on": "validation split"}
+    calibrated = render(record)
+    assert "temperature 1.7" in calibrated and "uncalibrated" not in calibrated
 
 
 def test_card_ignores_a_dataset_remade_under_the_same_name(tiny: Path, cxr_home: Path) -> None:
