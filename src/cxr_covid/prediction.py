@@ -12,6 +12,7 @@ order), model, error. A file that cannot be read has an empty prediction and its
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -25,6 +26,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from cxr_covid import atomic
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
 from cxr_covid.inference import Prediction, compiled_predict, predict_paths
@@ -249,14 +251,47 @@ def predict_to_file(
     if out_path is None:
         _write_all(sys.stdout, False, True, todo, model, record, fmt, batch_size, summary, progress)
     else:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        appending = resume and out_path.exists() and out_path.stat().st_size > 0
-        with open(out_path, "a" if appending else "w", encoding="utf-8", newline="") as handle:
-            _write_all(
-                handle, True, not appending, todo, model, record, fmt, batch_size, summary, progress
-            )
+        _write_file(out_path, resume, todo, model, record, fmt, batch_size, summary, progress)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _write_file(
+    out_path: Path,
+    resume: bool,
+    todo: Sequence[Path],
+    model: Any,
+    record: ModelRecord,
+    fmt: str,
+    batch_size: int,
+    summary: PredictSummary,
+    progress: ProgressCallback | None,
+) -> None:
+    """Stream the rows into `out_path`. A full, read-only or forbidden place is a WriteError;
+    a run that fails before its first row leaves no header-only file behind."""
+    appending = resume and out_path.exists() and out_path.stat().st_size > 0
+    created = not out_path.exists()
+    # A device or pipe (/dev/null, /dev/stdout) cannot be fsync-ed; only regular files are.
+    durable = created or out_path.is_file()
+    try:
+        with atomic.writing(out_path):
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(out_path, "a" if appending else "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            with handle:
+                header = not appending
+                _write_all(
+                    handle, durable, header, todo, model, record, fmt, batch_size, summary, progress
+                )
+        except OSError as exc:
+            if exc.errno in atomic.WRITE_ERRNOS:
+                raise atomic.write_error(out_path, exc) from exc
+            raise
+    except BaseException:
+        if created and summary.written == 0:
+            with contextlib.suppress(OSError):
+                out_path.unlink()
+        raise
 
 
 def _write_all(
