@@ -182,7 +182,10 @@ def load_keras_file(path: Path, *, compile: bool = False) -> Any:
     # Keras answers "File not found" for a cut-off archive, which sends people looking for
     # a file that is right there.
     if not zipfile.is_zipfile(path):
-        raise ModelError(f"{path}: corrupt or truncated model file (not a complete .keras archive)")
+        raise ModelError(
+            f"{path}: corrupt or truncated model file, not a loadable Keras model "
+            "(not a complete .keras zip archive)"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as exc:
