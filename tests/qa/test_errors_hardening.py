@@ -174,6 +174,54 @@ def test_eval_checks_its_outputs_before_computing(
         _no_traceback(result.output)
 
 
+@pytest.mark.skipif(not HAS_PROC, reason="no /proc")
+def test_heatmap_out_under_proc_exits_10_before_any_image(
+    model_home: Path, xrays: list[Path]
+) -> None:
+    model = str(model_home / "models" / "tiny-baseline")
+    args = ["heatmap", *map(str, xrays[:2]), "-m", model, "--out", "/proc/cxr-covid-test/maps"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_WRITE, result.output
+    assert "cannot write /proc/cxr-covid-test/maps" in result.output
+    _no_traceback(result.output)
+
+
+@pytest.mark.parametrize("filename", ["/somewhere/file.bin", None])
+def test_an_unwrapped_write_error_is_still_exit_10(
+    monkeypatch: pytest.MonkeyPatch, filename: str | None
+) -> None:
+    """The last resort in the CLI's one error handler: a core write the atomic helpers did
+    not cover (a full disk under an open file) is still one line and exit 10."""
+    import errno
+
+    import cxr_covid.system
+
+    def full_disk() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(cxr_covid.system, "summarize_models", full_disk)
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == EXIT_WRITE, result.output
+    assert "Error: cannot write" in result.output and "No space left" in result.output
+    if filename:
+        assert filename in result.output
+    _no_traceback(result.output)
+
+
+def test_other_os_errors_are_not_called_write_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import cxr_covid.system
+
+    def broken() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(cxr_covid.system, "summarize_models", broken)
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 1  # a bug or a failing disk: not "cannot write"
+    assert "cannot write" not in result.output
+
+
 def _read_only_mount_works(tmp_path: Path) -> bool:
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         return False

@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from cxr_covid import DISCLAIMER, __version__
 from cxr_covid.cli.console import err, error
-from cxr_covid.errors import EXIT_CODES, CxrCovidError
+from cxr_covid.errors import EXIT_CODES, CxrCovidError, WriteError
 
 try:  # Typer >= 0.24 vendors Click; older versions use Click itself.
     from typer._click.exceptions import NoArgsIsHelpError
@@ -53,7 +53,10 @@ class _CxrCovidGroup(TyperGroup):
 
             if exc.errno not in WRITE_ERRNOS:
                 raise
-            failure = write_error(exc.filename or "a file", exc)
+            if exc.filename:
+                failure = write_error(exc.filename, exc)
+            else:  # a write on an open file: the system does not say which
+                failure = WriteError(f"cannot write: {exc.strerror or exc}")
             error(str(failure))
             raise typer.Exit(failure.exit_code) from None
         except NoArgsIsHelpError:
