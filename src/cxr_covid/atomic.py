@@ -14,15 +14,82 @@ filled, and gets its final mode just before the rename that publishes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cxr_covid.errors import WriteError
+
 TMP_PREFIX = ".tmp-"
+
+# errno values that mean "this place cannot be written", whatever the operation was.
+WRITE_ERRNOS = frozenset(
+    code
+    for code in (
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EFBIG,
+        getattr(errno, "EDQUOT", None),
+    )
+    if code is not None
+)
+
+
+def write_error(path: Path | str, exc: OSError) -> WriteError:
+    """The one-line error for a failed write: the path, and the system's reason."""
+    reason = exc.strerror or str(exc)
+    where = exc.filename if exc.filename and str(exc.filename) != str(path) else None
+    detail = f" ({where})" if where else ""
+    return WriteError(f"cannot write {path}: {reason}{detail}")
+
+
+@contextlib.contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """Turn any OSError raised inside into a WriteError naming `path`."""
+    try:
+        yield
+    except (WriteError, FileExistsError):
+        raise  # FileExistsError: callers ask "did someone else make it?", not a disk problem
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+
+
+def _is_special(path: Path) -> bool:
+    """An existing device or pipe (/dev/null, /dev/stdout, a FIFO): written in place, since
+    renaming a file over it would replace the device itself, not write to it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISBLK(mode)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, with a WriteError, if files cannot be created in `folder` (made if needed).
+
+    For commands that compute for minutes before writing: better to learn first.
+    """
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX + "probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+
+
+def check_file_writable(path: Path) -> None:
+    """Like `check_writable`, for the folder that will hold file `path` (or the device)."""
+    if _is_special(path):
+        with writing(path), open(path, "ab"):
+            return
+    check_writable(path.parent)
 
 
 def current_umask() -> int:
@@ -50,19 +117,24 @@ def _publish_dir_mode(path: Path) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            _publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        if _is_special(path):
+            with open(path, "wb") as device:
+                device.write(data)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                _publish_mode(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_text(path: Path, text: str) -> None:
@@ -75,17 +147,31 @@ def write_json(path: Path, obj: Any) -> None:
 
 @contextlib.contextmanager
 def open_for_write(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
-    """Open a temporary sibling of `path` for writing; it replaces `path` only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    os.close(fd)
+    """Open a temporary sibling of `path` for writing; it replaces `path` only on success.
+
+    OSErrors of the file itself (disk full, read-only, no permission) become a WriteError;
+    ones raised by the caller's code inside the block pass through unchanged.
+    """
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+        os.close(fd)
     try:
-        with open(tmp, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-            _publish_mode(tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            handle = open(tmp, mode, **kwargs)  # noqa: SIM115 - closed below
+        with handle:
+            try:
+                yield handle
+            except OSError as exc:
+                if exc.errno in WRITE_ERRNOS:
+                    raise write_error(path, exc) from exc
+                raise
+            with writing(path):
+                handle.flush()
+                os.fsync(handle.fileno())
+                _publish_mode(tmp)
+        with writing(path):
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -94,8 +180,9 @@ def open_for_write(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
 
 def temp_dir_beside(target: Path) -> Path:
     """A new hidden, empty folder next to `target`, to be filled then `commit_dir`-ed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent))
+    with writing(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent))
 
 
 def commit_dir(tmp: Path, target: Path, *, replace: bool = False) -> None:
@@ -105,10 +192,15 @@ def commit_dir(tmp: Path, target: Path, *, replace: bool = False) -> None:
     folder is in place, so at every instant one complete version exists on disk. The folder
     gets the umask's mode (it was private while being filled).
     """
-    _publish_dir_mode(tmp)
+    if target.exists() and not replace:
+        raise FileExistsError(str(target))
+    with writing(target):
+        _publish_dir_mode(tmp)
+        _swap_in(tmp, target)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
     if target.exists():
-        if not replace:
-            raise FileExistsError(str(target))
         old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + target.name + ".old.", dir=target.parent))
         old.rmdir()
         os.rename(target, old)
@@ -127,7 +219,14 @@ def building_dir(target: Path, *, replace: bool = False) -> Iterator[Path]:
     """`with building_dir(final) as tmp:` fill `tmp`; on success it becomes `final`."""
     tmp = temp_dir_beside(target)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            # Whatever filled the folder (Keras saving a model, an extraction) hit a full or
+            # read-only disk: an environment problem, said as one line.
+            if exc.errno in WRITE_ERRNOS:
+                raise write_error(target, exc) from exc
+            raise
         commit_dir(tmp, target, replace=replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

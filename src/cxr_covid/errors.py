@@ -17,6 +17,7 @@ EXIT_MODEL = 6
 EXIT_IMAGE = 7
 EXIT_PARTIAL = 8
 EXIT_DEPENDENCY = 9
+EXIT_WRITE = 10
 EXIT_INTERRUPTED = 130
 
 
@@ -74,6 +75,15 @@ class DependencyError(CxrCovidError):
     exit_code = EXIT_DEPENDENCY
 
 
+class WriteError(CxrCovidError):
+    """A file or folder cannot be written: disk full, read-only file system, no permission.
+
+    An environment problem, not a bug: the message names the path and the reason.
+    """
+
+    exit_code = EXIT_WRITE
+
+
 # (code, meaning) in order, for --help's epilog and the docs.
 EXIT_CODES: list[tuple[int, str]] = [
     (EXIT_OK, "success"),
@@ -86,5 +96,6 @@ EXIT_CODES: list[tuple[int, str]] = [
     (EXIT_IMAGE, "image unreadable, empty or too large"),
     (EXIT_PARTIAL, "finished, but some inputs failed (see the report)"),
     (EXIT_DEPENDENCY, "optional dependency missing (e.g. pip install 'cxr-covid[dicom]')"),
+    (EXIT_WRITE, "cannot write: disk full, read-only or no permission"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C); nothing half-written is left"),
 ]

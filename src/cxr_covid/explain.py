@@ -27,7 +27,7 @@ from PIL import Image
 from cxr_covid import DISCLAIMER, atomic
 from cxr_covid.classes import canonical, display_name
 from cxr_covid.data.images import Preprocessing, read_image, resize
-from cxr_covid.errors import CxrCovidError, DependencyError, UsageError
+from cxr_covid.errors import CxrCovidError, DependencyError, UsageError, WriteError
 from cxr_covid.inputs import output_stems
 from cxr_covid.store import StoredModel
 
@@ -353,6 +353,8 @@ def heatmap_files(
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, not {alpha}")
     destinations = output_paths(paths, out)
+    for folder in sorted({p.parent for pair in destinations for p in pair}):
+        atomic.check_writable(folder)  # before loading the model, not after the first image
     check_dicom_support(paths)
     record = stored.record()
     class_index = resolve_class(class_name, record.classes) if class_name else None
@@ -384,8 +386,8 @@ def heatmap_files(
             result.probabilities = {
                 c: float(p) for c, p in zip(record.classes, cam.probabilities, strict=True)
             }
-        except DependencyError:
-            raise
+        except (DependencyError, WriteError):
+            raise  # the installation's or the disk's problem, not this image's: stop the run
         except CxrCovidError as exc:
             result.error = str(exc)
         except Exception as exc:  # one bad image must not end the run

@@ -3,7 +3,7 @@
 Shared by `predict` and `heatmap` so both understand the same things:
 
 - a file is taken as given, whatever its suffix (naming it is a request to read it; if it is
-  not an image, its row says so);
+  not an image, its row says so), but only a regular file: a pipe or device is refused;
 - a folder contributes the image files directly inside it, or below it with `recursive`;
   other files (CSV, notes, masks saved as .txt...) and hidden files are skipped quietly;
 - a glob pattern (`scans/*.png`, `scans/**/*.dcm` with `recursive`) is expanded by Python,
@@ -63,6 +63,11 @@ def _expand_one(spec: str, recursive: bool) -> tuple[list[Path], int]:
         skipped = 0 if recursive else sum(1 for p in path.iterdir() if p.is_dir())
         return files, skipped
     if path.exists():
+        if not path.is_file():
+            # A FIFO would block the read forever and a device (/dev/zero) never ends.
+            raise UsageError(
+                f"{spec}: not a regular file (a pipe, device or socket); only image files are read"
+            )
         return [path], 0
     if _GLOB_CHARS & set(spec):
         matches = sorted(glob.glob(os.path.expanduser(spec), recursive=recursive))

@@ -44,6 +44,9 @@ def reproduce_dir() -> Path:
 
 
 def ensure(path: Path) -> Path:
-    """Create `path` (and parents) if needed and return it."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create `path` (and parents) if needed and return it (WriteError if it cannot be)."""
+    from cxr_covid.atomic import writing
+
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
     return path

@@ -16,6 +16,7 @@ error. A file that cannot be read has an empty prediction and its reason in `err
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from cxr_covid import csv_safe
+from cxr_covid import atomic, csv_safe
 from cxr_covid.calibration import Calibration
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
@@ -335,13 +336,14 @@ def predict_to_file(
             decision,
         )
     else:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        appending = resume and out_path.exists() and out_path.stat().st_size > 0
-        with open(out_path, "a" if appending else "w", encoding="utf-8", newline="") as handle:
-            _write_all(
+        _write_file(
+            out_path,
+            resume,
+            summary,
+            lambda handle, durable, header: _write_all(
                 handle,
-                True,
-                not appending,
+                durable,
+                header,
                 todo,
                 scorer,
                 record,
@@ -350,9 +352,40 @@ def predict_to_file(
                 summary,
                 progress,
                 decision,
-            )
+            ),
+        )
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _write_file(
+    out_path: Path,
+    resume: bool,
+    summary: PredictSummary,
+    write_rows: Callable[[IO[str], bool, bool], None],
+) -> None:
+    """Stream the rows into `out_path`. A full, read-only or forbidden place is a WriteError;
+    a run that fails before its first row leaves no header-only file behind."""
+    appending = resume and out_path.exists() and out_path.stat().st_size > 0
+    created = not out_path.exists()
+    # A device or pipe (/dev/null, /dev/stdout) cannot be fsync-ed; only regular files are.
+    durable = created or out_path.is_file()
+    try:
+        with atomic.writing(out_path):
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(out_path, "a" if appending else "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            with handle:
+                write_rows(handle, durable, not appending)
+        except OSError as exc:
+            if exc.errno in atomic.WRITE_ERRNOS:
+                raise atomic.write_error(out_path, exc) from exc
+            raise
+    except BaseException:
+        if created and summary.written == 0:
+            with contextlib.suppress(OSError):
+                out_path.unlink()
+        raise
 
 
 def _write_all(

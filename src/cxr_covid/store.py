@@ -67,9 +67,71 @@ class ModelRecord:
             record = cls(**known)
         except TypeError as exc:
             raise ModelError(f"not a cxr-covid model record ({exc})") from exc
-        if not record.classes or not isinstance(record.classes, list):
-            raise ModelError("model record has no class list")
+        problem = record_problem(record)
+        if problem:
+            raise ModelError(f"broken model record: {problem}")
         return record
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "id": str,
+    "architecture": str,
+    "last_conv_layer": str,
+    "created": str,
+    "preprocessing": dict,
+    "dataset": dict,
+    "training": dict,
+    "history": dict,
+    "metrics": dict,
+    "evaluations": list,
+    "versions": dict,
+}
+
+
+def record_problem(record: ModelRecord) -> str | None:
+    """Why `record` cannot be used (a wrong type, an impossible value), or None.
+
+    A hand-edited or damaged model.json must fail here, with its reason, rather than deep
+    inside a listing or a prediction.
+    """
+    for name, kind in _FIELD_TYPES.items():
+        value = getattr(record, name)
+        if not isinstance(value, kind):
+            return f"{name} should be a {kind.__name__}, not {value!r}"
+    classes = record.classes
+    if not isinstance(classes, list) or not classes:
+        return "no class list"
+    if not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
+        return f"classes should be distinct names, not {classes!r}"
+    try:
+        Preprocessing.from_dict(record.preprocessing)
+    except (TypeError, ValueError) as exc:
+        return f"preprocessing: {exc}"
+    return None
+
+
+def check_network_matches(model: Any, record: ModelRecord, where: Path) -> None:
+    """Raise ModelError when the record does not describe this network: another input size
+    or channel count, or another number of classes. Predicting through such a pair would
+    give every image a row of numbers that mean nothing."""
+    try:
+        _, height, width, channels = tuple(model.inputs[0].shape)
+        outputs = model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: not an image classifier ({exc})") from exc
+    size = record.prep.image_size
+    if (height, width) != (size, size) and None not in (height, width):
+        raise ModelError(
+            f"{where}: the record says {size}x{size} px inputs but the network takes "
+            f"{width}x{height}; the record does not belong to this network"
+        )
+    if channels not in (None, 3):
+        raise ModelError(f"{where}: the network takes {channels} channels, not RGB")
+    if outputs is not None and outputs != len(record.classes):
+        raise ModelError(
+            f"{where}: the record lists {len(record.classes)} classes "
+            f"({', '.join(record.classes)}) but the network has {outputs} outputs"
+        )
 
 
 @dataclass(frozen=True)
@@ -97,27 +159,58 @@ class StoredModel:
             raise ModelError(f"{self.record_path}: corrupt model record ({exc})") from exc
         if not isinstance(data, dict):
             raise ModelError(f"{self.record_path}: not a cxr-covid model record")
-        return ModelRecord.from_dict(data)
+        try:
+            return ModelRecord.from_dict(data)
+        except ModelError as exc:
+            raise ModelError(f"{self.record_path}: {exc}") from exc
 
     def write_record(self, record: ModelRecord) -> None:
         atomic.write_json(self.record_path, record.to_dict())
 
     def load(self) -> Any:
-        """The Keras model, loaded with safe_mode (no arbitrary code from the file)."""
-        return load_keras_file(self.model_path)
+        """The Keras model, loaded with safe_mode (no arbitrary code from the file), checked
+        against its record (input size, classes)."""
+        record = self.record()
+        model = load_keras_file(self.model_path)
+        check_network_matches(model, record, self.root)
+        return model
 
 
-def load_keras_file(path: Path) -> Any:
+def load_keras_file(path: Path, *, compile: bool = False) -> Any:
+    """Load a .keras file with safe_mode; every failure is a one-line ModelError."""
+    import zipfile
+
     import keras
 
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as exc:
+    # Keras answers "File not found" for a cut-off archive, which sends people looking for
+    # a file that is right there.
+    if not zipfile.is_zipfile(path):
         raise ModelError(
-            f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})"
-        ) from exc
+            f"{path}: corrupt or truncated model file, not a loadable Keras model "
+            "(not a complete .keras zip archive)"
+        )
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except Exception as exc:
+        raise ModelError(f"{path}: {_load_failure(exc)}") from exc
+
+
+def _load_failure(exc: Exception) -> str:
+    import zipfile
+    import zlib
+
+    text = str(exc)
+    if "safe_mode" in text or "Lambda" in text:
+        return (
+            "refused: the file carries code (a Lambda layer or custom function) that safe mode "
+            "does not run; cxr-covid never executes code from a model file"
+        )
+    if isinstance(exc, zipfile.BadZipFile | zlib.error | EOFError) or "CRC" in text:
+        return f"corrupt or truncated model file ({text.splitlines()[0] if text else exc!r})"
+    first = text.splitlines()[0] if text else ""
+    return f"not a loadable Keras model ({type(exc).__name__}: {first})"
 
 
 def model_dir(model_id: str) -> Path:
@@ -198,7 +291,8 @@ def remove(model: StoredModel) -> None:
     """Delete a model: rename it to a hidden name first, so it vanishes from listings at once."""
     hidden = atomic.temp_dir_beside(model.root)
     hidden.rmdir()
-    model.root.rename(hidden)
+    with atomic.writing(model.root):
+        model.root.rename(hidden)
     shutil.rmtree(hidden, ignore_errors=True)
 
 

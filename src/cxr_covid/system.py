@@ -35,6 +35,7 @@ class ModelSummary:
     test_accuracy: float | None
     test_images: int
     created: str
+    broken: str | None = None  # why the record cannot be used; None for a good model
 
 
 @dataclass
@@ -105,29 +106,48 @@ def _latest_accuracy(record: store.ModelRecord, split: str) -> tuple[float | Non
 
 
 def summarize_models() -> list[ModelSummary]:
+    """Every model in the store; a broken record is listed with its reason, never hidden and
+    never in the way of the others."""
     summaries = []
     for model in store.list_models():
         try:
-            record = model.record()
-        except CxrCovidError:
-            continue
-        val = record.metrics.get("best_val_accuracy")
-        test_accuracy, test_images = _latest_accuracy(record, "test")
-        summaries.append(
-            ModelSummary(
-                id=record.id,
-                architecture=record.architecture,
-                dataset=str(record.dataset.get("name", "")),
-                image_size=int(record.preprocessing.get("image_size", 0)),
-                augmented=bool(record.training.get("augment", False)),
-                val_accuracy=float(val) if val is not None else None,
-                val_images=int(record.dataset.get("val_images", 0)),
-                test_accuracy=test_accuracy,
-                test_images=test_images,
-                created=record.created,
-            )
-        )
+            summaries.append(_summarize(model.record()))
+        except (CxrCovidError, ValueError, TypeError, AttributeError) as exc:
+            summaries.append(_broken(model.id, str(exc)))
     return summaries
+
+
+def _broken(model_id: str, reason: str) -> ModelSummary:
+    return ModelSummary(
+        id=model_id,
+        architecture="",
+        dataset="",
+        image_size=0,
+        augmented=False,
+        val_accuracy=None,
+        val_images=0,
+        test_accuracy=None,
+        test_images=0,
+        created="",
+        broken=reason,
+    )
+
+
+def _summarize(record: store.ModelRecord) -> ModelSummary:
+    val = record.metrics.get("best_val_accuracy")
+    test_accuracy, test_images = _latest_accuracy(record, "test")
+    return ModelSummary(
+        id=record.id,
+        architecture=record.architecture,
+        dataset=str(record.dataset.get("name", "")),
+        image_size=int(record.preprocessing.get("image_size", 0)),
+        augmented=bool(record.training.get("augment", False)),
+        val_accuracy=float(val) if val is not None else None,
+        val_images=int(record.dataset.get("val_images", 0)),
+        test_accuracy=test_accuracy,
+        test_images=test_images,
+        created=record.created,
+    )
 
 
 def describe(*, with_devices: bool = True) -> SystemInfo:

@@ -258,9 +258,30 @@ def _read_run(run_id: str) -> tuple[TrainConfig, _State, Path]:
         raise ModelError(
             f"{folder}: not a resumable training run ({exc.filename} missing)"
         ) from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{folder}: corrupt training run ({exc})") from exc
+    problem = _state_problem(state)
+    if problem:
+        raise ModelError(f"{folder}: corrupt training run ({problem})")
     return config, state, folder
+
+
+def _state_problem(state: _State) -> str | None:
+    """Why a state.json read from disk cannot be trusted (hand-edited or damaged), or None."""
+    for name in ("epochs_done", "best_epoch", "wait", "resumed", "timed_images"):
+        value = getattr(state, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{name} should be a whole number of at least 0, not {value!r}"
+    for name in ("best_val_accuracy", "best_val_loss", "train_seconds", "total_seconds"):
+        if isinstance(getattr(state, name), bool) or not isinstance(
+            getattr(state, name), int | float
+        ):
+            return f"{name} should be a number, not {getattr(state, name)!r}"
+    if not isinstance(state.history, dict) or not all(
+        isinstance(v, list) for v in state.history.values()
+    ):
+        return "history should map each metric to a list"
+    return None
 
 
 # --- the training loop --------------------------------------------------------------------
@@ -306,13 +327,44 @@ def resume(
         known = ", ".join(list_runs()) or "none"
         raise ModelError(f"no interrupted run named {model_or_run_id!r} (resumable: {known})")
     config, state, folder = _read_run(model_or_run_id)
-    config.validate()
+    try:
+        config.validate()
+    except (TypeError, ValueError) as exc:  # a hand-edited config.json: "30" for 30
+        raise ModelError(f"{folder}: corrupt training run ({exc})") from exc
     dataset = resolve_dataset(config.dataset)
     checkpoint = folder / CHECKPOINT_FILE if state.epochs_done else None
     state.resumed += 1
     return _run(
         config, model_or_run_id, dataset, state, checkpoint, progress, on_start, on_step, on_cache
     )
+
+
+def _resume_hint(run_id: str) -> str:
+    return f"cannot resume {run_id!r}: delete {run_dir(run_id)} and train again"
+
+
+def _load_checkpoint(checkpoint: Path, run_id: str) -> Any:
+    """The checkpoint, loaded with safe_mode; a damaged or hostile one is a ModelError."""
+    try:
+        return store.load_keras_file(checkpoint, compile=True)
+    except ModelError as exc:
+        raise ModelError(f"{exc} ({_resume_hint(run_id)})") from exc
+
+
+def _load_best_weights(path: Path, model: Any, run_id: str) -> list[np.ndarray]:
+    """best.npz (plain arrays, never pickles), checked against the model's weights."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    except Exception as exc:
+        raise ModelError(
+            f"{path}: corrupt or truncated best weights ({type(exc).__name__}: {exc}; "
+            f"{_resume_hint(run_id)})"
+        ) from exc
+    shapes = [tuple(w.shape) for w in model.get_weights()]
+    if [tuple(w.shape) for w in weights] != shapes:
+        raise ModelError(f"{path}: best weights do not fit the checkpoint ({_resume_hint(run_id)})")
+    return weights
 
 
 def _compile(model: Any, learning_rate: float) -> None:
@@ -469,7 +521,7 @@ def _train_run(
     arch = models.get(config.arch)
     with placement.strategy.scope():
         if checkpoint is not None:
-            model = keras.saving.load_model(checkpoint, safe_mode=True, compile=True)
+            model = _load_checkpoint(checkpoint, run_id)
         else:
             model = models.build(config.arch, config.image_size, len(classes))
             _compile(model, config.learning_rate)
@@ -477,8 +529,7 @@ def _train_run(
     folder = run_dir(run_id)
     best_weights: list[np.ndarray] | None = None
     if checkpoint is not None and (folder / BEST_FILE).is_file():
-        with np.load(folder / BEST_FILE) as stored:
-            best_weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        best_weights = _load_best_weights(folder / BEST_FILE, model, run_id)
     if placement.is_chief and checkpoint is None and state.epochs_done == 0:
         _write_run(folder, run_id, config, state, None, None)
 

@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from cxr_covid import DISCLAIMER, __version__
 from cxr_covid.cli.console import err, error
-from cxr_covid.errors import EXIT_CODES, CxrCovidError
+from cxr_covid.errors import EXIT_CODES, CxrCovidError, WriteError
 
 try:  # Typer >= 0.24 vendors Click; older versions use Click itself.
     from typer._click.exceptions import NoArgsIsHelpError
@@ -44,6 +44,21 @@ class _CxrCovidGroup(TyperGroup):
         except CxrCovidError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except OSError as exc:
+            # Last resort for a write the core did not wrap: a full, read-only or forbidden
+            # place is the environment's problem, said in one line with its own code.
+            from cxr_covid.atomic import WRITE_ERRNOS, write_error
+
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            if exc.filename:
+                failure = write_error(exc.filename, exc)
+            else:  # a write on an open file: the system does not say which
+                failure = WriteError(f"cannot write: {exc.strerror or exc}")
+            error(str(failure))
+            raise typer.Exit(failure.exit_code) from None
         except NoArgsIsHelpError:
             raise  # a bare group (`cxr-covid models`): its help, as usual
         except ClickUsageError as exc:
@@ -73,6 +88,27 @@ class _CxrCovidGroup(TyperGroup):
             raise
         except ClickUsageError as exc:
             _usage_error(exc)
+
+
+# What a shell reports for a program ended by SIGPIPE (128 + 13), as `yes | head -1` does.
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader of stdout went away (`predict -o - | head -3`): stop quietly.
+
+    Python's documented recipe: point stdout at /dev/null so the interpreter's final flush
+    cannot fail again, then exit with the code a shell gives any program killed by SIGPIPE.
+    """
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
+        pass
+    raise typer.Exit(EXIT_BROKEN_PIPE)
 
 
 def _usage_error(exc: ClickUsageError) -> NoReturn:

@@ -57,7 +57,12 @@ def augment(
     target = resolve_dataset(dataset)
     wanted = [c.strip() for c in classes.split(",") if c.strip()]
     with Progress(
-        "Augmenting", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+        "Augmenting",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
     ) as bar:
         task = bar.add_task("augment", total=None)
         result = augment_dataset(

@@ -6,11 +6,32 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# When a console's stream is not a terminal (piped, redirected to a file, a CI log), nothing
+# limits the line length, and rich's fallback of 80 columns (or $COLUMNS) would cut ids and
+# numbers in tables with an ellipsis. Such output is laid out this wide instead.
+PIPED_WIDTH = 1000
+
+
+class _Console(Console):
+    """A rich Console whose width, when its stream is not a terminal, keeps every figure."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(max(size.width, PIPED_WIDTH), size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+out = _Console(highlight=False)
+err = _Console(stderr=True, highlight=False)
 
 # Seeds feed NumPy (non-negative only) and scikit-learn (below 2**32): bound them at the option,
 # so a bad value is a usage error rather than a traceback deep in a library.

@@ -291,6 +291,7 @@ class _Progress:
             TransferSpeedColumn(),
             TimeRemainingColumn(),
             console=err,
+            redirect_stdout=False,  # stdout may carry data: never route it elsewhere
             transient=False,
         )
         self._items = Progress(
@@ -299,6 +300,7 @@ class _Progress:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             console=err,
+            redirect_stdout=False,  # stdout may carry data: never route it elsewhere
             transient=False,
         )
         self._tasks: dict[str, Any] = {}

@@ -159,6 +159,11 @@ def evaluate(
         members = group_models(group)
         models = [str(m.root) for m in members]
         group_records = [m.record() for m in members]
+    _check_outputs_writable(
+        [p for p in (json_path, csv_path, markdown_path) if p is not None and str(p) != "-"],
+        plots,
+        (models or [""]) if save else None,
+    )
 
     report = _run_with_progress(
         lambda progress: run_evaluation(
@@ -238,6 +243,27 @@ def evaluate(
         raise PartialFailure(f"{failed} image(s) could not be read and were left out")
 
 
+def _check_outputs_writable(
+    files: list[Path], plots: Path | None, saved_models: list[str] | None
+) -> None:
+    """Evaluation can take minutes: learn now, not after it, that an output cannot be
+    written (a full disk, a read-only folder, a model store without permission)."""
+    from cxr_covid import atomic, store
+    from cxr_covid.errors import CxrCovidError
+
+    for path in files:
+        atomic.check_file_writable(path)
+    if plots is not None:
+        atomic.check_writable(plots)
+    if saved_models is not None:
+        for name in saved_models:
+            try:
+                stored = store.resolve(name or None)
+            except CxrCovidError:
+                continue  # the evaluation itself says why, in its words
+            atomic.check_writable(stored.root)
+
+
 def _run_with_progress(
     work: Callable[[Progress | None], EvaluationReport], quiet: bool
 ) -> EvaluationReport:
@@ -253,6 +279,7 @@ def _run_with_progress(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err,
+        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
         transient=True,
     ) as bar:
         tasks: dict[str, TaskID] = {}
@@ -276,9 +303,11 @@ def render(report: EvaluationReport, title: str | None = None) -> None:
     # rather than being cut, and the model column never shrinks to nothing.
     for i, name in enumerate(eval_report.study_header(report)):
         if i == 0:
-            table.add_column(name, overflow="fold", min_width=8, max_width=14)
+            # Piped (not a terminal), the width is not limited: keep each id on one line.
+            narrow = 14 if out.is_terminal else None
+            table.add_column(name, overflow="fold", min_width=8, max_width=narrow)
         else:
-            table.add_column(name, min_width=12)
+            table.add_column(name, min_width=12, overflow="fold")
     for row in eval_report.study_rows(report):
         table.add_row(*map(escape, row))
     out.print(table)
@@ -288,7 +317,7 @@ def render(report: EvaluationReport, title: str | None = None) -> None:
             title=escape(f"{evaluation.model_id}: one class vs the rest"), title_justify="left"
         )
         for name in eval_report.class_metric_header():
-            details.add_column(name)
+            details.add_column(name, overflow="fold")  # wrap a figure, never cut it
         for row in eval_report.class_metric_rows(evaluation):
             details.add_row(*map(escape, row))
         out.print(details)

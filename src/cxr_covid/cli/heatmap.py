@@ -84,6 +84,7 @@ def heatmap(
         BarColumn(),
         MofNCompleteColumn(),
         console=err,
+        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
     )
     task = progress.add_task("heatmap", total=len(files))
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.console import out, print_json
+from cxr_covid.cli.console import err, out, print_json
 
 HELP = (
     "Show versions, the home folder, the devices TensorFlow sees, and stored datasets and models."
@@ -19,7 +19,7 @@ def info(
 ) -> None:
     from cxr_covid.system import describe
 
-    with out.status("Asking TensorFlow for devices...") if not as_json else _nullcontext():
+    with err.status("Asking TensorFlow for devices...") if not as_json else _nullcontext():
         report = describe()
     if as_json:
         print_json(report.to_dict())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.console import accuracy_cell, out, print_json
@@ -16,10 +17,16 @@ app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
 def models_table(models: list[Any]) -> Table:
-    """The model store as a table (shared by `models list` and `info`)."""
-    table = Table(title="Models", title_justify="left")
+    """The model store as a table (shared by `models list` and `info`).
+
+    Ids never shrink: their column is as wide as the longest id and never wraps (other
+    columns fold instead). A broken model is a row saying so, its reason under the table.
+    """
+    broken = [m for m in models if getattr(m, "broken", None)]
+    caption = "\n".join(escape(f"{m.id} is broken: {m.broken}") for m in broken) or None
+    table = Table(title="Models", title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("id", no_wrap=True, min_width=max((len(m.id) for m in models), default=2))
     for column in (
-        "id",
         "arch",
         "dataset",
         "size",
@@ -28,8 +35,11 @@ def models_table(models: list[Any]) -> Table:
         "test acc [95% CI]",
         "created",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for m in models:
+        if getattr(m, "broken", None):
+            table.add_row(m.id, "[red]broken[/]", *["-"] * 6)
+            continue
         table.add_row(
             m.id,
             m.architecture,

@@ -112,6 +112,7 @@ def predict(
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=err,
+        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
         transient=False,
     )
     task = progress.add_task("predict", total=None, start=False)

@@ -142,6 +142,7 @@ def _run_with_progress(work: Any) -> ReproduceResult:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err,
+        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
         transient=True,
     ) as bar:
         tasks: dict[str, Any] = {}

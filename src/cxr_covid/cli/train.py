@@ -264,6 +264,7 @@ class _Display:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=err,
+            redirect_stdout=False,  # stdout may carry data: never route it elsewhere
             transient=True,
         )
         self._cache_tasks: dict[str, Any] = {}

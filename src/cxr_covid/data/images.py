@@ -13,6 +13,9 @@ Resizing defaults to nearest-neighbour with Pillow, which is exactly what the st
 from __future__ import annotations
 
 import io
+import numbers
+import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,9 @@ from cxr_covid.errors import DependencyError, ImageError
 # Clinical chest X-rays are at most ~4300x4300 (18 MP). Anything far beyond is refused
 # before its pixels are decoded, so a hostile 20000x20000 PNG costs no memory.
 MAX_PIXELS = 64_000_000
+# And no file larger than this is read at all: an uncompressed 4300x4300 16-bit DICOM is
+# about 37 MB, so 256 MiB leaves room for any radiograph and stops /dev/zero-like inputs.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", *DICOM_SUFFIXES)
@@ -48,8 +54,13 @@ class Preprocessing:
     scale: str = "1/255 inside the model"
 
     def __post_init__(self) -> None:
-        if self.resize not in RESIZE_METHODS:
-            raise ValueError(f"unknown resize method {self.resize!r}")
+        size = self.image_size
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"image_size should be a positive whole number, not {size!r}")
+        if not isinstance(self.resize, str) or self.resize not in RESIZE_METHODS:
+            raise ValueError(
+                f"unknown resize method {self.resize!r} (known: {', '.join(RESIZE_METHODS)})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,25 +81,21 @@ def read_image(source: Path | bytes) -> np.ndarray:
     Raises ImageError with a one-line reason for anything that is not a usable image.
     """
     decoded = _decode(source)
-    return decoded if isinstance(decoded, np.ndarray) else _to_rgb_array(decoded)
+    if isinstance(decoded, np.ndarray):
+        return decoded
+    return _to_rgb_array(decoded, "<bytes>" if isinstance(source, bytes) else str(source))
 
 
 def _decode(source: Path | bytes) -> Image.Image | np.ndarray:
     """A loaded, upright Pillow image, or for DICOM the finished RGB array."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
-    if not isinstance(source, bytes):
-        if source.suffix.lower() in DICOM_SUFFIXES:
-            return _read_dicom(source)
-        try:
-            data = source.read_bytes()
-        except OSError as exc:
-            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
-    else:
-        data = source
+    data = source if isinstance(source, bytes) else read_file_bytes(source)
     if not data:
         raise ImageError(f"{name}: empty file")
+    if isinstance(source, Path) and source.suffix.lower() in DICOM_SUFFIXES:
+        return _read_dicom(data, name)
     if data[128:132] == b"DICM":
-        return _read_dicom(source if isinstance(source, Path) else data)
+        return _read_dicom(data, name)
     try:
         # Not closed explicitly: it reads from memory, and closing would free the pixels.
         img: Image.Image = Image.open(io.BytesIO(data))
@@ -119,12 +126,45 @@ def _decode(source: Path | bytes) -> Image.Image | np.ndarray:
 _ORIENTATION = 0x0112  # EXIF tag
 
 
+def read_file_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, else ImageError.
+
+    A FIFO would block forever (and ignore Ctrl-C inside the read), a device such as
+    /dev/zero would be read until memory runs out: only regular files are read, their size
+    is checked before reading, and at most `limit + 1` bytes are ever read (a file growing
+    meanwhile cannot get past the cap).
+    """
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(f"{path}: not a regular file (a pipe, device or socket)")
+            if info.st_size > limit:
+                raise ImageError(f"{path}: {info.st_size:,} bytes is too large (limit {limit:,})")
+            data = handle.read(limit + 1)
+    except ImageError:
+        raise
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    if len(data) > limit:
+        raise ImageError(f"{path}: over {limit:,} bytes, too large to read")
+    return data
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever before the
+    # file-type check could refuse it. It has no effect on regular files.
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
 _DEPTHS = (8, 10, 12, 14, 16)
 
 
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
+def _to_rgb_array(img: Image.Image, name: str = "image") -> np.ndarray:
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if mode == "F":
+        return _float_to_rgb(np.asarray(img, dtype=np.float64), name)
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit PNG/TIFF: scale linearly from the bit depth the values actually use.
         # Full-range files (PNG's own rule) peak above 16383 and are scaled from 65535;
         # radiographs exported by many medical tools keep raw 10/12/14-bit detector
@@ -142,6 +182,24 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def _float_to_rgb(values: np.ndarray, name: str = "image") -> np.ndarray:
+    """A floating-point image (32-bit TIFF) scaled by its real range.
+
+    Values within 0..1 are taken as intensities (0 black, 1 white), the convention of every
+    tool that writes float images; any other range is stretched from its minimum to its
+    maximum. Bit-depth scaling, right for integers, would turn 0..1 into black.
+    """
+    if not np.isfinite(values).all():
+        raise ImageError(f"{name}: floating-point image with NaN or infinite values")
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if low >= 0.0 and high <= 1.0:
+        scaled = values
+    else:
+        scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low)
+    gray = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
 def dicom_available() -> bool:
     """Whether the optional `dicom` extra (pydicom) is installed."""
     try:
@@ -151,7 +209,7 @@ def dicom_available() -> bool:
     return True
 
 
-def _read_dicom(source: Path | bytes) -> np.ndarray:
+def _read_dicom(data: bytes, name: str = "<bytes>") -> np.ndarray:
     try:
         import pydicom
     except ImportError as exc:
@@ -165,9 +223,8 @@ def _read_dicom(source: Path | bytes) -> np.ndarray:
             apply_modality_lut,
             apply_voi_lut,
         )
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
-        dataset = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes) else source)
+        dataset = pydicom.dcmread(io.BytesIO(data))
         rows, cols = int(dataset.Rows), int(dataset.Columns)
         if rows * cols > MAX_PIXELS:
             raise ImageError(f"{name}: {cols}x{rows} pixels is too large to decode safely")
@@ -176,18 +233,62 @@ def _read_dicom(source: Path | bytes) -> np.ndarray:
         raise
     except Exception as exc:
         raise ImageError(f"{name}: not a readable DICOM image ({exc})") from exc
+    photometric = str(getattr(dataset, "PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        return _dicom_palette(pixels, dataset, name)
     if pixels.ndim == 3 and pixels.shape[-1] == 3:
-        return np.asarray(pixels, dtype=np.uint8)
+        return _dicom_colour(pixels, dataset, name)
     if pixels.ndim != 2:
         raise ImageError(f"{name}: DICOM with {pixels.ndim} dimensions is not a single image")
     values = apply_modality_lut(pixels, dataset)
     values = apply_voi_lut(values, dataset).astype(np.float64)
     low, high = float(values.min()), float(values.max())
     scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low)
-    if str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled  # MONOCHROME1 stores bone dark: invert to the usual look
     gray = np.rint(scaled * 255.0).astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _scale_to_uint8(values: np.ndarray, bits: int, name: str) -> np.ndarray:
+    """Integer samples of `bits` significant bits to 0..255 (a cast would wrap at 256)."""
+    if not 1 <= bits <= 16:
+        raise ImageError(f"{name}: DICOM colour with {bits} bits per sample is not supported")
+    if values.min(initial=0) < 0:
+        raise ImageError(f"{name}: DICOM colour with signed samples is not supported")
+    top = float(2**bits - 1)
+    return np.clip(np.rint(values.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _dicom_colour(pixels: np.ndarray, dataset: Any, name: str) -> np.ndarray:
+    """RGB (or YBR, which pydicom converts to RGB) samples scaled by their bit depth."""
+    if pixels.dtype == np.uint8:
+        return np.asarray(pixels)
+    bits = int(getattr(dataset, "BitsStored", 0) or getattr(dataset, "BitsAllocated", 16))
+    return _scale_to_uint8(pixels, bits, name)
+
+
+def _dicom_palette(pixels: np.ndarray, dataset: Any, name: str) -> np.ndarray:
+    """PALETTE COLOR: the stored values are indices into the file's colour table."""
+    try:  # pydicom >= 3
+        from pydicom.pixels import apply_color_lut  # type: ignore[attr-defined]
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import (  # type: ignore[no-redef]
+            apply_color_lut,
+        )
+    if pixels.ndim != 2:
+        raise ImageError(f"{name}: palette-colour DICOM with {pixels.ndim} dimensions")
+    try:
+        rgb = np.asarray(apply_color_lut(pixels, dataset))
+        bits = int(dataset.RedPaletteColorLookupTableDescriptor[2])
+    except Exception as exc:
+        raise ImageError(
+            f"{name}: palette-colour DICOM without a usable colour table ({exc})"
+        ) from exc
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ImageError(f"{name}: palette-colour DICOM did not give an RGB image")
+    # The descriptor says 8 or 16 bits per table entry.
+    return _scale_to_uint8(rgb, 16 if bits > 8 else 8, name)
 
 
 def resize(pixels: np.ndarray, size: int, method: str = "nearest") -> np.ndarray:
@@ -212,5 +313,8 @@ def load_for_model(source: Path | bytes, prep: Preprocessing) -> np.ndarray:
         if decoded.size != (size, size):
             decoded = decoded.resize((size, size), RESIZE_METHODS[prep.resize])
         return np.asarray(decoded.convert("RGB"), dtype=np.uint8)
-    pixels = decoded if isinstance(decoded, np.ndarray) else _to_rgb_array(decoded)
+    if isinstance(decoded, np.ndarray):
+        pixels = decoded
+    else:
+        pixels = _to_rgb_array(decoded, "<bytes>" if isinstance(source, bytes) else str(source))
     return resize(pixels, size, prep.resize)
