@@ -212,7 +212,7 @@ def test_code_in_the_archive_never_runs(tiny: Path, tmp_path: Path, cxr_home: Pa
     path, _ = _pack(tmp_path, "lambda-model")
     store.remove(store.resolve("lambda-model"))
     code, _out, err = _import(str(path))
-    assert code == EXIT_MODEL and "not a loadable Keras model" in err
+    assert code == EXIT_MODEL and "carries code" in err and "safe mode" in err
     assert _models(cxr_home) == [TINY_ID]
 
 
