@@ -26,7 +26,7 @@ from PIL import Image
 
 from cxr_covid import DISCLAIMER, atomic
 from cxr_covid.classes import canonical, display_name
-from cxr_covid.data.images import Preprocessing, read_image, resize
+from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
 from cxr_covid.errors import CxrCovidError, DependencyError, UsageError
 from cxr_covid.inputs import output_stems
 from cxr_covid.store import StoredModel
@@ -338,7 +338,7 @@ def heatmap_files(
         try:
             image = read_image(path)
             # Same as load_for_model(path, prep), without decoding the file twice.
-            pixels = resize(image, prep.image_size, prep.resize)
+            pixels = apply_input(resize(image, prep.image_size, prep.resize), prep)
             cam = explainer(pixels, class_index)
             heat = upsample(cam.cam, image.shape[0], image.shape[1])
             blended = overlay(image, heat, colormap, alpha)

@@ -89,7 +89,7 @@ _RERUN_HINTS = {
 }
 
 # Commands whose work needs TensorFlow; their --help must not import it.
-_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info"}
+_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info", "audit"}
 
 
 def _runs_tensorflow(ctx: Any) -> bool:
@@ -136,6 +136,7 @@ def _root(
 def _register_commands() -> None:
     # Each command lives in its own module; importing them must not import TensorFlow.
     from cxr_covid.cli import (
+        audit,
         augment,
         download,
         evaluate,
@@ -154,6 +155,7 @@ def _register_commands() -> None:
     app.command("reproduce", help=reproduce.HELP, epilog=EPILOG)(reproduce.reproduce)
     app.command("predict", help=predict.HELP, epilog=EPILOG)(predict.predict)
     app.command("heatmap", help=heatmap.HELP, epilog=EPILOG)(heatmap.heatmap)
+    app.command("audit", help=audit.HELP, epilog=EPILOG)(audit.audit)
     app.add_typer(models.app, name="models", help=models.HELP)
     app.command("info", help=info.HELP, epilog=EPILOG)(info.info)
 

@@ -36,6 +36,9 @@ _RUN_OPTIONS = (
     "strategy",
     "precision",
     "resize",
+    "balance_sources",
+    "augment_acquisition",
+    "input_view",
 )
 
 
@@ -125,6 +128,30 @@ def train(
             help="Resize filter: nearest (the study's), bilinear, bicubic, area or lanczos.",
         ),
     ] = "nearest",
+    balance_sources: Annotated[
+        bool,
+        typer.Option(
+            "--balance-sources",
+            help="Within each class, let every collection (manifest column `collection`) "
+            "weigh the same.",
+        ),
+    ] = False,
+    augment_acquisition: Annotated[
+        bool,
+        typer.Option(
+            "--augment-acquisition",
+            help="Randomise how each film looks acquired (contrast, gamma, blur, noise, JPEG, "
+            "resize chains, small shifts), on the fly.",
+        ),
+    ] = False,
+    input_view: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="full (the study's), or lungs: hide everything outside the fixed lung field "
+            "(also in predict, eval, heatmap).",
+        ),
+    ] = "full",
 ) -> None:
     from cxr_covid import training
 
@@ -143,6 +170,9 @@ def train(
         strategy=strategy,
         precision=precision,
         resize=resize,
+        balance_sources=balance_sources,
+        augment_acquisition=augment_acquisition,
+        input=input_view,
     )
     if summary:
         if resume_run:
