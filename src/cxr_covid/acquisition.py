@@ -21,6 +21,7 @@ uint8 pixels: nothing extra is stored.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -36,7 +37,7 @@ _FILTERS = (
 
 def _resize_chain(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     side = img.size[0]
-    small = max(8, int(round(side * rng.uniform(0.45, 1.0))))
+    small = max(8, round(side * rng.uniform(0.45, 1.0)))
     down = _FILTERS[int(rng.integers(len(_FILTERS)))]
     up = _FILTERS[int(rng.integers(len(_FILTERS)))]
     return img.resize((small, small), down).resize((side, side), up)
@@ -52,7 +53,7 @@ def _jpeg(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 def _crop_shift(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     side = img.size[0]
-    keep = int(round(side * (1.0 - rng.uniform(0.0, 0.08))))
+    keep = round(side * (1.0 - rng.uniform(0.0, 0.08)))
     x = int(rng.integers(0, side - keep + 1))
     y = int(rng.integers(0, side - keep + 1))
     return img.crop((x, y, x + keep, y + keep)).resize((side, side), Image.Resampling.BILINEAR)
@@ -81,7 +82,7 @@ def augment_image(pixels: np.ndarray, seed: int, key: int) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def batch_transform(seed: int):  # type: ignore[no-untyped-def]
+def batch_transform(seed: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A `pipeline.make_dataset` transform: (pixels, keys) -> re-acquired pixels."""
 
     def transform(pixels: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -372,9 +372,7 @@ def training_overlaps(
     return kept, dropped
 
 
-def newcombe_difference(
-    a: stats.Proportion, b: stats.Proportion
-) -> tuple[float, float, float]:
+def newcombe_difference(a: stats.Proportion, b: stats.Proportion) -> tuple[float, float, float]:
     """a - b with Newcombe's hybrid score interval (method 10), from the Wilson intervals."""
     if not a.n or not b.n:
         return (math.nan, math.nan, math.nan)
@@ -588,9 +586,7 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
             shown = pixels
         else:
             region = fields if view == "lungs hidden" else ~fields
-            shown = np.stack(
-                [hide(pixels[i], region[i], options.fill) for i in range(len(pixels))]
-            )
+            shown = np.stack([hide(pixels[i], region[i], options.fill) for i in range(len(pixels))])
         y_pred = np.argmax(_predict(model, shown, options.batch_size), axis=1)
         views.append(_view_result(view, y_true, y_pred, model_classes))
         if progress:
@@ -639,9 +635,7 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
                     options.batch_size,
                 )
             )
-    text, basis, level = verdict(
-        views[0], views[1], views[2], control, attention, external, chance
-    )
+    text, basis, level = verdict(views[0], views[1], views[2], control, attention, external, chance)
     result = AuditResult(
         model_id=record.id,
         dataset=str(name),

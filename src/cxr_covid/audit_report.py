@@ -59,7 +59,8 @@ def to_markdown(result: AuditResult) -> str:
         f"{result.lung_field['reason']}; hidden parts filled with `{result.fill}`. "
         "Intervals: 95 % Wilson.",
         "",
-        "| view | accuracy | " + " | ".join(classes.display_name(c) for c in result.classes)
+        "| view | accuracy | "
+        + " | ".join(classes.display_name(c) for c in result.classes)
         + " | predicted as |",
         "|---|---|" + "---|" * len(result.classes) + "---|",
     ]
@@ -68,9 +69,7 @@ def to_markdown(result: AuditResult) -> str:
             cell(view.per_class[c]) if c in view.per_class else "-" for c in result.classes
         )
         flag = " (one class for >= 90 %)" if view.collapsed else ""
-        lines.append(
-            f"| {label} | {cell(view.accuracy)} | {recall} | {distribution(view)}{flag} |"
-        )
+        lines.append(f"| {label} | {cell(view.accuracy)} | {recall} | {distribution(view)}{flag} |")
     if result.control is not None:
         c = result.control
         lines += [
@@ -97,10 +96,10 @@ def to_markdown(result: AuditResult) -> str:
             "| class | images | median | quartiles | lowest |",
             "|---|---|---|---|---|",
         ]
-        for cls, d in att.per_class().items():
+        for cls, spread in att.per_class().items():
             lines.append(
-                f"| {classes.display_name(cls)} | {d['n']} | {_pct(d['median'])} | "
-                f"{_pct(d['q1'])}-{_pct(d['q3'])} | {_pct(d['min'])} |"
+                f"| {classes.display_name(cls)} | {spread['n']:.0f} | {_pct(spread['median'])} | "
+                f"{_pct(spread['q1'])}-{_pct(spread['q3'])} | {_pct(spread['min'])} |"
             )
         if att.panels:
             lines += ["", "Images that look furthest outside the lungs:", ""]
@@ -171,13 +170,9 @@ def write_plots(folder: Path, result: AuditResult) -> None:
         per_class = result.attention.per_class()
         figure = _figure(6, 3.6)
         axis = figure.subplots()
-        data = [
-            [s for _, c, s in result.attention.per_image if c == cls] for cls in per_class
-        ]
+        data = [[s for _, c, s in result.attention.per_image if c == cls] for cls in per_class]
         axis.boxplot(data, tick_labels=[classes.display_name(c) for c in per_class])
-        axis.axhline(
-            result.attention.field_area, color="tab:red", linestyle="--", label="uniform"
-        )
+        axis.axhline(result.attention.field_area, color="tab:red", linestyle="--", label="uniform")
         axis.set_ylim(0, 1)
         axis.set_ylabel("Grad-CAM mass inside the lung field")
         axis.legend(loc="lower right")

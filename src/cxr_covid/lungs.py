@@ -106,7 +106,8 @@ def _feather(field: np.ndarray) -> np.ndarray:
     img = Image.fromarray(field.astype(np.uint8) * 255)
     soft = np.asarray(img.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32) / 255.0
     # Keep the inside fully hidden: only the outside of the border is softened.
-    return np.maximum(soft, field.astype(np.float32))
+    weight: np.ndarray = np.maximum(soft, field.astype(np.float32))
+    return weight
 
 
 def hide(pixels: np.ndarray, region: np.ndarray, fill: str = DEFAULT_FILL) -> np.ndarray:
@@ -128,7 +129,8 @@ def hide(pixels: np.ndarray, region: np.ndarray, fill: str = DEFAULT_FILL) -> np
         replacement = np.asarray(blurred, dtype=np.float32)
     weight = _feather(region)[:, :, None]
     out = image * (1.0 - weight) + replacement * weight
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    result: np.ndarray = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return result
 
 
 def apply_view(
@@ -189,9 +191,7 @@ def lung_field_source(images: Sequence[Path], mask_dir: Path | None = None) -> L
 def unmatched_masks(images: Sequence[Path], mask_dir: Path) -> list[str]:
     """Mask files in `mask_dir` whose name matches none of `images` (for a warning)."""
     names = {p.name for p in images}
-    return sorted(
-        p.name for p in mask_dir.iterdir() if p.is_file() and p.name not in names
-    )
+    return sorted(p.name for p in mask_dir.iterdir() if p.is_file() and p.name not in names)
 
 
 def is_mask_path(relative: str) -> bool:

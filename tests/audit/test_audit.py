@@ -99,7 +99,7 @@ def test_shortcut_outside_the_lungs_gives_a_damning_verdict_and_a_cached_control
         AuditOptions(model=model_id, external=[external], control_epochs=4, panels=2),
         lambda stage, done, total: stages.append(stage),
     )
-    full, hidden, only = result.views
+    full, hidden, _only = result.views
     assert full.accuracy.value >= 0.9
     # The marker lies outside the lungs: hiding the lungs keeps accuracy, the control learns it.
     assert hidden.accuracy.value >= 0.9
@@ -119,7 +119,9 @@ def test_shortcut_outside_the_lungs_gives_a_damning_verdict_and_a_cached_control
     assert set(ext.difference) == set(classes.STUDY_CLASSES)
     # The run folder is complete, and the control never became the store's newest model.
     assert result.folder is not None
-    files = {p.relative_to(result.folder).as_posix() for p in result.folder.rglob("*") if p.is_file()}
+    files = {
+        p.relative_to(result.folder).as_posix() for p in result.folder.rglob("*") if p.is_file()
+    }
     assert {"report.md", "audit.json", "views.png", "attention.png"} <= files
     assert sum(f.startswith("panels/") for f in files) == 2
     saved = json.loads((result.folder / "audit.json").read_text())
@@ -196,9 +198,7 @@ def test_audit_uses_masks_only_when_every_test_image_has_one(cxr_home: Path) -> 
 def test_cli_json_summary_and_bad_input(cxr_home: Path, tmp_path: Path) -> None:
     build(cxr_home, "corners", shortcut=True, per_class=10)
     model_id = train("corners", epochs=1)
-    result = runner.invoke(
-        app, ["audit", model_id, "--no-control", "--panels", "0", "--json"]
-    )
+    result = runner.invoke(app, ["audit", model_id, "--no-control", "--panels", "0", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["model"] == model_id and data["control"] is None

@@ -89,7 +89,7 @@ def audit(
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
 ) -> None:
-    from cxr_covid.audit import AuditOptions, run_audit
+    from cxr_covid.audit import AuditOptions
     from cxr_covid.classes import parse_class_map
     from cxr_covid.errors import UsageError
 
@@ -161,11 +161,11 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
         att.add_column("class")
         att.add_column("median")
         att.add_column("quartiles")
-        for cls, d in result.attention.per_class().items():
+        for cls, spread in result.attention.per_class().items():
             att.add_row(
                 classes.display_name(cls),
-                f"{100 * d['median']:.0f} %",
-                f"{100 * d['q1']:.0f}-{100 * d['q3']:.0f} %",
+                f"{100 * spread['median']:.0f} %",
+                f"{100 * spread['q1']:.0f}-{100 * spread['q3']:.0f} %",
             )
         att.caption = f"uniform attention: {100 * result.attention.field_area:.0f} %"
         console.print(att)
