@@ -53,6 +53,11 @@ class ReproduceOptions:
     bootstrap: int = stats.DEFAULT_BOOTSTRAP
     estimate: bool = True
     restart: bool = False  # forget the run folder's state and start over
+    # The shortcut audit (issue 9): on by default, with optional external labelled folders.
+    audit: bool = True
+    external: list[Path] = field(default_factory=list)
+    class_map: dict[str, str] = field(default_factory=dict)
+    control_epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class ReproduceResult:
     files: list[Path] = field(default_factory=list)
     estimate: TimeEstimate | None = None
     data_source: dict[str, Any] = field(default_factory=dict)  # dataset.json's source record
+    audit: dict[str, Any] | None = None  # the shortcut audit's audit.json (reproduce_audit)
 
     def inside(self) -> tuple[int, int]:
         verdicts = [c.verdict for r in self.rows for c in r.cells if c.verdict != "n/a"]
@@ -143,6 +149,7 @@ class ReproduceResult:
                 "inside: the study's published figure lies within our 95 % Wilson interval"
             ),
             "evaluation": self.report.to_dict(),
+            "audit": self.audit,
         }
 
 
@@ -247,6 +254,7 @@ def _settings(options: ReproduceOptions, preset: study.Preset, dataset: str) -> 
         "seed": preset.seed if options.seed is None else options.seed,
         "augment_factor": preset.augment_factor,
         "split": [0.7, 0.15, 0.15],
+        **({"recipe": dict(preset.recipe)} if preset.recipe else {}),
     }
 
 
@@ -486,6 +494,7 @@ def _train_one(
                 seed=settings["seed"],
                 name=name,
                 augment=spec.augment,
+                **settings.get("recipe", {}),
             ),
             progress,
             on_start=on_start,
@@ -647,6 +656,19 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     )
     by_id = {e.model_id: e for e in report.evaluations}
     rows = compare_with_study(by_id, trained)
+    audit = None
+    if options.audit:
+        from cxr_covid.reproduce_audit import audit_step
+
+        audit = audit_step(
+            state,
+            run_dir,
+            trained,
+            options.external,
+            options.class_map,
+            options.control_epochs,
+            lambda message: tell(Event("audit", message)),
+        )
     source = dataset.info().get("source")
     result = ReproduceResult(
         run_dir,
@@ -656,6 +678,7 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
         report,
         estimate=timing,
         data_source=source if isinstance(source, dict) else {"kind": str(source)},
+        audit=audit,
     )
     result.files = write_outputs(result, dataset)
     inside, judged = result.inside()
@@ -777,6 +800,10 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
         f"{inside} of {judged} published figures lie inside our 95 % intervals.",
         "",
     ]
+    if result.audit is not None:
+        from cxr_covid.reproduce_audit import markdown as audit_markdown
+
+        lines += audit_markdown(result.audit)
     if result.report.comparisons:
         lines += [
             "## Are our three models different? McNemar's test",

@@ -236,3 +236,39 @@ def test_newcombe_difference_and_overlap_check(tmp_path: Path) -> None:
 def test_bad_options_are_usage_errors() -> None:
     with pytest.raises(UsageError):
         AuditOptions(panels=-1).validate()
+
+
+@pytest.mark.slow
+def test_reproduce_preset_robust_trains_the_recipe_and_reports_the_audit(
+    cxr_home: Path, tmp_path: Path
+) -> None:
+    import zipfile
+
+    archive = tmp_path / "tiny.zip"
+    rng = np.random.default_rng(0)
+    folders = {"covid": "COVID", "normal": "Normal", "viral_pneumonia": "Viral Pneumonia"}
+    with zipfile.ZipFile(archive, "w") as zf:
+        for label, folder in folders.items():
+            for i in range(15):
+                path = tmp_path / "png" / f"{folder}-{i}.png"
+                path.parent.mkdir(exist_ok=True)
+                Image.fromarray(film(label, True, rng), mode="L").save(path)
+                zf.write(path, f"COVID-19_Radiography_Dataset/{folder}/images/{folder}-{i}.png")
+    external = tmp_path / "external"
+    for label in folders:
+        (external / label).mkdir(parents=True)
+        Image.fromarray(film(label, True, rng), mode="L").save(external / label / "x.png")
+    run_dir = tmp_path / "run"
+    argv = ["reproduce", "--preset", "robust", "--from-zip", str(archive), "--out", str(run_dir)]
+    argv += ["--image-size", "32", "--epochs", "1", "--batch-size", "16", "--bootstrap", "20"]
+    argv += ["--no-estimate", "--external", str(external), "--control-epochs", "1"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["settings"]["recipe"] == {"balance_sources": True, "augment_acquisition": True}
+    for row in data["rows"]:
+        record = store.resolve(row["model"]).record()
+        assert record.training["balance_sources"] and record.training["augment_acquisition"]
+    report = (run_dir / "report.md").read_text()
+    assert "Shortcut audit" in report and "External `external`" in report
+    assert data["audit"]["external"][0]["images"] == 3

@@ -54,5 +54,6 @@ def test_every_command_has_a_docs_page() -> None:
         "heatmap",
         "models",
         "info",
+        "audit",
     ):
         assert (REPO / "docs" / "commands" / f"{command}.md").is_file(), command
