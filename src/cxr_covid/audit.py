@@ -43,7 +43,7 @@ from cxr_covid.errors import CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.lungs import DEFAULT_FILL, FILLS, LungFieldSource, hide, lung_field_source
 
 DEFAULT_CONTROL_EPOCHS = 3
-DEFAULT_PANELS = 6
+DEFAULT_PANELS = 4
 VIEWS: tuple[str, ...] = ("full", "lungs hidden", "lungs only")
 AUDIT_FORMAT = 1
 
@@ -550,6 +550,25 @@ def verdict(
 # --- the audit -------------------------------------------------------------------------------
 
 
+def _mask_warnings(dataset: str, images: Sequence[Path], mask_dir: Path | None) -> list[str]:
+    """A warning for masks whose name matches no image (they are ignored)."""
+    from cxr_covid.data.dataset import resolve_dataset
+    from cxr_covid.lungs import orphan_masks, unmatched_masks
+
+    if mask_dir is not None:
+        every = resolve_dataset(dataset)
+        names = [every.file(r) for r in every.rows()]
+        stray = [str(mask_dir / n) for n in unmatched_masks(names, mask_dir.expanduser())]
+    else:
+        stray = [str(p) for p in orphan_masks(images)]
+    if not stray:
+        return []
+    return [
+        f"warning: {len(stray)} lung mask(s) match no image by name and were ignored "
+        f"(first: {stray[0]})"
+    ]
+
+
 def default_folder(model_id: str) -> Path:
     stamp = store.now_iso().replace(":", "").replace("+0000", "Z")
     return paths.home() / "audits" / f"{model_id}-{stamp}"[:120]
@@ -569,6 +588,7 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
     notes = check_split(record, test, allow_change=False)
     source = lung_field_source(list(test.paths), options.mask_dir)
     notes.append(f"lung field: {source.reason}")
+    notes += _mask_warnings(str(name), test.paths, options.mask_dir)
     model_classes = list(record.classes)
     index = {c: i for i, c in enumerate(model_classes)}
     y_true = np.array([index[label] for label in test.labels])

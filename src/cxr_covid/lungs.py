@@ -194,6 +194,21 @@ def unmatched_masks(images: Sequence[Path], mask_dir: Path) -> list[str]:
     return sorted(p.name for p in mask_dir.iterdir() if p.is_file() and p.name not in names)
 
 
+def orphan_masks(images: Sequence[Path]) -> list[Path]:
+    """Masks in the `masks/` folders beside these images whose name matches no image of the
+    sibling `images/` folder: a renamed or stray mask, reported and ignored."""
+    found: list[Path] = []
+    for folder in sorted({mask_path_for(p).parent for p in images}):
+        if not folder.is_dir():
+            continue
+        image_dir = folder.parent / IMAGE_FOLDER
+        if not image_dir.is_dir():
+            image_dir = folder.parent
+        names = {p.name for p in image_dir.iterdir()}
+        found += [m for m in sorted(folder.iterdir()) if m.is_file() and m.name not in names]
+    return found
+
+
 def is_mask_path(relative: str) -> bool:
     """Whether a path inside a dataset lies in a masks folder (never a training image)."""
     return any(part.lower() == MASK_FOLDER for part in PurePosixPath(relative).parts[:-1])

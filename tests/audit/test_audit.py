@@ -272,3 +272,24 @@ def test_reproduce_preset_robust_trains_the_recipe_and_reports_the_audit(
     report = (run_dir / "report.md").read_text()
     assert "Shortcut audit" in report and "External `external`" in report
     assert data["audit"]["external"][0]["images"] == 3
+
+
+def test_a_downloaded_release_keeps_its_masks_for_the_audit(cxr_home: Path, tmp_path: Path) -> None:
+    from cxr_covid.data.ingest import download_dataset
+    from tests.data.zips import layout_zip
+
+    archive = tmp_path / "current.zip"
+    archive.write_bytes(layout_zip("current", per_class=10))
+    dataset = download_dataset(from_zip=archive, name="cur").dataset
+    assert dataset is not None
+    assert not any("/masks/" in r.path for r in dataset.rows())  # never training images
+    config = training.TrainConfig(dataset="cur", epochs=1, batch_size=8, image_size=24, name="m")
+    training.train(config)
+    result = run_audit(AuditOptions(model="m", control=False, attention=False))
+    assert result.lung_field["kind"] == "masks"
+    assert not any(n.startswith("warning") for n in result.notes)
+    # A mask named like no image: a warning, and the audit goes on.
+    some_mask = next((dataset.root / "images").rglob("masks/*.png"))
+    shutil.copy(some_mask, some_mask.with_name("stray.png"))
+    again = run_audit(AuditOptions(model="m", control=False, attention=False))
+    assert any("stray.png" in n and n.startswith("warning") for n in again.notes)

@@ -72,7 +72,7 @@ def audit(
     ] = True,
     panels: Annotated[
         int, typer.Option("--panels", min=0, help="Grad-CAM panels of the most outside-looking.")
-    ] = 6,
+    ] = 4,
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -184,6 +184,8 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
         if ext.overlaps:
             ext_table.caption = f"{len(ext.overlaps)} training/validation image(s) left out"
         console.print(ext_table)
+    for note in result.notes:
+        err.print(f"[yellow]{escape(note)}[/]" if note.startswith("warning") else escape(note))
     console.print(f"[bold]Verdict:[/] {escape(result.verdict)}")
     console.print(f"[dim]Rests on: {escape(result.verdict_basis)}.[/]")
     console.print(f"Report: {escape(str(result.folder))}/report.md")
