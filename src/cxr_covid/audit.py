@@ -299,6 +299,7 @@ def control_key(record: store.ModelRecord, epochs: int) -> str:
     text = json.dumps(
         {
             "model": record.id,
+            "created": record.created,  # a new model under an old id gets a new control
             "manifest": record.dataset.get("manifest_sha256"),
             "epochs": epochs,
             "input": "no-lungs",
