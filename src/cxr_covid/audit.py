@@ -39,7 +39,7 @@ import numpy as np
 
 from cxr_covid import DISCLAIMER, atomic, classes, paths, stats, store
 from cxr_covid.data.images import Preprocessing, load_for_model
-from cxr_covid.errors import CxrCovidError, DataError, ModelError, UsageError
+from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.lungs import DEFAULT_FILL, FILLS, LungFieldSource, hide, lung_field_source
 
 DEFAULT_CONTROL_EPOCHS = 3
@@ -291,6 +291,12 @@ def _predict(model: Any, pixels: np.ndarray, batch_size: int) -> np.ndarray:
 # --- the lung-blind control ------------------------------------------------------------------
 
 
+class AuditInterrupted(CxrCovidError):
+    """Ctrl-C during an audit: no report is written; a control in training resumes."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 def controls_dir() -> Path:
     return paths.home() / "audit" / "controls"
 
@@ -346,10 +352,16 @@ def ensure_control(
             if progress is not None:
                 progress("control", int(epoch.epoch), int(epoch.epochs))
 
-        if training.run_dir(name).exists():
-            training.resume(name, report)
-        else:
-            training.train(config, report)
+        try:
+            if training.run_dir(name).exists():
+                training.resume(name, report)
+            else:
+                training.train(config, report)
+        except training.TrainingInterrupted as exc:
+            raise AuditInterrupted(
+                f"audit interrupted while training the lung-blind control (after "
+                f"{exc.epochs_done} epoch(s)); rerun the same audit to continue it"
+            ) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(store.model_dir(name), target)
     return store.StoredModel(target), False

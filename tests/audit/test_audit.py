@@ -293,3 +293,30 @@ def test_a_downloaded_release_keeps_its_masks_for_the_audit(cxr_home: Path, tmp_
     shutil.copy(some_mask, some_mask.with_name("stray.png"))
     again = run_audit(AuditOptions(model="m", control=False, attention=False))
     assert any("stray.png" in n and n.startswith("warning") for n in again.notes)
+
+
+def test_an_audit_interrupted_in_the_control_resumes_it(
+    cxr_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(cxr_home, "corners", shortcut=True, per_class=10)
+    model_id = train("corners", epochs=1)
+    record = store.resolve(model_id).record()
+    calls = {"n": 0}
+    original = training._tracker_class()
+
+    class Interrupting(original):  # type: ignore[misc,valid-type]
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            super().on_epoch_end(epoch, logs)
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_tracker_class", lambda: Interrupting)
+    with pytest.raises(audit.AuditInterrupted, match="rerun the same audit"):
+        audit.ensure_control(record, 2)
+    name = f"lungblind-{audit.control_key(record, 2)}"
+    assert training.run_dir(name).is_dir()  # the finished epoch is kept
+    control, reused = audit.ensure_control(record, 2)
+    assert not reused and control.record().training["resumed"] == 1
+    assert control.record().training["epochs_run"] == 2
+    assert not training.run_dir(name).exists() and not store.model_dir(name).exists()

@@ -86,6 +86,7 @@ def _usage_error(exc: ClickUsageError) -> NoReturn:
 _RERUN_HINTS = {
     "reproduce": " (rerun the same command to continue: finished steps are skipped)",
     "download": " (rerun the same command: an interrupted transfer resumes)",
+    "audit": " (rerun the same command: a trained lung-blind control is reused)",
 }
 
 # Commands whose work needs TensorFlow; their --help must not import it.
