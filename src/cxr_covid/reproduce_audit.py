@@ -58,7 +58,9 @@ def _cell(p: dict[str, Any]) -> str:
     if not p.get("n") or p.get("value") is None:
         return "-"
     low, high = p["ci"]
-    return f"{100 * p['value']:.1f} % ({p['successes']}/{p['n']}) [{100 * low:.1f}-{100 * high:.1f}]"
+    return (
+        f"{100 * p['value']:.1f} % ({p['successes']}/{p['n']}) [{100 * low:.1f}-{100 * high:.1f}]"
+    )
 
 
 def markdown(audit: dict[str, Any]) -> list[str]:

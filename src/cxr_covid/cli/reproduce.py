@@ -241,7 +241,9 @@ def render(result: ReproduceResult) -> None:
             mcnemar.add_row(*map(escape, row_text))
         out.print(mcnemar)
     if result.audit is not None:
-        out.print(f"[bold]Shortcut audit:[/] {escape(str(result.audit['verdict']))}", soft_wrap=True)
+        out.print(
+            f"[bold]Shortcut audit:[/] {escape(str(result.audit['verdict']))}", soft_wrap=True
+        )
     for note in caveats(result):
         out.print(f"[dim]- {escape(note)}[/]", soft_wrap=True)
     out.print(f"Report, tables and plots: {escape(str(result.run_dir))}", soft_wrap=True)
