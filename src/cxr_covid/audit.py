@@ -510,7 +510,8 @@ def verdict(
             words = "the dataset carries some shortcut signal"
         sentences.append(
             f"The model reaches {_ci(full.accuracy)} test accuracy; a lung-blind model of the "
-            f"same recipe ({control.epochs} epochs, lung field hidden in training and test) "
+            f"same recipe ({control.epochs} epoch{'s' if control.epochs > 1 else ''}, lung field "
+            "hidden in training and test) "
             f"reaches {_ci(acc)} against {_pct(chance)} chance: {words}."
         )
         basis = (
@@ -553,9 +554,8 @@ def verdict(
         sentences.append(
             f"On {Path(ext.folder).name} ({ext.images} images) it recognises "
             f"{_ci(ext.per_class[cls])} of {classes.display_name(cls)}, "
-            f"{_pct(abs(d))} {'below' if d < 0 else 'above'} its internal recall "
-            f"(difference {100 * d:+.0f} points, 95 % interval {100 * lo:+.0f} to "
-            f"{100 * hi:+.0f})."
+            f"{100 * abs(d):.0f} points {'below' if d < 0 else 'above'} its internal recall "
+            f"(95 % interval of the difference {100 * lo:+.0f} to {100 * hi:+.0f} points)."
         )
     return " ".join(sentences), basis, level
 
