@@ -186,7 +186,9 @@ def train(
 
     if resume_run:
         given = [
-            "--" + option.replace("_", "-") for option in _RUN_OPTIONS if _explicit(ctx, option)
+            "--" + option.removesuffix("_view").replace("_", "-")
+            for option in _RUN_OPTIONS
+            if _explicit(ctx, option)
         ]
         if given:
             raise UsageError(
