@@ -76,3 +76,12 @@ def test_bad_input_is_a_usage_error(cxr_home: Path) -> None:
     build_dataset(cxr_home, "blobs", per_class=4, size=32)
     result = runner.invoke(app, ["train", "-d", "blobs", "--input", "ribs"])
     assert result.exit_code == 2 and "--input" in result.stderr
+
+
+def test_acquisition_augmentation_is_deterministic_under_deterministic(cxr_home: Path) -> None:
+    build_dataset(cxr_home, "blobs", per_class=8, size=32)
+    weights = []
+    for name in ("acq-a", "acq-b"):
+        _train("--augment-acquisition", "--deterministic", "--name", name, "-e", "2")
+        weights.append(store.resolve(name).load().get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
