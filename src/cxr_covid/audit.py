@@ -584,7 +584,12 @@ def _mask_warnings(dataset: str, images: Sequence[Path], mask_dir: Path | None) 
 
 def default_folder(model_id: str) -> Path:
     stamp = store.now_iso().replace(":", "").replace("+0000", "Z")
-    return paths.home() / "audits" / f"{model_id}-{stamp}"[:120]
+    base = paths.home() / "audits" / f"{model_id}-{stamp}"[:120]
+    candidate, n = base, 2
+    while candidate.exists():  # two audits within one second
+        candidate = base.with_name(f"{base.name}-{n}")
+        n += 1
+    return candidate
 
 
 def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditResult:

@@ -193,6 +193,9 @@ def test_audit_uses_masks_only_when_every_test_image_has_one(cxr_home: Path) -> 
     target.unlink()
     partial = run_audit(AuditOptions(model=model_id, control=False, attention=False))
     assert partial.lung_field["kind"] == "fixed"
+    # Three audits within seconds: each its own run folder.
+    assert len({result.folder, partial.folder}) == 2
+    assert len(list((cxr_home / "audits").iterdir())) == 2
 
 
 def test_cli_json_summary_and_bad_input(cxr_home: Path, tmp_path: Path) -> None:
