@@ -26,7 +26,7 @@ from PIL import Image
 
 from cxr_covid import DISCLAIMER, atomic
 from cxr_covid.classes import canonical, display_name
-from cxr_covid.data.images import Preprocessing, read_image, resize
+from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
 from cxr_covid.errors import CxrCovidError, DependencyError, UsageError, WriteError
 from cxr_covid.inputs import output_stems
 from cxr_covid.store import StoredModel
@@ -167,7 +167,7 @@ def explain_pixels(
     `scorer` (scoring.py) the probabilities are the calibrated ones.
     """
     # Same as load_for_model(path, prep), without decoding the file twice.
-    pixels = resize(image, prep.image_size, prep.resize)
+    pixels = apply_input(resize(image, prep.image_size, prep.resize), prep)
     cam = explainer(pixels, class_index)
     cam, caption, flagged = _calibrated(cam, scorer, pixels)
     return cam, upsample(cam.cam, image.shape[0], image.shape[1]), caption, flagged

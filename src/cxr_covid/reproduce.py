@@ -56,6 +56,11 @@ class ReproduceOptions:
     restart: bool = False  # forget the run folder's state and start over
     seeds: int = 1  # train every model with seeds seed, seed + 1, ... (cxr_covid.seeds)
     deterministic: bool = False  # deterministic TensorFlow ops while training
+    # The shortcut audit (issue 9): on by default, with optional external labelled folders.
+    audit: bool = True
+    external: list[Path] = field(default_factory=list)
+    class_map: dict[str, str] = field(default_factory=dict)
+    control_epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class ReproduceResult:
     estimate: TimeEstimate | None = None
     data_source: dict[str, Any] = field(default_factory=dict)  # dataset.json's source record
     seeds: SeedSummary | None = None  # the spread across seeds, with --seeds N > 1
+    audit: dict[str, Any] | None = None  # the shortcut audit's audit.json (reproduce_audit)
 
     def inside(self) -> tuple[int, int]:
         verdicts = [c.verdict for r in self.rows for c in r.cells if c.verdict != "n/a"]
@@ -148,6 +154,7 @@ class ReproduceResult:
             ),
             "evaluation": self.report.to_dict(),
             **({"seeds": self.seeds.to_dict()} if self.seeds is not None else {}),
+            "audit": self.audit,
         }
 
 
@@ -253,6 +260,7 @@ def _settings(options: ReproduceOptions, preset: study.Preset, dataset: str) -> 
         "seed": preset.seed if options.seed is None else options.seed,
         "augment_factor": preset.augment_factor,
         "split": [0.7, 0.15, 0.15],
+        **({"recipe": dict(preset.recipe)} if preset.recipe else {}),
     }
 
 
@@ -525,6 +533,7 @@ def _train_one(
                 augment=spec.augment,
                 deterministic=deterministic,
                 group=group,
+                **settings.get("recipe", {}),
             ),
             progress,
             on_start=on_start,
@@ -696,6 +705,19 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     report = reproduce_seeds.evaluate_seeds(state, trained_by_seed, options.bootstrap, tell)
     by_id = {e.model_id: e for e in report.evaluations}
     rows = compare_with_study(by_id, trained)
+    audit = None
+    if options.audit:
+        from cxr_covid.reproduce_audit import audit_step
+
+        audit = audit_step(
+            state,
+            run_dir,
+            trained,
+            options.external,
+            options.class_map,
+            options.control_epochs,
+            lambda message: tell(Event("audit", message)),
+        )
     source = dataset.info().get("source")
     result = ReproduceResult(
         run_dir,
@@ -705,6 +727,7 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
         report,
         estimate=timing,
         data_source=source if isinstance(source, dict) else {"kind": str(source)},
+        audit=audit,
     )
     if len(seed_list) > 1:
         result.seeds = reproduce_seeds.summarize_seeds(
@@ -861,6 +884,10 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
         f"{inside} of {judged} published figures lie inside our 95 % intervals.",
         "",
     ]
+    if result.audit is not None:
+        from cxr_covid.reproduce_audit import markdown as audit_markdown
+
+        lines += audit_markdown(result.audit)
     if result.report.comparisons:
         lines += [
             "## Are our three models different? McNemar's test",

@@ -89,6 +89,8 @@ class Preset:
     study_protocol: bool = True
     description: str = ""
     notes: list[str] = field(default_factory=list)
+    # TrainConfig options every model of the preset trains with (issue 9's robust recipe).
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +117,19 @@ PRESETS: dict[str, Preset] = {
         description=(
             "NOT the study's protocol: 64 px and 5 epochs so that it finishes in minutes on a "
             "laptop CPU; same data, split, augmentation and networks"
+        ),
+    ),
+    "robust": Preset(
+        name="robust",
+        image_size=224,
+        epochs=30,
+        batch_size=32,
+        study_protocol=False,
+        recipe={"balance_sources": True, "augment_acquisition": True},
+        description=(
+            "NOT the study's protocol: its networks and settings trained with the recipe "
+            "the shortcut audit favours (--balance-sources --augment-acquisition, "
+            "docs/shortcut-audit.md); judge it by the audit and the external sets"
         ),
     ),
 }

@@ -63,6 +63,10 @@ class TrainConfig:
     resize: str = "nearest"
     group: str | None = None  # models trained together with several seeds (`--seeds`)
     calibrate: bool = True  # fit temperature scaling and the OOD guard at the end (scoring.py)
+    # Issue 9's recipe options (see balance.py, acquisition.py, lungs.py).
+    balance_sources: bool = False
+    augment_acquisition: bool = False
+    input: str = "full"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +105,8 @@ class TrainConfig:
             raise UsageError(
                 f"unknown resize method {self.resize!r} (choose from: {', '.join(RESIZE_METHODS)})"
             )
+        if self.input not in ("full", "lungs", "no-lungs"):
+            raise UsageError(f"unknown --input {self.input!r} (choose from: full, lungs)")
         if self.name is not None:
             check_name(self.name)
 
@@ -385,6 +391,7 @@ def _datasets(
     train_reader: pipeline.BatchReader,
     val_reader: pipeline.BatchReader,
     first_epoch: int,
+    recipe: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, int, int]:
     """(train data, val data, train steps, val steps) for the placement's strategy."""
     batch = config.batch_size
@@ -406,6 +413,7 @@ def _datasets(
         first_epoch=first_epoch,
         drop_remainder=distributed,
         **common,
+        **(recipe or {}),
     )
     val_data = pipeline.make_dataset(val_split, val_reader, shuffle=False, **common)
     if distributed and train_split.count < batch:
@@ -511,7 +519,8 @@ def _train_run(
     if config.deterministic:
         _op_determinism(True)
 
-    prep = Preprocessing(image_size=config.image_size, resize=config.resize)
+    prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
+    recipe, composition = _recipe(config, dataset, train_rows)
     cache_args: dict[str, Any] = {"rows": rows, "classes": classes, "progress": on_cache}
     train_split = pipeline.cache_split(
         dataset, "train", prep, include_augmented=config.augment, **cache_args
@@ -536,7 +545,7 @@ def _train_run(
     first_epoch = state.epochs_done
     with train_split.reader() as train_reader, val_split.reader() as val_reader:
         train_data, val_data, steps, val_steps = _datasets(
-            placement, config, train_split, val_split, train_reader, val_reader, first_epoch
+            placement, config, train_split, val_split, train_reader, val_reader, first_epoch, recipe
         )
         if on_start:
             on_start(
@@ -612,6 +621,7 @@ def _train_run(
             "train_images": train_split.count,
             "val_images": val_split.count,
             "augmented_train_images": augmented,
+            **({"train_collections": composition} if composition else {}),
         },
         training={
             **config.to_dict(),
@@ -675,6 +685,29 @@ def _fit_guards(
     from cxr_covid import scoring
 
     return scoring.fit_for_training(model, train_split, val_split, dataset_name, config.batch_size)
+
+
+def _recipe(
+    config: TrainConfig, dataset: Dataset, train_rows: list[Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+    """make_dataset's extra arguments for --balance-sources and --augment-acquisition, and the
+    class x collection counts of the training images (recorded when balancing)."""
+    recipe: dict[str, Any] = {}
+    composition: dict[str, dict[str, int]] = {}
+    if config.balance_sources:
+        from cxr_covid import balance
+
+        found = balance.read_collections(dataset.manifest_path)
+        # An augmented image belongs to the collection of the image it was made from.
+        sources = [found.get(r.source or r.path, balance.UNKNOWN) for r in train_rows]
+        labels = [r.label for r in train_rows]
+        recipe["sample_weights"] = balance.source_weights(labels, sources)
+        composition = balance.composition(labels, sources)
+    if config.augment_acquisition:
+        from cxr_covid import acquisition
+
+        recipe["transform"] = acquisition.batch_transform(config.seed)
+    return recipe, composition
 
 
 def _fit(placement: Placement, model: Any, data: Any, **kwargs: Any) -> None:

@@ -63,7 +63,11 @@ def test_current_layout_skips_masks_and_lung_opacity_by_default(
 ) -> None:
     result = download_dataset(from_zip=_zip(tmp_path, "current"), name="cur")
     assert result.skipped == {}  # lung opacity was not even extracted
-    assert not list((cxr_home / "datasets" / "cur").rglob("masks"))
+    # Masks of the selected classes stay beside their images for the lung field (audit),
+    # never in the manifest; lung opacity's are not extracted.
+    masks = list((cxr_home / "datasets" / "cur").rglob("masks/*.png"))
+    assert len(masks) == 30 and not any("Lung_Opacity" in str(m) for m in masks)
+    assert not any("/masks/" in r.path for r in result.dataset.rows())
     assert not list((cxr_home / "datasets" / "cur").rglob("Lung_Opacity*"))
 
 

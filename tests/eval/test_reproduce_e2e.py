@@ -111,6 +111,10 @@ def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) 
         assert caveat in report
     # No provenance in this zip: the report says so and how to attach it.
     assert "## Where the images come from" in report and "--sources FILE.csv" in report
+    # The shortcut audit ran on the first row, and its verdict sits beside the table.
+    assert "Shortcut audit" in report and data["audit"]["verdict"] in report
+    assert (run_dir / "audit" / "report.md").is_file()
+    assert "Shortcut audit:" in result.output
     assert (run_dir / "results.md").read_text().startswith("# Reproducing the study")
     assert (run_dir / "evaluation.csv").is_file()
     assert len(list((run_dir / "plots").glob("*.png"))) == 9
@@ -131,6 +135,7 @@ def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) 
     assert again.exit_code == 0, again.output
     assert "download: done" in again.stderr and "augment: done" in again.stderr
     assert again.stderr.count(": done (model ") == 3
+    assert "audit: done" in again.stderr
     assert len(list((cxr_home / "models").iterdir())) == 3
     assert json.loads(again.stdout)["rows"] == data["rows"]  # --json: the same results
     assert json.loads((run_dir / "results.json").read_text())["rows"] == data["rows"]

@@ -55,5 +55,6 @@ def test_every_command_has_a_docs_page() -> None:
         "models",
         "datasets",
         "info",
+        "audit",
     ):
         assert (REPO / "docs" / "commands" / f"{command}.md").is_file(), command

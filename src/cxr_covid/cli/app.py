@@ -122,10 +122,11 @@ def _usage_error(exc: ClickUsageError) -> NoReturn:
 _RERUN_HINTS = {
     "reproduce": " (rerun the same command to continue: finished steps are skipped)",
     "download": " (rerun the same command: an interrupted transfer resumes)",
+    "audit": " (rerun the same command: a trained lung-blind control is reused)",
 }
 
 # Commands whose work needs TensorFlow; their --help must not import it.
-_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info", "calibrate"}
+_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info", "calibrate", "audit"}
 
 
 def _runs_tensorflow(ctx: Any) -> bool:
@@ -172,6 +173,7 @@ def _root(
 def _register_commands() -> None:
     # Each command lives in its own module; importing them must not import TensorFlow.
     from cxr_covid.cli import (
+        audit,
         augment,
         calibrate,
         datasets,
@@ -198,6 +200,7 @@ def _register_commands() -> None:
     models.app.command("pack", epilog=EPILOG)(model_sharing.pack)
     models.app.command("import", epilog=EPILOG)(model_sharing.import_)
     models.app.command("card", epilog=EPILOG)(model_sharing.card)
+    app.command("audit", help=audit.HELP, epilog=EPILOG)(audit.audit)
     app.add_typer(models.app, name="models", help=models.HELP)
     app.add_typer(datasets.app, name="datasets", help=datasets.HELP)
     app.command("info", help=info.HELP, epilog=EPILOG)(info.info)

@@ -23,7 +23,9 @@ def reproduce(
         typer.Option(
             "--preset",
             help="paper: the study's protocol (224 px, 30 epochs; hours on a CPU). "
-            "quick: 64 px, 5 epochs, minutes; NOT the study's protocol.",
+            "quick: 64 px, 5 epochs, minutes; NOT the study's protocol. robust: the study's "
+            "settings with the shortcut audit's recipe (balanced sources, acquisition "
+            "augmentation).",
         ),
     ] = "paper",
     from_zip: Annotated[
@@ -100,8 +102,40 @@ def reproduce(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON instead of tables.")
     ] = False,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            "--audit/--no-audit", help="Run the shortcut audit and put its verdict in the report."
+        ),
+    ] = True,
+    external: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--external",
+            help="A labelled folder from another hospital or cohort for the audit. Repeatable.",
+            file_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    class_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class-map",
+            help="With --external: map a folder to a class, FOLDER=CLASS (or FOLDER=skip).",
+            show_default=False,
+        ),
+    ] = None,
+    control_epochs: Annotated[
+        int | None,
+        typer.Option("--control-epochs", min=1, help="Epochs of the audit's lung-blind control."),
+    ] = None,
 ) -> None:
+    from cxr_covid.classes import parse_class_map
+    from cxr_covid.errors import UsageError
     from cxr_covid.reproduce import ReproduceOptions, run
+
+    if (external or class_map or control_epochs) and not audit:
+        raise UsageError("--external, --class-map and --control-epochs need the audit")
 
     options = ReproduceOptions(
         preset=preset,
@@ -119,6 +153,10 @@ def reproduce(
         restart=restart,
         seeds=seeds,
         deterministic=deterministic,
+        audit=audit,
+        external=list(external or []),
+        class_map=parse_class_map(class_map),
+        control_epochs=control_epochs,
     )
     result = _run_with_progress(lambda notify: run(options, notify))
     if as_json:
@@ -227,6 +265,10 @@ def render(result: ReproduceResult) -> None:
         from cxr_covid.cli.seeds_view import render_seeds
 
         render_seeds(result.seeds, f"Across {result.seeds.seed_count} seeds")
+    if result.audit is not None:
+        out.print(
+            f"[bold]Shortcut audit:[/] {escape(str(result.audit['verdict']))}", soft_wrap=True
+        )
     for note in caveats(result):
         out.print(f"[dim]- {escape(note)}[/]", soft_wrap=True)
     out.print(f"Report, tables and plots: {escape(str(result.run_dir))}", soft_wrap=True)

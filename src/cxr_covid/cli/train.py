@@ -37,6 +37,9 @@ _RUN_OPTIONS = (
     "precision",
     "resize",
     "calibrate",
+    "balance_sources",
+    "augment_acquisition",
+    "input_view",
 )
 
 
@@ -143,6 +146,30 @@ def train(
             "the validation split (`cxr-covid calibrate` does it later).",
         ),
     ] = True,
+    balance_sources: Annotated[
+        bool,
+        typer.Option(
+            "--balance-sources",
+            help="Within each class, let every collection (manifest column `collection`) "
+            "weigh the same.",
+        ),
+    ] = False,
+    augment_acquisition: Annotated[
+        bool,
+        typer.Option(
+            "--augment-acquisition",
+            help="Randomise how each film looks acquired (contrast, gamma, blur, noise, JPEG, "
+            "resize chains, small shifts), on the fly.",
+        ),
+    ] = False,
+    input_view: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="full (the study's), or lungs: hide everything outside the fixed lung field "
+            "(also in predict, eval, heatmap).",
+        ),
+    ] = "full",
 ) -> None:
     from cxr_covid import training
 
@@ -162,6 +189,9 @@ def train(
         precision=precision,
         resize=resize,
         calibrate=calibrate,
+        balance_sources=balance_sources,
+        augment_acquisition=augment_acquisition,
+        input=input_view,
     )
     if summary:
         if resume_run:
@@ -186,7 +216,9 @@ def train(
 
     if resume_run:
         given = [
-            "--" + option.replace("_", "-") for option in _RUN_OPTIONS if _explicit(ctx, option)
+            "--" + option.removesuffix("_view").replace("_", "-")
+            for option in _RUN_OPTIONS
+            if _explicit(ctx, option)
         ]
         if given:
             raise UsageError(

@@ -52,6 +52,9 @@ class Preprocessing:
     resize: str = "nearest"
     color: str = "rgb"
     scale: str = "1/255 inside the model"
+    # `full` film, or `lungs` / `no-lungs` (see cxr_covid.lungs): part of the one decode path,
+    # so train, eval, predict and heatmap all see the same pixels.
+    input: str = "full"
 
     def __post_init__(self) -> None:
         size = self.image_size
@@ -61,13 +64,16 @@ class Preprocessing:
             raise ValueError(
                 f"unknown resize method {self.resize!r} (known: {', '.join(RESIZE_METHODS)})"
             )
+        if self.input not in ("full", "lungs", "no-lungs"):
+            raise ValueError(f"unknown input {self.input!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        known = {k: data[k] for k in ("image_size", "resize", "color", "scale") if k in data}
+        keys = ("image_size", "resize", "color", "scale", "input")
+        known = {k: data[k] for k in keys if k in data}
         return cls(**known)
 
 
@@ -312,9 +318,19 @@ def load_for_model(source: Path | bytes, prep: Preprocessing) -> np.ndarray:
     if isinstance(decoded, Image.Image) and decoded.mode in ("L", "RGB"):
         if decoded.size != (size, size):
             decoded = decoded.resize((size, size), RESIZE_METHODS[prep.resize])
-        return np.asarray(decoded.convert("RGB"), dtype=np.uint8)
+        return apply_input(np.asarray(decoded.convert("RGB"), dtype=np.uint8), prep)
     if isinstance(decoded, np.ndarray):
         pixels = decoded
     else:
         pixels = _to_rgb_array(decoded, "<bytes>" if isinstance(source, bytes) else str(source))
-    return resize(pixels, size, prep.resize)
+    return apply_input(resize(pixels, size, prep.resize), prep)
+
+
+def apply_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """The resized pixels as the model's input sees them (`--input lungs`: only the fixed
+    lung field, the rest filled with its own mean intensity; see cxr_covid.lungs)."""
+    if prep.input == "full":
+        return pixels
+    from cxr_covid.lungs import apply_view
+
+    return apply_view(pixels, prep.input)

@@ -201,8 +201,17 @@ def download_dataset(
             )
         label = class_of(rel, class_map)
         parts = {p.lower() for p in PurePosixPath(rel).parts[:-1]}
-        if parts & {"masks", "mask", "__macosx"}:
+        if "__macosx" in parts:
             return False
+        if parts & {"masks", "mask"}:
+            # Lung masks stay beside their images for the lung field (cxr_covid.lungs); the
+            # catalogue never takes them for X-rays.
+            folders = [
+                "images" if f.lower() in ("masks", "mask") else f
+                for f in PurePosixPath(rel).parts[:-1]
+            ]
+            owner = class_of("/".join([*folders, PurePosixPath(rel).name]), class_map)
+            return owner in selected
         return label is None or label in selected
 
     downloaded: Path | None = None

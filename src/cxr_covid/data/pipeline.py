@@ -125,6 +125,8 @@ def cache_key(rows: Sequence[ManifestRow], prep: Preprocessing, classes: Sequenc
             "image_size": prep.image_size,
             "resize": prep.resize,
             "classes": list(classes),
+            # Only when not the default, so existing caches keep their keys.
+            **({"input": prep.input} if prep.input != "full" else {}),
         },
         sort_keys=True,
     )
@@ -258,6 +260,8 @@ def make_dataset(
     replica_batch: int | None = None,
     drop_remainder: bool = False,
     shard_by_data: bool = False,
+    sample_weights: np.ndarray | None = None,
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Any:
     """A tf.data pipeline of (float32 pixels, int32 labels) batches over `epochs` epochs.
 
@@ -265,6 +269,11 @@ def make_dataset(
     epoch boundary. For distributed training every input pipeline computes the same global
     batches and keeps its own slice (`pipeline_id` of `num_pipelines`), then splits that
     into batches of `replica_batch` for the replicas it feeds.
+
+    `sample_weights` (one per image, `train --balance-sources`) draws each epoch's images
+    with replacement in proportion to them, seeded per epoch. `transform(pixels, keys)`
+    (`train --augment-acquisition`) changes each batch on the fly; `keys` are
+    epoch * count + index, unique per image and epoch, so a seeded transform is reproducible.
     """
     import tensorflow as tf
 
@@ -272,9 +281,13 @@ def make_dataset(
     size = cached.image_size
 
     def order(epoch: np.int64) -> np.ndarray:
-        if shuffle:
-            return epoch_order(count, seed, int(epoch))
-        return np.arange(count, dtype=np.int64)
+        if shuffle and sample_weights is not None:
+            chosen = balanced_order(sample_weights, seed, int(epoch))
+        elif shuffle:
+            chosen = epoch_order(count, seed, int(epoch))
+        else:
+            chosen = np.arange(count, dtype=np.int64)
+        return chosen + int(epoch) * count if transform is not None else chosen
 
     def epoch_batches(epoch: Any) -> Any:
         indices = tf.numpy_function(order, [epoch], tf.int64, stateful=False)
@@ -289,7 +302,10 @@ def make_dataset(
         return batches
 
     def read(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return reader.read(indices)
+        if transform is None:
+            return reader.read(indices)
+        pixels, labels = reader.read(indices % count)
+        return transform(pixels, indices), labels
 
     def load(indices: Any) -> tuple[Any, Any]:
         pixels, labels = tf.numpy_function(read, [indices], (tf.uint8, tf.int32), stateful=False)
@@ -306,6 +322,15 @@ def make_dataset(
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.DATA if shard_by_data else policy.OFF
     return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_order(weights: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """One epoch's images drawn with replacement in proportion to `weights`, seeded by
+    (seed, epoch) alone like `epoch_order`, so a resumed run draws the same images."""
+    p = np.asarray(weights, dtype=np.float64)
+    p = p / p.sum()
+    rng = np.random.default_rng([seed, epoch, 1])
+    return rng.choice(len(p), size=len(p), replace=True, p=p).astype(np.int64)
 
 
 def steps_per_epoch(count: int, global_batch: int, drop_remainder: bool) -> int:

@@ -1,0 +1,209 @@
+"""The audit's files: report.md, plots (views, attention) and Grad-CAM panels.
+
+Numbers come from `cxr_covid.audit`'s dataclasses; this module only renders them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cxr_covid import DISCLAIMER, atomic, classes, stats
+
+if TYPE_CHECKING:
+    from cxr_covid.audit import AttentionResult, AuditResult, ViewResult
+
+
+def _pct(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def cell(p: stats.Proportion) -> str:
+    if not p.n:
+        return "-"
+    return f"{_pct(p.value)} ({p.successes}/{p.n}) [{_pct(p.low)}-{_pct(p.high)}]"
+
+
+def distribution(view: ViewResult) -> str:
+    return ", ".join(f"{classes.display_name(c)} {n}" for c, n in view.predicted.items())
+
+
+def view_rows(result: AuditResult) -> list[tuple[str, ViewResult]]:
+    rows: list[tuple[str, ViewResult]] = [(v.view, v) for v in result.views]
+    if result.control is not None:
+        rows.append(("lung-blind control", result.control.view))
+    return rows
+
+
+def to_markdown(result: AuditResult) -> str:
+    lines = [
+        f"# Shortcut audit of {result.model_id}",
+        "",
+        f"> {DISCLAIMER}",
+        "",
+        "## Verdict",
+        "",
+        result.verdict,
+        "",
+        f"*Rests on:* {result.verdict_basis}.",
+        "",
+        "## Test split, four ways",
+        "",
+        f"Dataset `{result.dataset}`, test split. Chance: {_pct(result.chance)} "
+        f"(largest class: {_pct(result.majority)} of the images). Lung field: "
+        f"{result.lung_field['reason']}; hidden parts filled with `{result.fill}`. "
+        "Intervals: 95 % Wilson.",
+        "",
+        "| view | accuracy | "
+        + " | ".join(classes.display_name(c) for c in result.classes)
+        + " | predicted as |",
+        "|---|---|" + "---|" * len(result.classes) + "---|",
+    ]
+    for label, view in view_rows(result):
+        recall = " | ".join(
+            cell(view.per_class[c]) if c in view.per_class else "-" for c in result.classes
+        )
+        flag = " (one class for >= 90 %)" if view.collapsed else ""
+        lines.append(f"| {label} | {cell(view.accuracy)} | {recall} | {distribution(view)}{flag} |")
+    if result.control is not None:
+        c = result.control
+        lines += [
+            "",
+            f"Control: `{c.model_id}`, {c.epochs} epochs, "
+            f"{'reused from the cache' if c.reused else 'trained for this audit'} ({c.path}).",
+        ]
+    else:
+        lines += ["", "Control: skipped (--no-control)."]
+    if result.attention is not None:
+        att = result.attention
+        lines += [
+            "",
+            "## Attention (Grad-CAM mass inside the lung field)",
+            "",
+            f"Layer `{att.layer}`. Uniform attention would put {_pct(att.field_area)} inside."
+            + (
+                f" {att.no_evidence} image(s) had an all-zero map (no region raised the "
+                "predicted class) and are left out."
+                if att.no_evidence
+                else ""
+            ),
+            "",
+            "| class | images | median | quartiles | lowest |",
+            "|---|---|---|---|---|",
+        ]
+        for cls, spread in att.per_class().items():
+            lines.append(
+                f"| {classes.display_name(cls)} | {spread['n']:.0f} | {_pct(spread['median'])} | "
+                f"{_pct(spread['q1'])}-{_pct(spread['q3'])} | {_pct(spread['min'])} |"
+            )
+        if att.panels:
+            lines += ["", "Images that look furthest outside the lungs:", ""]
+            lines += [f"![{Path(p).name}]({p})" for p in att.panels]
+    if result.external:
+        lines += [
+            "",
+            "## External sets",
+            "",
+            "| set | class | images | recall | internal recall | difference [95 % CI] |",
+            "|---|---|---|---|---|---|",
+        ]
+        full = result.views[0]
+        for ext in result.external:
+            for cls, prop in ext.per_class.items():
+                d, lo, hi = ext.difference.get(cls, (math.nan, math.nan, math.nan))
+                internal = full.per_class.get(cls)
+                lines.append(
+                    f"| {Path(ext.folder).name} | {classes.display_name(cls)} | {prop.n} | "
+                    f"{cell(prop)} | {cell(internal) if internal else '-'} | "
+                    f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] points |"
+                )
+            if ext.overlaps:
+                lines.append(
+                    f"\n{len(ext.overlaps)} image(s) of {ext.folder} are training or "
+                    "validation images of the model (same sha256) and were left out."
+                )
+    if result.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
+    lines += ["", "![views](views.png)", ""]
+    if result.attention is not None:
+        lines += ["![attention](attention.png)", ""]
+    return "\n".join(lines)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def write_plots(folder: Path, result: AuditResult) -> None:
+    rows = view_rows(result)
+    figure = _figure(7, 3.6)
+    axis = figure.subplots()
+    values = [v.accuracy.value for _, v in rows]
+    errors = np.array(
+        [[v.accuracy.value - v.accuracy.low, v.accuracy.high - v.accuracy.value] for _, v in rows]
+    ).T
+    axis.bar(range(len(rows)), values, yerr=errors, capsize=4, color="0.55")
+    axis.axhline(result.chance, color="tab:red", linestyle="--", label="chance")
+    axis.set_xticks(range(len(rows)), [label for label, _ in rows])
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("test accuracy (95 % Wilson)")
+    axis.legend(loc="upper right")
+    axis.set_title(f"{result.model_id}: test split, four ways")
+    _save(figure, folder / "views.png")
+    if result.attention is not None and result.attention.per_image:
+        per_class = result.attention.per_class()
+        figure = _figure(6, 3.6)
+        axis = figure.subplots()
+        data = [[s for _, c, s in result.attention.per_image if c == cls] for cls in per_class]
+        axis.boxplot(data, tick_labels=[classes.display_name(c) for c in per_class])
+        axis.axhline(result.attention.field_area, color="tab:red", linestyle="--", label="uniform")
+        axis.set_ylim(0, 1)
+        axis.set_ylabel("Grad-CAM mass inside the lung field")
+        axis.legend(loc="lower right")
+        _save(figure, folder / "attention.png")
+
+
+def write_panels(
+    folder: Path,
+    attention: AttentionResult,
+    images: Sequence[Path],
+    pixels: np.ndarray,
+    cams: Sequence[Any],
+    model_classes: Sequence[str],
+    count: int,
+) -> list[str]:
+    """Grad-CAM panels (explain.panel_png) of the `count` images that look furthest outside
+    the lung field; returns their paths relative to `folder`."""
+    from cxr_covid.explain import overlay, panel_png, upsample
+
+    share_of = {p: s for p, _, s in attention.per_image}
+    order = sorted(
+        (i for i in range(len(images)) if str(images[i]) in share_of),
+        key=lambda i: share_of[str(images[i])],
+    )[:count]
+    written: list[str] = []
+    for rank, i in enumerate(order, 1):
+        size = pixels[i].shape[0]
+        heat = upsample(cams[i].cam, size, size)
+        title = f"{images[i].name}: {100 * share_of[str(images[i])]:.0f} % inside the lungs"
+        png = panel_png(pixels[i], overlay(pixels[i], heat), model_classes, cams[i], title=title)
+        relative = f"panels/{rank:02d}-{images[i].stem}.png"
+        atomic.write_bytes(folder / relative, png)
+        written.append(relative)
+    return written

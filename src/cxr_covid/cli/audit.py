@@ -1,0 +1,191 @@
+"""`cxr-covid audit`: how much of a model's accuracy is shortcut (lungs hidden / only, a
+lung-blind control, attention, external sets, and a verdict in words)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cxr_covid.cli.console import err, out, print_json
+
+if TYPE_CHECKING:
+    from cxr_covid.audit import AuditResult
+
+HELP = (
+    "Shortcut audit: accuracy with the lungs hidden and with only the lungs, a lung-blind "
+    "control model, Grad-CAM mass inside the lungs, external sets, and a verdict."
+)
+
+
+def audit(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Model id or folder (default: the newest model).", show_default=False),
+    ] = None,
+    external: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--external",
+            help="A labelled folder from another hospital or cohort (one sub-folder per "
+            "class). Repeatable.",
+            file_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    class_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class-map",
+            help="With --external: map a folder to a class, FOLDER=CLASS (or FOLDER=skip).",
+            show_default=False,
+        ),
+    ] = None,
+    control: Annotated[
+        bool,
+        typer.Option(
+            "--control/--no-control",
+            help="Train (or reuse) the lung-blind control model the verdict rests on.",
+        ),
+    ] = True,
+    control_epochs: Annotated[
+        int, typer.Option("--control-epochs", help="Epochs of the lung-blind control.")
+    ] = 3,
+    fill: Annotated[
+        str,
+        typer.Option("--fill", help="How a hidden region is filled: mean, blur or black."),
+    ] = "mean",
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            "--masks",
+            help="Folder of lung masks named like the images (default: <Class>/masks/ beside "
+            "them); used only when every test image has one.",
+            file_okay=False,
+        ),
+    ] = None,
+    attention: Annotated[
+        bool, typer.Option("--attention/--no-attention", help="Grad-CAM mass inside the lungs.")
+    ] = True,
+    panels: Annotated[
+        int, typer.Option("--panels", min=0, help="Grad-CAM panels of the most outside-looking.")
+    ] = 4,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Run folder for report.md, audit.json and plots "
+            "(default: <home>/audits/<model>-<time>).",
+            file_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the audit as JSON on stdout.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
+    ] = 32,
+) -> None:
+    from cxr_covid.audit import AuditOptions
+    from cxr_covid.classes import parse_class_map
+    from cxr_covid.errors import UsageError
+
+    if class_map and not external:
+        raise UsageError("--class-map only applies with --external DIR")
+    options = AuditOptions(
+        model=model,
+        external=list(external or []),
+        class_map=parse_class_map(class_map),
+        control=control,
+        control_epochs=control_epochs,
+        fill=fill,
+        attention=attention,
+        panels=panels,
+        out=out_dir,
+        batch_size=batch_size,
+        mask_dir=masks,
+    )
+    options.validate()
+    result = _run(options)
+    if as_json:
+        print_json(result.to_dict())
+    render(result, to_stderr=as_json)
+
+
+def _run(options: object) -> AuditResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from cxr_covid.audit import AuditOptions, run_audit
+
+    assert isinstance(options, AuditOptions)
+    names = {
+        "views": "test split, four ways",
+        "attention": "Grad-CAM per test image",
+        "control": "lung-blind control, epochs",
+        "external": "external sets",
+    }
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
+    ) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(names.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+
+        return run_audit(options, progress)
+
+
+def render(result: AuditResult, *, to_stderr: bool = False) -> None:
+    from cxr_covid import audit_report, classes
+
+    console = err if to_stderr else out
+    table = Table(title=f"Shortcut audit: {escape(result.model_id)} (test split)")
+    table.add_column("view")
+    table.add_column("accuracy [95% CI]")
+    table.add_column("predicted as")
+    for label, view in audit_report.view_rows(result):
+        table.add_row(
+            label,
+            audit_report.cell(view.accuracy),
+            escape(audit_report.distribution(view)) + (" [yellow]!" if view.collapsed else ""),
+        )
+    table.caption = f"chance {100 * result.chance:.0f} %; {escape(result.lung_field['reason'])}"
+    console.print(table)
+    if result.attention is not None and result.attention.per_image:
+        att = Table(title="Grad-CAM mass inside the lung field")
+        att.add_column("class")
+        att.add_column("median")
+        att.add_column("quartiles")
+        for cls, spread in result.attention.per_class().items():
+            att.add_row(
+                classes.display_name(cls),
+                f"{100 * spread['median']:.0f} %",
+                f"{100 * spread['q1']:.0f}-{100 * spread['q3']:.0f} %",
+            )
+        att.caption = f"uniform attention: {100 * result.attention.field_area:.0f} %"
+        console.print(att)
+    for ext in result.external:
+        ext_table = Table(title=f"External: {escape(ext.folder)} ({ext.images} images)")
+        ext_table.add_column("class")
+        ext_table.add_column("recall [95% CI]")
+        ext_table.add_column("vs internal (points)")
+        for cls, prop in ext.per_class.items():
+            d, lo, hi = ext.difference.get(cls, (float("nan"),) * 3)
+            ext_table.add_row(
+                classes.display_name(cls),
+                audit_report.cell(prop),
+                f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+            )
+        if ext.overlaps:
+            ext_table.caption = f"{len(ext.overlaps)} training/validation image(s) left out"
+        console.print(ext_table)
+    for note in result.notes:
+        err.print(f"[yellow]{escape(note)}[/]" if note.startswith("warning") else escape(note))
+    console.print(f"[bold]Verdict:[/] {escape(result.verdict)}")
+    console.print(f"[dim]Rests on: {escape(result.verdict_basis)}.[/]")
+    console.print(f"Report: {escape(str(result.folder))}/report.md")
