@@ -22,7 +22,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from cxr_covid import store
-from cxr_covid.data.images import Preprocessing, read_image, resize
+from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
 from cxr_covid.errors import ImageError, UsageError
 from cxr_covid.ood import FLAG_ABOVE
 from cxr_covid.system import DatasetSummary, ModelSummary, summarize_datasets, summarize_models
@@ -103,7 +103,8 @@ def pixels_from_array(array: Any, prep: Preprocessing) -> np.ndarray:
     Accepted: uint8 in 0-255, or float in 0-1; shape (H, W), (H, W, 1) or (H, W, 3).
     Anything else raises InvalidImageArray rather than being silently rescaled.
     """
-    return resize(rgb_from_array(array), prep.image_size, prep.resize)
+    # The same steps as a file after decoding: resize, then the model's input view.
+    return apply_input(resize(rgb_from_array(array), prep.image_size, prep.resize), prep)
 
 
 def rgb_from_array(array: Any) -> np.ndarray:

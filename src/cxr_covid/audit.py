@@ -370,21 +370,6 @@ def ensure_control(
 # --- external sets ---------------------------------------------------------------------------
 
 
-def training_overlaps(
-    images: Sequence[Path], train_val_sha256: set[str]
-) -> tuple[list[Path], list[Path]]:
-    """(kept, left out): external images whose file is byte-identical (sha256) to one of the
-    model's training or validation images are left out. A local check, kept small on purpose:
-    the project's `external_overlaps` (near-duplicates too) can replace it."""
-    from cxr_covid.data.manifest import sha256_file
-
-    kept: list[Path] = []
-    dropped: list[Path] = []
-    for path in images:
-        (dropped if sha256_file(path) in train_val_sha256 else kept).append(path)
-    return kept, dropped
-
-
 def newcombe_difference(a: stats.Proportion, b: stats.Proportion) -> tuple[float, float, float]:
     """a - b with Newcombe's hybrid score interval (method 10), from the Wilson intervals."""
     if not a.n or not b.n:
@@ -401,16 +386,20 @@ def _external(
     model: Any,
     record: store.ModelRecord,
     class_map: dict[str, str],
-    train_val: set[str],
     internal: ViewResult,
     batch_size: int,
 ) -> ExternalResult:
+    from cxr_covid.data.overlap import overlaps_for_model
     from cxr_covid.evaluation import folder_test_set
     from cxr_covid.inference import predict_paths
 
     test_set = folder_test_set(folder, record.classes, class_map)
     labels = dict(zip(test_set.paths, test_set.labels, strict=True))
-    kept, dropped = training_overlaps(test_set.paths, train_val)
+    # Identical files and near-duplicates of the model's training and validation images
+    # are left out: they would measure memory, not generalisation (the same check as eval).
+    check = overlaps_for_model(test_set.paths, record.dataset)
+    dropped = [p for p in test_set.paths if p in check.paths]
+    kept = [p for p in test_set.paths if p not in check.paths]
     index = {c: i for i, c in enumerate(record.classes)}
     y_true: list[int] = []
     y_pred: list[int] = []
@@ -655,10 +644,6 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
 
     external: list[ExternalResult] = []
     if options.external:
-        from cxr_covid.data.dataset import resolve_dataset
-
-        rows = resolve_dataset(str(name)).rows()
-        seen = {r.sha256 for r in rows if r.split in ("train", "val")}
         for folder in options.external:
             if progress:
                 progress("external", len(external), len(options.external))
@@ -668,7 +653,6 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
                     model,
                     record,
                     options.class_map,
-                    seen,
                     views[0],
                     options.batch_size,
                 )
@@ -729,6 +713,5 @@ __all__ = [
     "ensure_control",
     "newcombe_difference",
     "run_audit",
-    "training_overlaps",
     "verdict",
 ]

@@ -10,31 +10,10 @@ collection of 20 images weighs as much as one of 2,000.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-
-from cxr_covid.errors import DataError
-
-UNKNOWN = "unknown"
-COLUMN = "collection"
-
-
-def read_collections(manifest: Path) -> dict[str, str]:
-    """{image path: collection} from the manifest's `collection` column (empty if none)."""
-    try:
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if COLUMN not in (reader.fieldnames or []):
-                return {}
-            return {row["path"]: (row.get(COLUMN) or UNKNOWN) for row in reader}
-    except FileNotFoundError as exc:
-        raise DataError(f"{manifest}: manifest not found") from exc
-    except (csv.Error, KeyError, UnicodeDecodeError) as exc:
-        raise DataError(f"{manifest}: corrupt manifest ({exc})") from exc
 
 
 def source_weights(labels: Sequence[str], collections: Sequence[str]) -> np.ndarray:

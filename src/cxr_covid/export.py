@@ -56,7 +56,7 @@ _NEEDS: dict[str, tuple[list[tuple[str, str]], str | None]] = {
 # Record fields other parts of the tool may add that change what a prediction means; copied
 # into preprocessing.json when the record has them (calibration temperature, OOD statistics,
 # lung-field input mode...).
-OPTIONAL_RECORD_FIELDS = ("input_mode", "calibration", "ood", "thresholds")
+OPTIONAL_RECORD_FIELDS = ("calibration", "ood", "operating_point")
 
 
 @dataclass
@@ -118,6 +118,9 @@ def preprocessing_spec(record: ModelRecord, artifact: str | None = None) -> dict
             "keep_aspect_ratio": False,
         },
         "channels": "RGB; a grayscale image is copied into all three channels",
+        # After resizing: "full" feeds the whole film; "lungs" (train --input lungs) fills
+        # everything outside the fixed lung field with its mean intensity (cxr_covid.lungs).
+        "input_view": prep.input,
         "decode": (
             "8-bit as stored; 16-bit scaled linearly from the bit depth the values use; "
             "transparent regions composited onto black; EXIF orientation applied; DICOM: "

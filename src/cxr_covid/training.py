@@ -520,7 +520,7 @@ def _train_run(
         _op_determinism(True)
 
     prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
-    recipe, composition = _recipe(config, dataset, train_rows)
+    recipe, composition = _recipe(config, train_rows)
     cache_args: dict[str, Any] = {"rows": rows, "classes": classes, "progress": on_cache}
     train_split = pipeline.cache_split(
         dataset, "train", prep, include_augmented=config.augment, **cache_args
@@ -688,7 +688,7 @@ def _fit_guards(
 
 
 def _recipe(
-    config: TrainConfig, dataset: Dataset, train_rows: list[Any]
+    config: TrainConfig, train_rows: list[Any]
 ) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
     """make_dataset's extra arguments for --balance-sources and --augment-acquisition, and the
     class x collection counts of the training images (recorded when balancing)."""
@@ -697,9 +697,9 @@ def _recipe(
     if config.balance_sources:
         from cxr_covid import balance
 
-        found = balance.read_collections(dataset.manifest_path)
-        # An augmented image belongs to the collection of the image it was made from.
-        sources = [found.get(r.source or r.path, balance.UNKNOWN) for r in train_rows]
+        # The manifest's `collection` (unknown when not recorded); an augmented copy carries
+        # the collection of the image it was made from.
+        sources = [r.collection for r in train_rows]
         labels = [r.label for r in train_rows]
         recipe["sample_weights"] = balance.source_weights(labels, sources)
         composition = balance.composition(labels, sources)

@@ -220,7 +220,7 @@ def test_cli_json_summary_and_bad_input(cxr_home: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 6
 
 
-def test_newcombe_difference_and_overlap_check(tmp_path: Path) -> None:
+def test_newcombe_difference() -> None:
     from cxr_covid import stats
 
     d, low, high = audit.newcombe_difference(stats.proportion(10, 20), stats.proportion(18, 20))
@@ -228,12 +228,6 @@ def test_newcombe_difference_and_overlap_check(tmp_path: Path) -> None:
     assert low < -0.4 < high < 0  # clearly below
     same = audit.newcombe_difference(stats.proportion(9, 10), stats.proportion(9, 10))
     assert same[1] < 0 < same[2]
-    a = tmp_path / "a.png"
-    a.write_bytes(b"one")
-    b = tmp_path / "b.png"
-    b.write_bytes(b"two")
-    kept, dropped = audit.training_overlaps([a, b], {sha256_file(b)})
-    assert kept == [a] and dropped == [b]
 
 
 def test_bad_options_are_usage_errors() -> None:

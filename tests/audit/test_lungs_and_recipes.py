@@ -148,11 +148,3 @@ def test_balance_gives_every_collection_of_a_class_the_same_weight() -> None:
     draws = np.concatenate([pipeline.balanced_order(weights, 1, e) for e in range(400)])
     share_rsna = np.isin(draws, [10, 11]).sum() / np.isin(draws, np.arange(12)).sum()
     assert 0.45 < share_rsna < 0.55  # 2 of 12 images, half of the class's draws
-
-
-def test_collections_come_from_the_manifest_column(tmp_path: Path) -> None:
-    manifest = tmp_path / "manifest.csv"
-    manifest.write_text("path,class,collection\na.png,covid,bimcv\nb.png,normal,\n")
-    assert balance.read_collections(manifest) == {"a.png": "bimcv", "b.png": "unknown"}
-    manifest.write_text("path,class\na.png,covid\n")
-    assert balance.read_collections(manifest) == {}
