@@ -29,13 +29,18 @@ from cxr_covid.data.catalog import (
     natural_key,
     parse_classes,
 )
-from cxr_covid.data.dataset import Dataset, dataset_path
+from cxr_covid.data.dataset import Dataset, check_name, dataset_path
 from cxr_covid.data.download import fetch
 from cxr_covid.data.extract import Limits, copy_tree, safe_extract
 from cxr_covid.data.images import IMAGE_SUFFIXES
 from cxr_covid.data.manifest import ManifestRow, counts, manifest_hash, split_hash
 from cxr_covid.data.sources import Source, find_credentials, kaggle_source
-from cxr_covid.data.splits import STUDY_FRACTIONS, STUDY_SEED, assign_splits, check_fractions
+from cxr_covid.data.splits import (
+    STUDY_FRACTIONS,
+    STUDY_SEED,
+    assign_splits,
+    check_dataset_fractions,
+)
 from cxr_covid.errors import DownloadError, UsageError
 
 Progress = Callable[[str, int, int | None], None]
@@ -137,7 +142,14 @@ def download_dataset(
 ) -> DownloadResult:
     """Get a dataset into the home as `<home>/datasets/<name>/`, verified and split."""
     selected = parse_classes(classes)
-    fractions = check_fractions(split)
+    if len(selected) < 2:
+        raise UsageError(
+            f"--classes {','.join(selected)}: a model tells classes apart, so a dataset needs "
+            "at least two"
+        )
+    fractions = check_dataset_fractions(split)
+    if name is not None:
+        check_name(name)  # '' included: it would silently become the default name
     source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
     if sha256 is not None:
         sha256 = sha256.strip().lower()
