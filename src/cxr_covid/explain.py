@@ -31,8 +31,10 @@ from cxr_covid.errors import CxrCovidError, DependencyError, UsageError, WriteEr
 from cxr_covid.inputs import output_stems
 from cxr_covid.store import StoredModel
 
-DEFAULT_COLORMAP = "jet"
-DEFAULT_ALPHA = 0.4
+# A perceptual map (even steps of heat look like even steps of colour, unlike jet's bands),
+# drawn with an opacity that follows the heat: cold regions show the film untouched.
+DEFAULT_COLORMAP = "inferno"
+DEFAULT_ALPHA = 0.6  # opacity where the map is hottest
 HEATMAP_SUFFIX = ".heatmap.png"
 PANEL_SUFFIX = ".panel.png"
 # Panels show images at most this many pixels on a side: a 4000 px radiograph gains nothing
@@ -197,20 +199,66 @@ def colorize(heat: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
 
 
 def overlay(
-    image: np.ndarray, heat: np.ndarray, colormap: str = DEFAULT_COLORMAP, alpha: float = 0.4
+    image: np.ndarray,
+    heat: np.ndarray,
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = DEFAULT_ALPHA,
 ) -> np.ndarray:
-    """Blend a colourised heat map over an (H, W, 3) uint8 image; alpha is the map's weight."""
+    """Blend a colourised heat map over an (H, W, 3) uint8 image.
+
+    Each pixel's opacity is `alpha` times its heat: the map shows where the heat is, and
+    where there is none the image's own pixels come through unchanged (a uniform tint would
+    hide the film everywhere and make a cold lung look coloured)."""
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"opacity must be between 0 and 1, not {alpha}")
     colour = colorize(heat, colormap).astype(np.float32)
-    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
+    weight = alpha * np.clip(heat, 0.0, 1.0).astype(np.float32)[..., None]
+    blended: np.ndarray = (1.0 - weight) * image.astype(np.float32) + weight * colour
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
+def _png_info(text: dict[str, str]) -> Any:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)  # iTXt where the value is not Latin-1 (a file name)
+    return info
+
+
+def png_bytes(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """PNG bytes; `text` goes into text chunks, so the bare overlay says what it shows."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    extra: dict[str, Any] = {"pnginfo": _png_info(text)} if text else {}
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3, **extra)
     return buffer.getvalue()
+
+
+def png_text(
+    model_id: str, classes: Sequence[str], result: GradCam, source: str, probabilities: str
+) -> dict[str, str]:
+    """The PNG text chunks of an overlay and its panel: model, class, probability..."""
+    from cxr_covid import __version__
+
+    explained = classes[result.class_index]
+    predicted = classes[int(result.probabilities.argmax())]
+    probability = float(result.probabilities[result.class_index])
+    return {
+        "model": model_id,
+        "class": explained,
+        "probability": f"{probability:.4f}",
+        "predicted": predicted,
+        "predicted_probability": f"{float(result.probabilities.max()):.4f}",
+        "layer": result.layer,
+        "source": source,
+        "Description": (
+            f"Grad-CAM for {display_name(explained)} ({100 * probability:.1f}%) from model "
+            f"{model_id}, layer {result.layer}; predicted {display_name(predicted)}"
+        ),
+        "probabilities": probabilities,  # calibrated or not, and the OOD guard's verdict
+        "Software": f"cxr-covid {__version__}",
+        "Disclaimer": DISCLAIMER,
+    }
 
 
 def _shrink(pixels: np.ndarray, max_side: int = PANEL_MAX_SIDE) -> np.ndarray:
@@ -230,6 +278,7 @@ def panel_png(
     colormap: str = DEFAULT_COLORMAP,
     title: str = "",
     caption: str = "",
+    text: dict[str, str] | None = None,
 ) -> bytes:
     """Side-by-side figure (original | overlay) captioned with the prediction, as PNG bytes.
 
@@ -278,7 +327,10 @@ def panel_png(
         # no reason to print a warning per glyph.
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         # Fast zlib level: a panel is a preview, and level 6 costs more than drawing it.
-        figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
+        pil_kwargs: dict[str, Any] = {"compress_level": 1}
+        if text:
+            pil_kwargs["pnginfo"] = _png_info(text)
+        figure.savefig(buffer, format="png", pil_kwargs=pil_kwargs)
     return buffer.getvalue()
 
 
@@ -375,10 +427,11 @@ def heatmap_files(
             )
             result.ood = flagged
             blended = overlay(image, heat, colormap, alpha)
-            atomic.write_bytes(heat_path, png_bytes(blended))
+            text = png_text(record.id, record.classes, cam, path.name, caption)
+            atomic.write_bytes(heat_path, png_bytes(blended, text))
             atomic.write_bytes(
                 panel_path,
-                panel_png(image, blended, record.classes, cam, colormap, path.name, caption),
+                panel_png(image, blended, record.classes, cam, colormap, path.name, caption, text),
             )
             result.heatmap, result.panel = heat_path, panel_path
             result.predicted = record.classes[int(cam.probabilities.argmax())]

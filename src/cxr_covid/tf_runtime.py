@@ -5,12 +5,23 @@ descriptor 2 while it is imported and first asked for devices; TF_CPP_MIN_LOG_LE
 silences them (they are logged before absl is initialised). The CLI imports TensorFlow once,
 through here, with fd 2 pointed at /dev/null, so users see the tool's output and real errors
 only. `CXR_COVID_TF_LOGS=1` keeps TensorFlow's messages for debugging.
+
+The CLI does not import TensorFlow up front: `quiet_tensorflow_imports` makes whichever
+import comes first (training, loading a model) the quiet one, so a command that stops at a
+bad option or a missing file never pays TensorFlow's seconds of start-up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import sys
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+from typing import Any
 
 TF_LOGS_ENV = "CXR_COVID_TF_LOGS"
 
@@ -37,3 +48,72 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs TensorFlow's own loader with fd 2 silenced, then steps aside."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        # Put the real loader back first, so nothing later sees this wrapper.
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        with _stderr_silenced():
+            self._loader.exec_module(module)
+            module.config.list_physical_devices()
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: hands the first `import tensorflow` a silencing loader."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "tensorflow":
+            return None
+        _remove_finder()  # once only, and so that the search below finds the real spec
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _remove_finder() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowFinder)]
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_imports() -> Iterator[None]:
+    """Within the block, the first import of TensorFlow (if any) is silenced."""
+    if "tensorflow" in sys.modules or os.environ.get(TF_LOGS_ENV):
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
+    try:
+        yield
+    finally:
+        _remove_finder()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import atomic, models, paths, store
+from cxr_covid import atomic, limits, models, paths, resume_state, store
 from cxr_covid.data import pipeline
 from cxr_covid.data.dataset import Dataset, check_name, resolve_dataset
 from cxr_covid.data.images import RESIZE_METHODS, Preprocessing
@@ -42,6 +41,7 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 CHECKPOINT_FILE = "checkpoint.keras"
 BEST_FILE = "best-weights.npz"
+RNG_FILE = "rng-state.npz"  # the layers' seed generators: see cxr_covid.resume_state
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
@@ -82,17 +82,21 @@ class TrainConfig:
             raise UsageError(
                 f"image size {self.image_size} is too small (minimum {models.MIN_IMAGE_SIZE})"
             )
-        if self.epochs < 1:
-            raise UsageError(f"--epochs must be at least 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        if self.image_size > limits.MAX_IMAGE_SIZE:
+            raise UsageError(
+                f"image size {self.image_size} is too large (maximum {limits.MAX_IMAGE_SIZE})"
+            )
+        _check_range("--epochs", self.epochs, 1, limits.MAX_EPOCHS)
+        _check_range("--batch-size", self.batch_size, 1, limits.MAX_BATCH_SIZE)
+        if not (0 < self.learning_rate <= limits.MAX_LEARNING_RATE):  # also refuses NaN
+            raise UsageError(
+                f"--learning-rate must be above 0 and at most {limits.MAX_LEARNING_RATE:g} "
+                f"(got {self.learning_rate})"
+            )
         # Keras seeds NumPy's legacy generator, which takes only 0 .. 2**32 - 1.
-        if not 0 <= self.seed <= 2**32 - 1:
-            raise UsageError(f"--seed must be between 0 and 4294967295 (got {self.seed})")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise UsageError(f"--early-stopping must be at least 1 (got {self.early_stopping})")
+        _check_range("--seed", self.seed, 0, limits.MAX_SEED)
+        if self.early_stopping is not None:
+            _check_range("--early-stopping", self.early_stopping, 1, limits.MAX_EPOCHS)
         if self.strategy not in STRATEGIES:
             raise UsageError(
                 f"unknown strategy {self.strategy!r} (choose from: {', '.join(STRATEGIES)})"
@@ -109,6 +113,11 @@ class TrainConfig:
             raise UsageError(f"unknown --input {self.input!r} (choose from: full, lungs)")
         if self.name is not None:
             check_name(self.name)
+
+
+def _check_range(option: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise UsageError(f"{option} must be between {low} and {high} (got {value})")
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,7 @@ def _write_run(
         atomic.write_json(tmp / CONFIG_FILE, {"run_id": run_id, "config": config.to_dict()})
         if model is not None:
             model.save(tmp / CHECKPOINT_FILE)
+            resume_state.save_rng_state(model, tmp / RNG_FILE)
         if best_weights is not None:
             with (tmp / BEST_FILE).open("wb") as handle:
                 np.savez(handle, *best_weights)
@@ -307,25 +317,51 @@ def train(
     # Pin the dataset by name, so --resume never drifts to a newer "newest" dataset.
     config = replace(config, dataset=dataset.name)
     run_id = config.name or store.new_model_id(config.arch, dataset.name, config.augment)
-    if store.model_dir(run_id).exists():
-        raise ModelError(f"a model named {run_id!r} already exists (use another --name)")
+    _check_name_free(run_id, resuming=False)
     if run_dir(run_id).exists():
         raise UsageError(
             f"an interrupted run named {run_id!r} exists: continue it with "
             f"`cxr-covid train --resume {run_id}` or delete {run_dir(run_id)}"
         )
-    return _run(config, run_id, dataset, _State(), None, progress, on_start, on_step, on_cache)
+    try:
+        return _run(config, run_id, dataset, _State(), None, progress, on_start, on_step, on_cache)
+    except TrainingInterrupted as exc:
+        if exc.epochs_done == 0 and _drop_unstarted_run(run_id):
+            raise KeyboardInterrupt from None  # nothing to resume: the caller's plain Ctrl-C
+        raise
+    except BaseException:
+        _drop_unstarted_run(run_id)
+        raise
+
+
+def _drop_unstarted_run(run_id: str) -> bool:
+    """Remove a new run's folder if no epoch reached it: a failure before training (a bad
+    option, a broken image, Ctrl-C) leaves nothing that would block the name."""
+    folder = run_dir(run_id)
+    try:
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        unstarted = isinstance(state, dict) and state.get("epochs_done") == 0
+    except (OSError, ValueError):
+        unstarted = False
+    if unstarted:
+        shutil.rmtree(folder, ignore_errors=True)
+    return unstarted
 
 
 def resume(
     model_or_run_id: str,
     progress: Progress | None = None,
     *,
+    name: str | None = None,
     on_start: StartCallback | None = None,
     on_step: StepProgress | None = None,
     on_cache: pipeline.CacheProgress | None = None,
 ) -> TrainResult:
-    """Continue an interrupted run from its last completed epoch."""
+    """Continue an interrupted run from its last completed epoch.
+
+    `name` saves the model under another id than the run's (the run folder is renamed
+    first): the way out when another model took the run's name meanwhile.
+    """
     folder = run_dir(model_or_run_id)
     if not (folder / STATE_FILE).is_file():
         if store.model_dir(model_or_run_id).exists():
@@ -338,6 +374,11 @@ def resume(
     except (TypeError, ValueError) as exc:  # a hand-edited config.json: "30" for 30
         raise ModelError(f"{folder}: corrupt training run ({exc})") from exc
     dataset = resolve_dataset(config.dataset)
+    if name is not None and name != model_or_run_id:
+        model_or_run_id = _rename_run(model_or_run_id, name)
+        config = replace(config, name=name)
+        folder = run_dir(model_or_run_id)
+    _check_name_free(model_or_run_id)
     checkpoint = folder / CHECKPOINT_FILE if state.epochs_done else None
     state.resumed += 1
     return _run(
@@ -371,6 +412,32 @@ def _load_best_weights(path: Path, model: Any, run_id: str) -> list[np.ndarray]:
     if [tuple(w.shape) for w in weights] != shapes:
         raise ModelError(f"{path}: best weights do not fit the checkpoint ({_resume_hint(run_id)})")
     return weights
+
+
+def _check_name_free(run_id: str, *, resuming: bool = True) -> None:
+    """The model id must still be free: checked before training and again before saving,
+    since another command may save a model of that name while this one trains."""
+    if not store.model_dir(run_id).exists():
+        return
+    if not resuming:
+        raise ModelError(f"a model named {run_id!r} already exists (use another --name)")
+    raise ModelError(
+        f"a model named {run_id!r} already exists; the run is kept: finish it under another "
+        f"name with `cxr-covid train --resume {run_id} --name NEW`"
+    )
+
+
+def _rename_run(run_id: str, name: str) -> str:
+    """Move the run folder to `name`, so the run continues (and saves) under that id."""
+    check_name(name)
+    _check_name_free(name, resuming=False)
+    target = run_dir(name)
+    if target.exists():
+        raise UsageError(
+            f"an interrupted run named {name!r} exists too: resume it, or choose another --name"
+        )
+    run_dir(run_id).rename(target)
+    return name
 
 
 def _compile(model: Any, learning_rate: float) -> None:
@@ -531,6 +598,8 @@ def _train_run(
     with placement.strategy.scope():
         if checkpoint is not None:
             model = _load_checkpoint(checkpoint, run_id)
+            if (checkpoint.parent / RNG_FILE).is_file():  # older run folders lack it
+                resume_state.restore_rng_state(model, checkpoint.parent / RNG_FILE)
         else:
             model = models.build(config.arch, config.image_size, len(classes))
             _compile(model, config.learning_rate)
@@ -657,6 +726,7 @@ def _train_run(
         scoring.apply(record, guards)
         record.training["calibration_seconds"] = round(guards.seconds, 3)
     if placement.is_chief:
+        _check_name_free(run_id)  # taken while this run trained: keep the run, say how
         stored = store.save(final, record)
         shutil.rmtree(folder, ignore_errors=True)
     else:

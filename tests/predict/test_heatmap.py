@@ -146,15 +146,18 @@ def test_class_layer_colormap_and_alpha_options(
     assert two.exit_code == EXIT_USAGE and "folder" in two.output
 
 
-def test_overlay_blends_by_alpha() -> None:
+def test_overlay_opacity_follows_the_heat() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
     heat = rng.random((10, 12)).astype(np.float32)
     assert np.array_equal(overlay(image, heat, "jet", 0.0), image)
-    assert np.array_equal(overlay(image, heat, "jet", 1.0), colorize(heat, "jet"))
-    half = overlay(image, heat, "gray", 0.5).astype(int)
-    expected = (image.astype(int) + colorize(heat, "gray").astype(int)) / 2
-    assert np.abs(half - expected).max() <= 1
+    full = np.ones_like(heat)
+    assert np.array_equal(overlay(image, full, "jet", 1.0), colorize(full, "jet"))
+    # Each pixel's weight is alpha * heat (a uniform 0.5 tint was the old, hiding, blend).
+    blended = overlay(image, heat, "gray", 0.5).astype(float)
+    weight = 0.5 * heat[..., None]
+    expected = (1 - weight) * image + weight * colorize(heat, "gray")
+    assert np.abs(blended - expected).max() <= 1
 
 
 def test_same_stems_in_different_folders_do_not_collide(tiny_model: Path, tmp_path: Path) -> None:

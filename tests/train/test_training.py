@@ -148,7 +148,7 @@ def test_cli_json_result_and_existing_name(cxr_home: Path) -> None:
     ("argv", "code", "message"),
     [
         (["--arch", "resnet"], 2, "unknown architecture"),
-        (["--image-size", "8"], 2, "too small"),
+        (["--image-size", "8"], 2, "--image-size"),
         (["--epochs", "0"], 2, "--epochs"),
         (["--dataset", "missing"], 3, "no dataset named"),
         (["--name", "../evil"], 2, "invalid name"),

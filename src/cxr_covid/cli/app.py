@@ -36,11 +36,13 @@ class _CxrCovidGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            if _runs_tensorflow(ctx):
-                from cxr_covid.tf_runtime import import_tensorflow_quietly
+            if not _runs_tensorflow(ctx):
+                return super().invoke(ctx)
+            # Options are checked before TensorFlow loads; it loads (quietly) when needed.
+            from cxr_covid.tf_runtime import quiet_tensorflow_imports
 
-                import_tensorflow_quietly()
-            return super().invoke(ctx)
+            with quiet_tensorflow_imports():
+                return super().invoke(ctx)
         except CxrCovidError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
+from cxr_covid.limits import MAX_AUGMENT_FACTOR
 
 if TYPE_CHECKING:
     from cxr_covid.data.augment import AugmentResult
@@ -27,6 +28,7 @@ def augment(
             help="Grow each augmented class's training images to this many times their "
             "number (the study: 5).",
             min=1,
+            max=MAX_AUGMENT_FACTOR,
         ),
     ] = 5,
     balance: Annotated[

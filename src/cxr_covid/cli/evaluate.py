@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out
+from cxr_covid.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,13 +95,21 @@ def evaluate(
     ] = False,
     bootstrap: Annotated[
         int,
-        typer.Option("--bootstrap", min=0, help="Bootstrap resamples for AUC/F1 intervals."),
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            max=MAX_BOOTSTRAP,
+            help="Bootstrap resamples for AUC/F1 intervals.",
+        ),
     ] = 1000,
     seed: Annotated[
         int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap.")
     ] = 42,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
+        int,
+        typer.Option(
+            "--batch-size", min=1, max=MAX_BATCH_SIZE, help="Images per prediction batch."
+        ),
     ] = 32,
     group: Annotated[
         str | None,

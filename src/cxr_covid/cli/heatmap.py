@@ -53,12 +53,21 @@ def heatmap(
         ),
     ] = None,
     colormap: Annotated[
-        str, typer.Option("--colormap", help="Any matplotlib colour map (jet, inferno...).")
-    ] = "jet",
+        str,
+        typer.Option(
+            "--colormap", help="Any matplotlib colour map (inferno, turbo, viridis, jet...)."
+        ),
+    ] = "inferno",
     alpha: Annotated[
         float,
-        typer.Option("--alpha", min=0.0, max=1.0, help="Opacity of the heat map over the image."),
-    ] = 0.4,
+        typer.Option(
+            "--alpha",
+            min=0.0,
+            max=1.0,
+            help="Opacity of the heat map where it is hottest; it fades out with the heat, "
+            "so cold regions show the image unchanged.",
+        ),
+    ] = 0.6,
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Look inside sub-folders too.")
     ] = False,

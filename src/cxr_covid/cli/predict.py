@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cxr_covid.cli.console import err, out
+from cxr_covid.limits import MAX_BATCH_SIZE
 
 if TYPE_CHECKING:
     from cxr_covid.prediction import PredictSummary
@@ -56,7 +57,10 @@ def predict(
         bool, typer.Option("--overwrite", help="Replace an existing --out file.")
     ] = False,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")
+        int,
+        typer.Option(
+            "--batch-size", "-b", min=1, max=MAX_BATCH_SIZE, help="Images per model call."
+        ),
     ] = 32,
     threshold: Annotated[
         str | None,

@@ -10,6 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
+from cxr_covid.limits import (
+    MAX_BATCH_SIZE,
+    MAX_BOOTSTRAP,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+)
 
 if TYPE_CHECKING:
     from cxr_covid.reproduce import Event, ReproduceResult
@@ -59,13 +66,23 @@ def reproduce(
         ),
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option("--image-size", min=16, help="Override the preset's image size.")
+        int | None,
+        typer.Option(
+            "--image-size",
+            min=MIN_IMAGE_SIZE,
+            max=MAX_IMAGE_SIZE,
+            help="Override the preset's image size.",
+        ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Override the preset's epochs.")
+        int | None,
+        typer.Option("--epochs", min=1, max=MAX_EPOCHS, help="Override the preset's epochs."),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Override the preset's batch size.")
+        int | None,
+        typer.Option(
+            "--batch-size", min=1, max=MAX_BATCH_SIZE, help="Override the preset's batch size."
+        ),
     ] = None,
     seed: Annotated[
         int | None,
@@ -74,7 +91,13 @@ def reproduce(
         ),
     ] = None,
     bootstrap: Annotated[
-        int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for AUC/F1 intervals.")
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            max=MAX_BOOTSTRAP,
+            help="Bootstrap resamples for AUC/F1 intervals.",
+        ),
     ] = 1000,
     estimate: Annotated[
         bool,

@@ -13,6 +13,13 @@ from rich.table import Table
 
 from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
+from cxr_covid.limits import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_SEED,
+    MIN_IMAGE_SIZE,
+)
 
 if TYPE_CHECKING:
     from cxr_covid.flops import ArchSummary
@@ -20,7 +27,8 @@ if TYPE_CHECKING:
 
 HELP = "Train the study's baseline or inception network from scratch into the model store."
 
-# Options that define a run: with --resume they come from the interrupted run instead.
+# Options that define a run: with --resume they come from the interrupted run instead
+# (--name is not one: it may give the finished model another id than the run's).
 _RUN_OPTIONS = (
     "arch",
     "dataset",
@@ -30,7 +38,6 @@ _RUN_OPTIONS = (
     "learning_rate",
     "seed",
     "early_stopping",
-    "name",
     "augment",
     "deterministic",
     "strategy",
@@ -57,28 +64,47 @@ def train(
         str | None,
         typer.Option("--dataset", "-d", help="Dataset name (default: the newest downloaded)."),
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", "-e", help="Epochs (study: 30).")] = 30,
+    epochs: Annotated[
+        int, typer.Option("--epochs", "-e", min=1, max=MAX_EPOCHS, help="Epochs (study: 30).")
+    ] = 30,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Global batch size (study: 32).")
+        int,
+        typer.Option(
+            "--batch-size", "-b", min=1, max=MAX_BATCH_SIZE, help="Global batch size (study: 32)."
+        ),
     ] = 32,
     image_size: Annotated[
-        int, typer.Option("--image-size", help="Square input size in pixels (study: 224).")
+        int,
+        typer.Option(
+            "--image-size",
+            min=MIN_IMAGE_SIZE,
+            max=MAX_IMAGE_SIZE,
+            help="Square input size in pixels (study: 224).",
+        ),
     ] = 224,
     learning_rate: Annotated[
         float, typer.Option("--learning-rate", help="Adam learning rate (study: 1e-3).")
     ] = 1e-3,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for weights and shuffling.")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed for weights and shuffling.")
+    ] = 42,
     early_stopping: Annotated[
         int | None,
         typer.Option(
             "--early-stopping",
             metavar="N",
+            min=1,
+            max=MAX_EPOCHS,
             help="Stop after N epochs without a better validation accuracy.",
         ),
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Model id in the store (default: arch-dataset-time)."),
+        typer.Option(
+            "--name",
+            help="Model id in the store (default: arch-dataset-time). With --resume: save "
+            "the run under this id instead of its own.",
+        ),
     ] = None,
     augment: Annotated[
         bool,
@@ -172,6 +198,7 @@ def train(
     ] = "full",
 ) -> None:
     from cxr_covid import training
+    from cxr_covid.data.dataset import check_name
 
     config = training.TrainConfig(
         arch=arch,
@@ -224,6 +251,8 @@ def train(
             raise UsageError(
                 f"--resume continues a run with its own options; drop {', '.join(given)}"
             )
+        if name is not None:
+            check_name(name)
     else:
         config.validate()
 
@@ -234,6 +263,7 @@ def train(
                 result_obj = training.resume(
                     resume_run,
                     display.epoch,
+                    name=name,
                     on_start=display.start,
                     on_step=display.step,
                     on_cache=display.cache,

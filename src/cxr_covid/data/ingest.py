@@ -31,7 +31,7 @@ from cxr_covid.data.catalog import (
     natural_key,
     parse_classes,
 )
-from cxr_covid.data.dataset import Dataset, dataset_path
+from cxr_covid.data.dataset import Dataset, check_name, dataset_path
 from cxr_covid.data.download import download_lock, fetch, part_path
 from cxr_covid.data.extract import Limits, copy_tree, safe_extract
 from cxr_covid.data.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, read_image
@@ -49,7 +49,12 @@ from cxr_covid.data.sources import (
     find_credentials,
     kaggle_source,
 )
-from cxr_covid.data.splits import STUDY_FRACTIONS, STUDY_SEED, assign_splits, check_fractions
+from cxr_covid.data.splits import (
+    STUDY_FRACTIONS,
+    STUDY_SEED,
+    assign_splits,
+    check_dataset_fractions,
+)
 from cxr_covid.errors import CxrCovidError, DataError, DownloadError, UsageError
 
 Progress = Callable[[str, int, int | None], None]
@@ -174,8 +179,15 @@ def download_dataset(
     `sources`: a `path,source[,age_group]` CSV saying where each image comes from (see
     data/provenance.py); read before anything is downloaded."""
     selected = parse_classes(classes)
+    if len(selected) < 2:
+        raise UsageError(
+            f"--classes {','.join(selected)}: a model tells classes apart, so a dataset needs "
+            "at least two"
+        )
+    fractions = check_dataset_fractions(split)
+    if name is not None:
+        check_name(name)  # '' included: it would silently become the default name
     sources_file = prov.read_sources_csv(sources) if sources is not None else None
-    fractions = check_fractions(split)
     source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
     if sha256 is not None:
         sha256 = sha256.strip().lower()

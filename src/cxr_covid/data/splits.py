@@ -14,6 +14,7 @@ dataset without ids is split exactly as the study did.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -35,13 +36,28 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
         raise UsageError(f"--split {text!r}: expected three numbers like 0.7,0.15,0.15")
     if sum(values) > 1.5:  # given as percentages
         values = [v / 100 for v in values]
-    return check_fractions((values[0], values[1], values[2]))
+    return check_dataset_fractions((values[0], values[1], values[2]))
+
+
+def check_dataset_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """`check_fractions`, and every part positive: a dataset is split for `train` (which
+    picks its best epoch on val) and `eval` (which scores test), so neither may be empty."""
+    train, val, test = check_fractions(fractions)
+    if val <= 0 or test <= 0:
+        empty = "val" if val <= 0 else "test"
+        raise UsageError(
+            f"split {train:g}/{val:g}/{test:g} leaves no {empty} images: train needs "
+            "validation images and eval needs test images (the study: 0.7,0.15,0.15)"
+        )
+    return train, val, test
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3:
         raise UsageError("a split needs three fractions: train, val, test")
     train, val, test = (float(f) for f in fractions)
+    if not all(math.isfinite(f) for f in (train, val, test)):
+        raise UsageError(f"split {train:g}/{val:g}/{test:g}: every fraction must be a number")
     if min(train, val, test) < 0 or train <= 0 or abs(train + val + test - 1.0) > 1e-6:
         raise UsageError(
             f"split {train:g}/{val:g}/{test:g} must be non-negative with a positive train part "
