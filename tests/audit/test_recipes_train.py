@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cxr_covid import lungs, store
 from cxr_covid.cli import app
 from cxr_covid.data.images import load_for_model
-from cxr_covid.inference import compiled_predict
+from cxr_covid.scoring import Scorer
 from tests.helpers import build_dataset
 
 runner = CliRunner()
@@ -44,7 +44,8 @@ def test_input_lungs_is_recorded_and_applied_in_predict_and_heatmap(
         ),
     )
     assert (pixels[0, 0] == pixels[31, 31]).all() and (pixels[0, 0] == pixels[0, 31]).all()
-    expected = compiled_predict(stored.load())(pixels[None])[0]
+    # What predict writes: the calibrated probabilities (train calibrates by default).
+    expected = Scorer(stored.load(), stored.record())(pixels[None]).probabilities[0]
     csv_out = tmp_path / "p.csv"
     predicted = runner.invoke(app, ["predict", str(image), "-m", "lungs-only", "-o", str(csv_out)])
     assert predicted.exit_code == 0, predicted.output

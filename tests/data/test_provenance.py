@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -578,12 +579,18 @@ def test_real_dev_zip_with_its_sources_is_confounded(cxr_dev_zip: Path, dev_sour
     assert provenance["basis"] == {"sources-csv": listed}
 
 
-def test_real_adult_normals_attach_by_trailing_path(dev_sources: Path) -> None:
-    folder = SHARED_DATA / "cxr-dev" / "adult-normal"
-    if not folder.is_dir():
-        pytest.skip(f"adult normals not available at {folder}")
-    download_dataset(from_dir=folder, name="adults", classes=["normal"])
+def test_real_adult_normals_attach_by_trailing_path(dev_sources: Path, tmp_path: Path) -> None:
+    adults = SHARED_DATA / "cxr-dev" / "adult-normal" / "normal"
+    covid = SHARED_DATA / "cxr-sample" / "covid"
+    if not adults.is_dir() or not covid.is_dir():
+        pytest.skip(f"adult normals or sample images not available under {SHARED_DATA}")
+    # A dataset needs two classes: the adult normals beside 8 COVID-19 films that
+    # sources.csv does not list (they must read `unknown`, not be guessed).
+    folder = tmp_path / "adults"
+    shutil.copytree(adults, folder / "normal")
+    shutil.copytree(covid, folder / "covid", ignore=shutil.ignore_patterns("*.csv"))
+    download_dataset(from_dir=folder, name="adults", classes=["covid", "normal"])
     result = prov.attach_sources(resolve_dataset("adults"), dev_sources)
-    assert result.summary.collections == {"normal": {"rsna": 120}}
-    assert result.summary.age_groups == {"normal": {"adult": 120}}
-    assert result.report.basis == {"sources-csv": 120}
+    assert result.summary.collections == {"covid": {"unknown": 8}, "normal": {"rsna": 120}}
+    assert result.summary.age_groups == {"covid": {"unknown": 8}, "normal": {"adult": 120}}
+    assert result.report.basis == {"sources-csv": 120, "unchanged": 8}

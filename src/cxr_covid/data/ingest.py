@@ -465,12 +465,16 @@ def _decode_problem(path: Path, data: bytes) -> str | None:
 def _prune(images: Path, catalog: Catalog) -> None:
     """Delete every image file the catalogue did not keep (it did not decode, or sits in a
     folder with no class), so nothing unusable, or a bomb's junk, stays in the home."""
+    from cxr_covid.lungs import is_mask_path
+
     kept = {item.path for item in catalog.items}
     for folder, _dirs, names in os.walk(images):
         for name in names:
             path = Path(folder, name)
             rel = path.relative_to(images).as_posix()
-            if is_candidate(rel) and rel not in kept:
+            # Lung masks are kept beside their images for the audit's lung field; they are
+            # never catalogued, so "not kept" does not make them junk.
+            if is_candidate(rel) and rel not in kept and not is_mask_path(rel):
                 path.unlink()
 
 
