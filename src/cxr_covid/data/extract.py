@@ -7,7 +7,7 @@ bounds (zip bombs). During extraction the bytes actually written are counted too
 that lies about its size cannot get past the bound. Callers extract into a temporary folder
 and rename it into place (see ingest.py), so a refused or broken archive leaves nothing behind.
 
-Zip bombs are bounded three ways (docs/hostile-input.md#archives-folders-downloads-and-files-written):
+Zip bombs are bounded three ways (docs/hostile-input.md, "Archives, folders, downloads"):
 - every member that is not tiny may inflate at most MAX_RATIO times its compressed size;
 - the whole archive may unpack to at most MAX_ARCHIVE_RATIO times its size on disk (plus a
   small floor), which stops a "split" bomb of many moderate members that each look harmless;

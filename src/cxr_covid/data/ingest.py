@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cxr_covid import __version__, atomic, paths
+from cxr_covid import atomic, paths
 from cxr_covid import classes as cls
+from cxr_covid.about import __version__
 from cxr_covid.data import dedupe as dd
 from cxr_covid.data import provenance as prov
 from cxr_covid.data.catalog import (
@@ -216,7 +217,7 @@ def download_dataset(
         if "__macosx" in parts:
             return False
         if parts & {"masks", "mask"}:
-            # Lung masks stay beside their images for the lung field (cxr_covid.lungs); the
+            # Lung masks stay beside their images for the lung field (cxr_covid.data.lungs); the
             # catalogue never takes them for X-rays.
             folders = [
                 "images" if f.lower() in ("masks", "mask") else f
