@@ -8,7 +8,7 @@ over generated 299 px grayscale PNGs shaped like the Kaggle release's. Three way
 the same probabilities, measured side by side in one run on one machine:
 
 - naive: for each file, `load_for_model` then `model.predict` on a batch of one;
-- pipeline: `cxr_covid.inference.predict_paths` (threaded decode overlapping compute);
+- pipeline: `cxr_covid.inference.batches.predict_paths` (threaded decode overlapping compute);
 - in-memory: the model's batched inference on pixels already decoded into memory, the
   ceiling a file pipeline can approach (best of a compiled step and `model.predict`).
 
@@ -112,7 +112,7 @@ def main() -> None:
 
     from cxr_covid import models
     from cxr_covid.data.images import Preprocessing, load_for_model
-    from cxr_covid.inference import compiled_predict, predict_paths
+    from cxr_covid.inference.batches import compiled_predict, predict_paths
 
     keras.utils.set_random_seed(0)
     model = models.build("baseline", args.size, 3)
@@ -184,8 +184,9 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        "`cxr-covid predict` reads files through `cxr_covid.inference.predict_paths`. Measured "
-        "by `PYTHONPATH=src python benchmarks/bench_predict.py "
+        "`cxr-covid predict` reads files through "
+        "`cxr_covid.inference.batches.predict_paths`. Measured by "
+        "`PYTHONPATH=src python benchmarks/bench_predict.py "
         f"--images {args.images}`: the study's baseline at {args.size} px (untrained), "
         f"{args.images} generated 299 px grayscale PNGs, batch {args.batch_size}, best of "
         f"{args.rounds} interleaved rounds.",
@@ -231,9 +232,11 @@ def guard_cost(args: argparse.Namespace) -> None:
     import keras
     import numpy as np
 
-    from cxr_covid import calibration, models, ood, scoring, store
+    from cxr_covid import models
     from cxr_covid.data.images import Preprocessing
-    from cxr_covid.inference import compiled_predict, predict_paths
+    from cxr_covid.inference import calibration, ood, scoring
+    from cxr_covid.inference.batches import compiled_predict, predict_paths
+    from cxr_covid.models import store
 
     keras.utils.set_random_seed(0)
     model = models.build("baseline", args.size, 3)

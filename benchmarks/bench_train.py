@@ -5,7 +5,7 @@
 
 Measured side by side in one run (ratios are what count on a shared machine):
 
-(a) images/s of `cxr_covid.training.train` fed from disk by the project's pipeline (uint8
+(a) images/s of `cxr_covid.training.run.train` fed from disk by the project's pipeline (uint8
     cache, pread, tf.data prefetch) vs the same model and recipe fed from in-memory float32
     tensors (`model.fit(x, y)`, the study's way). Both time only the training phase of each
     epoch after the first (which includes graph tracing), interleaved over `--rounds`
@@ -59,7 +59,8 @@ def _set_home(home: Path) -> None:
 
 
 def _pipeline_run(arch: str, size: int, batch: int, epochs: int, seed: int) -> float:
-    from cxr_covid import store, training
+    from cxr_covid.models import store
+    from cxr_covid.training import run as training
 
     result = training.train(
         training.TrainConfig(
@@ -76,10 +77,11 @@ def _memory_run(arch: str, size: int, batch: int, epochs: int, seed: int) -> flo
     import numpy as np
     import tensorflow as tf
 
-    from cxr_covid import models, training
+    from cxr_covid import models
     from cxr_covid.data import pipeline
     from cxr_covid.data.dataset import resolve_dataset
     from cxr_covid.data.images import Preprocessing
+    from cxr_covid.training import run as training
 
     dataset = resolve_dataset("bench")
     prep = Preprocessing(image_size=size)
@@ -135,7 +137,7 @@ class _PhaseTimer:
 
 
 def throughput(args: argparse.Namespace, home: Path) -> dict[str, Any]:
-    from cxr_covid.flops import TRAIN_FLOPS_FACTOR, summarize
+    from cxr_covid.models.flops import TRAIN_FLOPS_FACTOR, summarize
 
     _set_home(home)
     per_class = -(-args.images // 3 * 10 // 6)  # build_dataset keeps 60 % for training
@@ -181,7 +183,7 @@ def throughput(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 
 def rss_child(args: argparse.Namespace) -> None:
     """Runs in a fresh process: one whole `train` on the prepared home; prints VmHWM."""
-    from cxr_covid import training
+    from cxr_covid.training import run as training
 
     started = time.perf_counter()
     result = training.train(
@@ -346,7 +348,7 @@ def guard_cost(args: argparse.Namespace) -> None:
         home = Path(tmp)
         _set_home(home)
         _make_dataset(home, per_class=args.images // 3 * 10 // 7, size=args.size)
-        from cxr_covid import training
+        from cxr_covid.training import run as training
 
         result = training.train(
             training.TrainConfig(

@@ -19,12 +19,7 @@ if TYPE_CHECKING:
         load_model,
     )
 
-__version__ = "0.1.0"
-
-DISCLAIMER = (
-    "Research tool, not a diagnostic device: its outputs must not be used to diagnose, "
-    "treat or triage any patient."
-)
+from cxr_covid.about import DISCLAIMER, __version__
 
 __all__ = [
     "DISCLAIMER",

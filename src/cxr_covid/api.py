@@ -21,10 +21,10 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from cxr_covid import store
 from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
 from cxr_covid.errors import ImageError, UsageError
-from cxr_covid.ood import FLAG_ABOVE
+from cxr_covid.inference.ood import FLAG_ABOVE
+from cxr_covid.models import store
 from cxr_covid.system import DatasetSummary, ModelSummary, summarize_datasets, summarize_models
 
 ImageInput = str | os.PathLike[str] | np.ndarray
@@ -190,8 +190,8 @@ class Model:
         `errors="raise"` (default) an unreadable file raises ImageError; with "keep" its
         result has `label=None` and the reason in `error`.
         """
-        from cxr_covid.inference import predict_paths
-        from cxr_covid.prediction import check_dicom_support
+        from cxr_covid.inference.batches import predict_paths
+        from cxr_covid.inference.predict import check_dicom_support
 
         if batch_size < 1:
             raise UsageError("batch_size must be at least 1")
@@ -227,21 +227,21 @@ class Model:
         return Predictions([results[i] for i in range(len(items))], self.classes)
 
     def _scorer(self) -> Any:
-        from cxr_covid.scoring import Scorer
+        from cxr_covid.inference.scoring import Scorer
 
         if self._scorer_cache is None:
             self._scorer_cache = Scorer(self.keras_model, self.record)
         return self._scorer_cache
 
     def _result(self, source: str, probs: np.ndarray, ood_score: float | None) -> ImageResult:
-        from cxr_covid.prediction import decision_rule
+        from cxr_covid.inference.predict import decision_rule
 
         classes = self.classes
         mapping = {c: float(p) for c, p in zip(classes, probs, strict=True)}
         rule = decision_rule(self.record, None)
         decided = int(np.argmax(probs))
         if rule is not None:
-            from cxr_covid.operating_point import decide
+            from cxr_covid.inference.operating_point import decide
 
             decided = int(decide(np.asarray(probs)[None], *rule)[0])
         return ImageResult(
@@ -265,7 +265,7 @@ class Model:
         Returns an (H, W) float32 array in 0-1 at the image's own size: the same map
         `cxr-covid heatmap` draws.
         """
-        from cxr_covid.explain import explain_pixels, resolve_class
+        from cxr_covid.inference.gradcam import explain_pixels, resolve_class
 
         class_index = resolve_class(target, self.classes) if target else None
         explainer = self._explainer(layer)
@@ -276,7 +276,7 @@ class Model:
         return heat
 
     def _explainer(self, layer: str | None) -> Any:
-        from cxr_covid.explain import GradCamExplainer, choose_layer
+        from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer
 
         chosen = choose_layer(self.keras_model, layer, self.record.last_conv_layer)
         if chosen not in self._explainers:
@@ -319,7 +319,7 @@ def load_model(model: str | os.PathLike[str] | None = None) -> Model:
     if model is not None:
         path = Path(os.fspath(model)).expanduser()
         if path.is_file():
-            from cxr_covid import packs
+            from cxr_covid.sharing import packs
 
             keep = tempfile.TemporaryDirectory(prefix="cxr-covid-pack-")
             try:

@@ -7,9 +7,11 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cxr_covid import __version__, paths, store
+from cxr_covid import paths
+from cxr_covid.about import __version__
 from cxr_covid.data.dataset import list_datasets
 from cxr_covid.errors import CxrCovidError
+from cxr_covid.models import store
 
 
 @dataclass

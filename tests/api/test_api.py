@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import cxr_covid
 from cxr_covid.cli import app
 from cxr_covid.errors import ImageError, ModelError, UsageError
-from cxr_covid.store import ModelRecord
+from cxr_covid.models.store import ModelRecord
 from tests.api.conftest import TINY_ID
 
 runner = CliRunner()

@@ -8,9 +8,9 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from cxr_covid import store
 from cxr_covid.cli import app
-from cxr_covid.model_card import render
+from cxr_covid.models import store
+from cxr_covid.sharing.card import render
 from tests.api.conftest import TINY_ID
 from tests.helpers import build_dataset
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxr_covid import store
 from cxr_covid.cli import app
 from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_USAGE
-from cxr_covid.export import TOLERANCE, check_images, run_artifact
+from cxr_covid.models import store
+from cxr_covid.sharing.export import TOLERANCE, check_images, run_artifact
 from tests.api.conftest import TINY_ID
 
 runner = CliRunner()
@@ -105,8 +105,8 @@ def test_an_export_that_disagrees_with_keras_is_refused(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The guard itself: a runtime off by more than 1e-4 fails the export, leaving nothing."""
-    from cxr_covid import export
     from cxr_covid.errors import EXIT_MODEL
+    from cxr_covid.sharing import export
 
     real = export.run_artifact
 

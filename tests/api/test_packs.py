@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 import cxr_covid
-from cxr_covid import store
 from cxr_covid.cli import app
 from cxr_covid.errors import EXIT_ARCHIVE, EXIT_DOWNLOAD, EXIT_MODEL, EXIT_USAGE
-from cxr_covid.packs import PACK_MANIFEST
+from cxr_covid.models import store
+from cxr_covid.sharing.packs import PACK_MANIFEST
 from tests.api.conftest import TINY_ID, Server
 
 runner = CliRunner()

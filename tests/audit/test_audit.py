@@ -12,12 +12,16 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxr_covid import atomic, audit, audit_report, classes, store, training
-from cxr_covid.audit import AuditOptions, run_audit
+from cxr_covid import atomic, classes
+from cxr_covid.audit import report as audit_report
+from cxr_covid.audit import run as audit
+from cxr_covid.audit.run import AuditOptions, run_audit
 from cxr_covid.cli import app
 from cxr_covid.data.dataset import Dataset
 from cxr_covid.data.manifest import ManifestRow, sha256_file
 from cxr_covid.errors import DataError, UsageError
+from cxr_covid.models import store
+from cxr_covid.training import run as training
 
 runner = CliRunner()
 SIZE = 32

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_covid import acquisition, balance, lungs
-from cxr_covid.data import pipeline
+from cxr_covid.data import lungs, pipeline
 from cxr_covid.data.catalog import class_of
 from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.errors import DataError
+from cxr_covid.training import acquisition, balance
 from tests.conftest import SHARED_DATA
 
 

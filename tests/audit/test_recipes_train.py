@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from cxr_covid import lungs, store
 from cxr_covid.cli import app
+from cxr_covid.data import lungs
 from cxr_covid.data.images import load_for_model
-from cxr_covid.scoring import Scorer
+from cxr_covid.inference.scoring import Scorer
+from cxr_covid.models import store
 from tests.helpers import build_dataset
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cxr_covid import __version__
+from cxr_covid.about import __version__
 from cxr_covid.cli import app
 from cxr_covid.errors import EXIT_CODES
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cxr_covid import store
 from cxr_covid.cli import app
 from cxr_covid.data.images import Preprocessing
 from cxr_covid.errors import EXIT_MODEL
+from cxr_covid.models import store
 
 runner = CliRunner()
 

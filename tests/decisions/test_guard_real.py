@@ -179,8 +179,8 @@ def test_eval_data_and_heatmap_report_the_guard(home: Path, tmp_path: Path) -> N
     ood = json.loads(report.read_text())["models"][0]["ood"]
     assert ood["checked"] and ood["n"] == 24 and ood["flagged"] <= 1
 
-    from cxr_covid import store
-    from cxr_covid.explain import heatmap_files
+    from cxr_covid.inference.gradcam import heatmap_files
+    from cxr_covid.models import store
 
     made = non_xrays(tmp_path / "odd")
     summary = heatmap_files([made["noise"], SAMPLE / "covid" / "0a7faa2a.png"],

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from cxr_covid import calibration, ood, operating_point, store
 from cxr_covid.errors import UsageError
-from cxr_covid.operating_point import Spec, choose_threshold, decide, parse_spec
+from cxr_covid.inference import calibration, ood, operating_point
+from cxr_covid.inference.operating_point import Spec, choose_threshold, decide, parse_spec
+from cxr_covid.models import store
 
 CLASSES = ["covid", "normal", "viral_pneumonia"]
 
@@ -118,8 +119,8 @@ def test_pixel_statistics_tell_blank_and_colour_from_grey_texture() -> None:
 
 
 def test_old_records_load_and_say_uncalibrated() -> None:
-    from cxr_covid.calibration import Calibration
-    from cxr_covid.scoring import probabilities_label
+    from cxr_covid.inference.calibration import Calibration
+    from cxr_covid.inference.scoring import probabilities_label
 
     old = {
         "id": "m",

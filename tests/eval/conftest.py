@@ -21,10 +21,11 @@ WEAK = "baseline-weak"
 def _train_and_save(model_id: str, epochs: int, seed: int, created: str) -> None:
     import keras
 
-    from cxr_covid import models, store
+    from cxr_covid import models
     from cxr_covid.data.dataset import resolve_dataset
     from cxr_covid.data.images import Preprocessing, load_for_model
     from cxr_covid.data.manifest import select, split_hash
+    from cxr_covid.models import store
 
     dataset = resolve_dataset(DATASET)
     rows = dataset.rows()

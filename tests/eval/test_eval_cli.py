@@ -108,8 +108,8 @@ def test_two_models_get_mcnemar_and_every_export(eval_home: Path, tmp_path: Path
 def test_eval_probabilities_are_predict_paths_probabilities(
     eval_home: Path, tmp_path: Path
 ) -> None:
-    from cxr_covid import store
-    from cxr_covid.inference import predict_paths
+    from cxr_covid.inference.batches import predict_paths
+    from cxr_covid.models import store
 
     result = runner.invoke(
         app, ["eval", GOOD, "--no-save", "--json", str(tmp_path / "e.json"), "--predictions"]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxr_covid import eval_report, stats
-from cxr_covid.evaluation import (
+from cxr_covid import stats
+from cxr_covid.evaluation import report as eval_report
+from cxr_covid.evaluation.core import (
     EvalImages,
     EvaluationReport,
     ModelEvaluation,

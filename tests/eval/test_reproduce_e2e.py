@@ -27,7 +27,7 @@ from tests.helpers import blob_image
 
 pytest.importorskip("cxr_covid.data.ingest", reason="data ingest is not merged yet")
 pytest.importorskip("cxr_covid.data.augment", reason="augmentation is not merged yet")
-pytest.importorskip("cxr_covid.training", reason="training is not merged yet")
+pytest.importorskip("cxr_covid.training.run", reason="training is not merged yet")
 
 runner = CliRunner()
 KAGGLE_FOLDERS = {"covid": "COVID", "normal": "Normal", "viral_pneumonia": "Viral Pneumonia"}
@@ -155,8 +155,8 @@ def test_reproduce_from_zip_interrupted_mid_training_then_resumed(
 ) -> None:
     """Ctrl-C during the second model's training; the rerun keeps the first model, continues
     the second from its saved epoch, and trains the third."""
-    from cxr_covid import reproduce
     from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError
+    from cxr_covid.reproduce import run as reproduce
 
     archive = kaggle_like_zip(tmp_path / "archive.zip", per_class=12)
     run_dir = tmp_path / "run"

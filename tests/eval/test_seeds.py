@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxr_covid import seeds, stats, study
+from cxr_covid import stats, study
 from cxr_covid.cli import app
+from cxr_covid.evaluation import seeds
 from tests.eval.test_reproduce_e2e import kaggle_like_zip
 from tests.helpers import build_dataset
 
@@ -197,14 +198,14 @@ def test_reproduce_seeds_spread_from_real_per_seed_evaluations(
 
 
 def summary_group(run_dir: Path) -> str:
-    from cxr_covid import reproduce
+    from cxr_covid.reproduce import run as reproduce
 
     state = json.loads((run_dir / "state.json").read_text())
     return reproduce.group_name(reproduce.RunState(run_dir, state))
 
 
 def _weights(home: Path, model_id: str) -> list[np.ndarray]:
-    from cxr_covid import store
+    from cxr_covid.models import store
 
     model = store.StoredModel(home / "models" / model_id).load()
     return [np.asarray(w) for w in model.get_weights()]
@@ -236,8 +237,8 @@ def test_reproduce_seeds_resumes_at_the_seed_and_epoch_where_it_stopped(
 ) -> None:
     """An interrupted 2-seed run (Ctrl-C in the second seed's second model, after its first
     epoch), resumed, gives the per-seed results of an uninterrupted run (--deterministic)."""
-    from cxr_covid import reproduce
     from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError
+    from cxr_covid.reproduce import run as reproduce
 
     archive = kaggle_like_zip(tmp_path / "archive.zip", per_class=12)
     extra = ["--epochs", "2", "--seeds", "2", "--deterministic", "--no-estimate"]
@@ -354,7 +355,8 @@ def test_train_seeds_then_eval_group(cxr_home: Path) -> None:
 
 
 def test_estimate_covers_every_seed_and_says_many_hours() -> None:
-    from cxr_covid import reproduce, reproduce_seeds
+    from cxr_covid.reproduce import run as reproduce
+    from cxr_covid.reproduce import seeds as reproduce_seeds
 
     keys = [m.key for m in study.STUDY_MODELS]
     one_seed = reproduce.TimeEstimate(
@@ -382,7 +384,7 @@ class _Stop(Exception):
 def test_paper_preset_with_five_seeds_says_many_hours_before_anything_runs(
     tmp_path: Path,
 ) -> None:
-    from cxr_covid import reproduce
+    from cxr_covid.reproduce import run as reproduce
 
     archive = kaggle_like_zip(tmp_path / "archive.zip", per_class=2)
     seen: list[reproduce.Event] = []
@@ -400,7 +402,8 @@ def test_paper_preset_with_five_seeds_says_many_hours_before_anything_runs(
 
 
 def test_train_group_interrupted_continues_at_the_seed_and_epoch(cxr_home: Path) -> None:
-    from cxr_covid import seed_training, training
+    from cxr_covid.training import run as training
+    from cxr_covid.training import seeds as seed_training
 
     build_dataset(cxr_home, "blobs", per_class=10, size=16)
     config = training.TrainConfig(

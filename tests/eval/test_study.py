@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_covid import classes, reproduce, stats, study
+from cxr_covid import classes, stats, study
 from cxr_covid.errors import UsageError
-from cxr_covid.evaluation import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
+from cxr_covid.evaluation.core import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
+from cxr_covid.reproduce import run as reproduce
 
 
 def test_published_table_is_the_studys() -> None:

@@ -14,14 +14,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxr_covid import eval_report, stats
+from cxr_covid import stats
 from cxr_covid.cli import app
 from cxr_covid.data.dataset import resolve_dataset
 from cxr_covid.data.manifest import sha256_file, split_hash
 from cxr_covid.data.overlap import IDENTICAL, NEAR_DUPLICATE, external_overlaps
 from cxr_covid.errors import EXIT_DATA
-from cxr_covid.evaluation import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
-from cxr_covid.subgroups import SMALL_SUBGROUP, compute_subgroups
+from cxr_covid.evaluation import report as eval_report
+from cxr_covid.evaluation.core import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
+from cxr_covid.evaluation.subgroups import SMALL_SUBGROUP, compute_subgroups
 from tests.conftest import SHARED_DATA
 from tests.eval.conftest import DATASET, GOOD
 from tests.helpers import build_dataset, write_blob_png

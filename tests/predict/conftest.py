@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_covid import classes, models, store
+from cxr_covid import classes, models
 from cxr_covid.data.images import Preprocessing
+from cxr_covid.models import store
 from tests.helpers import blob_image
 
 TINY_SIZE = 24

@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxr_covid import classes, models, store
+from cxr_covid import classes, models
 from cxr_covid.cli import app
 from cxr_covid.data.images import Preprocessing, load_for_model, read_image
 from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_PARTIAL, EXIT_USAGE
-from cxr_covid.explain import GradCamExplainer, choose_layer, colorize, overlay, upsample
+from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer, colorize, overlay, upsample
+from cxr_covid.models import store
 from tests.helpers import BLOB_CENTRES, build_dataset
 from tests.predict.conftest import BAD, block_pydicom, save_tiny_model
 
@@ -203,8 +204,8 @@ def test_heatmap_probabilities_equal_predict_probabilities(
     tiny_model: Path, odd_images: dict[str, Path], tmp_path: Path
 ) -> None:
     """The caption's numbers are the ones `predict` writes, for every readable odd input."""
-    from cxr_covid.explain import heatmap_files
-    from cxr_covid.inference import predict_paths
+    from cxr_covid.inference.batches import predict_paths
+    from cxr_covid.inference.gradcam import heatmap_files
 
     good = [p for k, p in odd_images.items() if k not in BAD]
     stored = store.StoredModel(tiny_model)

@@ -8,10 +8,11 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxr_covid import DISCLAIMER, store
+from cxr_covid.about import DISCLAIMER
 from cxr_covid.cli import app
 from cxr_covid.data.images import read_image, resize
-from cxr_covid.explain import DEFAULT_ALPHA, GradCamExplainer, overlay, upsample
+from cxr_covid.inference.gradcam import DEFAULT_ALPHA, GradCamExplainer, overlay, upsample
+from cxr_covid.models import store
 
 runner = CliRunner()
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_covid import inference, store
 from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.errors import DependencyError
-from cxr_covid.inference import load_batches, predict_paths
+from cxr_covid.inference import batches as inference
+from cxr_covid.inference.batches import load_batches, predict_paths
+from cxr_covid.models import store
 from tests.predict.conftest import BAD, block_pydicom
 
 

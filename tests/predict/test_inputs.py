@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cxr_covid.errors import UsageError
-from cxr_covid.inputs import expand_inputs, output_stems
+from cxr_covid.inference.files import expand_inputs, output_stems
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxr_covid import store
 from cxr_covid.cli import app
 from cxr_covid.data.images import load_for_model
 from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_PARTIAL, EXIT_USAGE
-from cxr_covid.inference import predict_paths
-from cxr_covid.prediction import columns, predict_to_file
+from cxr_covid.inference.batches import predict_paths
+from cxr_covid.inference.predict import columns, predict_to_file
+from cxr_covid.models import store
 from tests.predict.conftest import BAD, block_pydicom, save_tiny_model
 
 runner = CliRunner()
@@ -214,12 +214,12 @@ def test_real_sample_images_all_predict(tiny_model: Path, cxr_sample: Path, tmp_
 def test_ctrl_c_exits_130_and_says_how_to_continue(
     tiny_model: Path, odd_images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cxr_covid.prediction
+    import cxr_covid.inference.predict
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cxr_covid.prediction, "predict_to_file", interrupted)
+    monkeypatch.setattr(cxr_covid.inference.predict, "predict_to_file", interrupted)
     out = tmp_path / "r.csv"
     result = runner.invoke(
         app, ["predict", str(odd_images["good"]), "-m", str(tiny_model), "-o", str(out)]

@@ -154,12 +154,12 @@ def test_predict_out_under_proc_exits_10_and_leaves_nothing(
 def test_eval_checks_its_outputs_before_computing(
     monkeypatch: pytest.MonkeyPatch, model_home: Path, tmp_path: Path
 ) -> None:
-    import cxr_covid.evaluation
+    import cxr_covid.evaluation.core
 
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("evaluated before checking that the outputs can be written")
 
-    monkeypatch.setattr(cxr_covid.evaluation, "evaluate", must_not_run)
+    monkeypatch.setattr(cxr_covid.evaluation.core, "evaluate", must_not_run)
     data = write_class_folders(tmp_path / "data", 2, 24)
     model = str(model_home / "models" / "tiny-baseline")
     for flag, target in (
@@ -366,7 +366,7 @@ def _lambda_model(path: Path) -> None:
 
 
 def _interrupted_run(home: Path, run_id: str = "r1") -> Path:
-    from cxr_covid.training import TrainConfig
+    from cxr_covid.training.run import TrainConfig
 
     build_dataset(home, "blobs", per_class=4, size=16)
     folder = home / "runs" / run_id

@@ -42,7 +42,7 @@ def test_eval_and_reproduce_refuse_a_negative_seed(command: str) -> None:
 
 def test_train_config_refuses_a_seed_keras_cannot_take() -> None:
     from cxr_covid.errors import UsageError
-    from cxr_covid.training import TrainConfig
+    from cxr_covid.training.run import TrainConfig
 
     for seed in (-1, 2**32):
         with pytest.raises(UsageError, match="--seed"):
@@ -79,7 +79,7 @@ def test_a_bare_group_still_prints_its_help() -> None:
 def test_predict_refuses_resume_with_overwrite(tmp_path: Path) -> None:
     # Both were accepted and --resume silently won, keeping rows the user asked to replace.
     from cxr_covid.errors import UsageError
-    from cxr_covid.prediction import predict_to_file
+    from cxr_covid.inference.predict import predict_to_file
 
     out = tmp_path / "results.csv"
     out.write_text("path,predicted_class\n", encoding="utf-8")
@@ -116,8 +116,8 @@ def test_augmenting_an_older_dataset_does_not_make_it_the_default(cxr_home: Path
 def test_without_bootstrap_the_notes_do_not_claim_bootstrap_intervals() -> None:
     # With --bootstrap 0 the F1/AUC cells have no interval, yet the note under the table
     # announced "[95 % percentile bootstrap, 0 resamples ...]".
-    from cxr_covid.eval_report import methods_note
-    from cxr_covid.evaluation import EvaluationReport
+    from cxr_covid.evaluation.core import EvaluationReport
+    from cxr_covid.evaluation.report import methods_note
 
     none = EvaluationReport([], [], [], 0.95, 0, 42)
     assert "0 resamples" not in methods_note(none)
@@ -132,7 +132,7 @@ def test_without_bootstrap_the_notes_do_not_claim_bootstrap_intervals() -> None:
 def test_reproduce_report_says_how_a_run_left_the_protocol() -> None:
     # report.md said "(smaller images and fewer epochs)" for any non-protocol run, e.g. for
     # the paper preset with only --batch-size 16; and printed the source as raw JSON.
-    from cxr_covid.reproduce import _protocol_changes, describe_source
+    from cxr_covid.reproduce.run import _protocol_changes, describe_source
 
     paper_but_batch = {"image_size": 224, "epochs": 30, "batch_size": 16}
     assert _protocol_changes(paper_but_batch) == ["batch 16 instead of 32"]
@@ -178,7 +178,7 @@ def test_ctrl_c_in_a_command_without_its_own_handler_says_so(
 
 def test_reproduce_progress_shows_validation_accuracy_with_its_interval() -> None:
     # "baseline-noaug: epoch 5/5 val accuracy 87.04%" had no count and no interval.
-    from cxr_covid.reproduce import _with_interval
+    from cxr_covid.reproduce.run import _with_interval
 
     assert _with_interval(47 / 54, [54]) == "87.04% (47/54) [75.6-93.6]"
     assert _with_interval(0.5, []) == "50.00%"
@@ -190,8 +190,8 @@ def test_eval_on_the_validation_split_is_not_titled_test_accuracy() -> None:
 
     import numpy as np
 
-    from cxr_covid.eval_report import accuracy_title, to_markdown
-    from cxr_covid.evaluation import EvaluationReport
+    from cxr_covid.evaluation.core import EvaluationReport
+    from cxr_covid.evaluation.report import accuracy_title, to_markdown
     from tests.eval.test_report import Y_TRUE, _evaluation
 
     test = _evaluation("m", np.asarray(Y_TRUE))

@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cxr_covid import store
 from cxr_covid.cli import app
 from cxr_covid.cli.models import models_table
+from cxr_covid.models import store
 from cxr_covid.system import ModelSummary
 from tests.helpers import write_class_folders
 from tests.predict.conftest import save_tiny_model
@@ -83,9 +83,9 @@ def test_eval_one_vs_rest_cells_piped_at_80_columns_are_whole(
     long_named_model: store.StoredModel,
     tmp_path: Path,
 ) -> None:
-    from cxr_covid import eval_report
     from cxr_covid.cli.evaluate import render
-    from cxr_covid.evaluation import evaluate
+    from cxr_covid.evaluation import report as eval_report
+    from cxr_covid.evaluation.core import evaluate
 
     data = write_class_folders(tmp_path / "data", 4, 24)
     report = evaluate([long_named_model], data_dir=data, bootstrap=50, save=False)

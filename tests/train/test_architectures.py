@@ -6,7 +6,7 @@ import pytest
 
 from cxr_covid import models
 from cxr_covid.errors import UsageError
-from cxr_covid.training import summarize
+from cxr_covid.training.run import summarize
 
 
 def _conv_params(k: int, cin: int, cout: int) -> int:

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxr_covid import classes, store, training
+from cxr_covid import classes
 from cxr_covid.cli import app
 from cxr_covid.errors import EXIT_DATA, EXIT_MODEL, EXIT_USAGE, ModelError, UsageError
-from cxr_covid.training import EpochReport, RunInfo, TrainConfig
+from cxr_covid.models import store
+from cxr_covid.training import run as training
+from cxr_covid.training.run import EpochReport, RunInfo, TrainConfig
 from tests.helpers import build_dataset
 
 runner = CliRunner()

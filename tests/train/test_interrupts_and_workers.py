@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxr_covid import store
 from cxr_covid.cli import app
+from cxr_covid.models import store
 from tests.helpers import build_dataset
 
 REPO = Path(__file__).resolve().parents[2]

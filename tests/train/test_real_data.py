@@ -10,9 +10,10 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from cxr_covid import atomic, classes, training
+from cxr_covid import atomic, classes
 from cxr_covid.data.dataset import Dataset
 from cxr_covid.data.manifest import ManifestRow, sha256_file
+from cxr_covid.training import run as training
 
 
 def build_dev_dataset(home: Path, archive: Path, name: str = "dev") -> Dataset:

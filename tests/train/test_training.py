@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxr_covid import store, training
 from cxr_covid.cli import app
 from cxr_covid.data import pipeline
 from cxr_covid.data.images import Preprocessing
 from cxr_covid.data.manifest import manifest_hash, split_hash
 from cxr_covid.errors import DataError, ModelError, UsageError
-from cxr_covid.training import EpochReport, TrainConfig
+from cxr_covid.models import store
+from cxr_covid.training import run as training
+from cxr_covid.training.run import EpochReport, TrainConfig
 from tests.helpers import build_dataset
 
 runner = CliRunner()
@@ -225,6 +226,6 @@ def test_importing_the_training_api_does_not_import_tensorflow() -> None:
     import subprocess
     import sys
 
-    code = "import sys, cxr_covid.training; print('tensorflow' in sys.modules)"
+    code = "import sys, cxr_covid.training.run; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr

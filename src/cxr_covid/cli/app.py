@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from cxr_covid import DISCLAIMER, __version__
+from cxr_covid.about import DISCLAIMER, __version__
 from cxr_covid.cli.console import err, error
 from cxr_covid.errors import EXIT_CODES, CxrCovidError, WriteError
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from cxr_covid.cli.console import err, out, print_json
 
 if TYPE_CHECKING:
-    from cxr_covid.audit import AuditResult
+    from cxr_covid.audit.run import AuditResult
 
 HELP = (
     "Shortcut audit: accuracy with the lungs hidden and with only the lungs, a lung-blind "
@@ -89,7 +89,7 @@ def audit(
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
 ) -> None:
-    from cxr_covid.audit import AuditOptions
+    from cxr_covid.audit.run import AuditOptions
     from cxr_covid.classes import parse_class_map
     from cxr_covid.errors import UsageError
 
@@ -118,7 +118,7 @@ def audit(
 def _run(options: object) -> AuditResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cxr_covid.audit import AuditOptions, run_audit
+    from cxr_covid.audit.run import AuditOptions, run_audit
 
     assert isinstance(options, AuditOptions)
     names = {
@@ -141,7 +141,8 @@ def _run(options: object) -> AuditResult:
 
 
 def render(result: AuditResult, *, to_stderr: bool = False) -> None:
-    from cxr_covid import audit_report, classes
+    from cxr_covid import classes
+    from cxr_covid.audit import report as audit_report
 
     console = err if to_stderr else out
     table = Table(title=f"Shortcut audit: {escape(result.model_id)} (test split)")

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
-from cxr_covid.limits import MAX_AUGMENT_FACTOR
+from cxr_covid.training.limits import MAX_AUGMENT_FACTOR
 
 if TYPE_CHECKING:
     from cxr_covid.data.augment import AugmentResult

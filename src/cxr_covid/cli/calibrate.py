@@ -43,8 +43,8 @@ def calibrate(
     """Fit temperature (on the validation split) and the OOD guard, and store them."""
     from rich.markup import escape
 
-    from cxr_covid import store
-    from cxr_covid.scoring import fit_for_stored
+    from cxr_covid.evaluation.calibrate import fit_for_stored
+    from cxr_covid.models import store
 
     stored = store.resolve(model)
     fitted, notes = fit_for_stored(

@@ -56,7 +56,7 @@ def accuracy_cell(rate: float | None, n: int) -> str:
         return "-"
     if not n:
         return f"{100 * rate:.2f}%"
-    from cxr_covid.eval_report import cell
+    from cxr_covid.evaluation.report import cell
     from cxr_covid.stats import proportion_of
 
     return cell(proportion_of(rate, n))

@@ -10,11 +10,11 @@ from rich.table import Table
 from cxr_covid.cli.console import out
 
 if TYPE_CHECKING:
-    from cxr_covid.evaluation import ModelEvaluation
+    from cxr_covid.evaluation.core import ModelEvaluation
 
 
 def render_decisions(evaluation: ModelEvaluation) -> None:
-    from cxr_covid.eval_decisions import tables
+    from cxr_covid.evaluation.decisions import tables
 
     if evaluation.decisions is None:
         return

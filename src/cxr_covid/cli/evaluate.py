@@ -10,12 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out
-from cxr_covid.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
+from cxr_covid.training.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cxr_covid.evaluation import EvaluationReport, Progress
+    from cxr_covid.evaluation.core import EvaluationReport, Progress
 
 HELP = "Evaluate stored models: the study's per-class accuracy table with 95% intervals, and more."
 
@@ -137,10 +137,10 @@ def evaluate(
         ),
     ] = False,
 ) -> None:
-    from cxr_covid import eval_report
     from cxr_covid.classes import parse_class_map
     from cxr_covid.errors import PartialFailure, UsageError
-    from cxr_covid.evaluation import evaluate as run_evaluation
+    from cxr_covid.evaluation import report as eval_report
+    from cxr_covid.evaluation.core import evaluate as run_evaluation
 
     if data is not None and split is not None:
         raise UsageError("--split and --data exclude each other (--data is its own test set)")
@@ -161,7 +161,7 @@ def evaluate(
     to_stdout = bool(on_stdout)
     group_records = None
     if group is not None:
-        from cxr_covid.seeds import group_models
+        from cxr_covid.evaluation.seeds import group_models
 
         if models:
             raise UsageError("give model ids or --group NAME, not both")
@@ -193,7 +193,7 @@ def evaluate(
     )
     spread = None
     if group is not None and group_records is not None:
-        from cxr_covid.seeds import summarize_group
+        from cxr_covid.evaluation.seeds import summarize_group
 
         spread = summarize_group(report, group_records, bootstrap=bootstrap, seed=seed)
 
@@ -222,7 +222,7 @@ def evaluate(
             eval_report.write_markdown(markdown_path, report)
     written_plots = []
     if plots is not None:
-        from cxr_covid.eval_plots import write_plots
+        from cxr_covid.evaluation.plots import write_plots
 
         written_plots = write_plots(report, plots)
 
@@ -257,8 +257,9 @@ def _check_outputs_writable(
 ) -> None:
     """Evaluation can take minutes: learn now, not after it, that an output cannot be
     written (a full disk, a read-only folder, a model store without permission)."""
-    from cxr_covid import atomic, store
+    from cxr_covid import atomic
     from cxr_covid.errors import CxrCovidError
+    from cxr_covid.models import store
 
     for path in files:
         atomic.check_file_writable(path)
@@ -303,7 +304,7 @@ def _run_with_progress(
 
 def render(report: EvaluationReport, title: str | None = None) -> None:
     """The study's table, then per model the one-vs-rest metrics and confusion matrix."""
-    from cxr_covid import eval_report
+    from cxr_covid.evaluation import report as eval_report
 
     title = title or eval_report.accuracy_title(report)
     sources = "; ".join(sorted({e.test_set.source for e in report.evaluations}))

@@ -76,12 +76,12 @@ def heatmap(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cxr_covid import DISCLAIMER
+    from cxr_covid.about import DISCLAIMER
     from cxr_covid.api import load_model
     from cxr_covid.classes import display_name
     from cxr_covid.errors import PartialFailure
-    from cxr_covid.explain import heatmap_files
-    from cxr_covid.inputs import expand_inputs
+    from cxr_covid.inference.files import expand_inputs
+    from cxr_covid.inference.gradcam import heatmap_files
 
     files = expand_inputs(paths, recursive)
     # Through the Python API's loader (same core as `cxr_covid.load_model`): a store id, a

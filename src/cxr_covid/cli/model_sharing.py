@@ -54,8 +54,8 @@ def export(
 
     from rich.markup import escape
 
-    from cxr_covid import store
-    from cxr_covid.export import TOLERANCE, check_dependencies, check_format, export_model
+    from cxr_covid.models import store
+    from cxr_covid.sharing.export import TOLERANCE, check_dependencies, check_format, export_model
     from cxr_covid.tf_runtime import import_tensorflow_quietly
 
     check_format(fmt)
@@ -112,8 +112,8 @@ def pack(
     """Write a model as one shareable zip (model, record, card, preprocessing) + its sha256."""
     from rich.markup import escape
 
-    from cxr_covid import store
-    from cxr_covid.packs import pack_model
+    from cxr_covid.models import store
+    from cxr_covid.sharing.packs import pack_model
 
     result = pack_model(store.resolve(model or None), out_file, force=force)
     if as_json:
@@ -172,7 +172,7 @@ def import_(
     from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from cxr_covid.packs import import_model
+    from cxr_covid.sharing.packs import import_model
     from cxr_covid.tf_runtime import import_tensorflow_quietly
 
     progress = Progress(
@@ -228,9 +228,10 @@ def card(
 
     from rich.markup import escape
 
-    from cxr_covid import atomic, store
+    from cxr_covid import atomic
     from cxr_covid.errors import UsageError
-    from cxr_covid.model_card import dataset_info_for, render
+    from cxr_covid.models import store
+    from cxr_covid.sharing.card import dataset_info_for, render
 
     record = store.resolve(model or None).record()
     text = render(record, dataset_info_for(record))

@@ -80,8 +80,8 @@ def show_command(
     ] = False,
 ) -> None:
     """Show a model's record: architecture, data, training settings, history, evaluations."""
-    from cxr_covid import store
     from cxr_covid.classes import display_name
+    from cxr_covid.models import store
 
     stored = store.resolve(model or None)
     record = stored.record()
@@ -94,7 +94,7 @@ def show_command(
     table.add_row("classes", ", ".join(record.classes))
     table.add_row("preprocessing", ", ".join(f"{k}={v}" for k, v in record.preprocessing.items()))
     table.add_row("Grad-CAM layer", record.last_conv_layer)
-    from cxr_covid.scoring import describe
+    from cxr_covid.inference.scoring import describe
 
     for label, text in describe(record):
         table.add_row(label, text)
@@ -138,7 +138,7 @@ def rm_command(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete models from the store (asks first unless --yes)."""
-    from cxr_covid import store
+    from cxr_covid.models import store
 
     targets = [store.resolve(name) for name in model]
     for target in targets:

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cxr_covid.cli.console import err, out
-from cxr_covid.limits import MAX_BATCH_SIZE
+from cxr_covid.training.limits import MAX_BATCH_SIZE
 
 if TYPE_CHECKING:
-    from cxr_covid.prediction import PredictSummary
+    from cxr_covid.inference.predict import PredictSummary
 
 HELP = "Predict the class of chest X-ray images and write one CSV/JSONL row per image."
 
@@ -89,8 +89,8 @@ def predict(
 
     from cxr_covid.api import load_model
     from cxr_covid.errors import PartialFailure
-    from cxr_covid.inputs import expand_inputs
-    from cxr_covid.prediction import STDOUT, predict_to_file
+    from cxr_covid.inference.files import expand_inputs
+    from cxr_covid.inference.predict import STDOUT, predict_to_file
 
     files = expand_inputs(paths, recursive)
     # Through the Python API's loader (same core as `cxr_covid.load_model`): a store id, a
@@ -164,7 +164,7 @@ def _print_summary(summary: PredictSummary, *, to_stderr: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from cxr_covid import DISCLAIMER
+    from cxr_covid.about import DISCLAIMER
     from cxr_covid.classes import display_name
 
     console = err if to_stderr else out

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
-from cxr_covid.limits import (
+from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
     MAX_BOOTSTRAP,
     MAX_EPOCHS,
@@ -19,7 +19,7 @@ from cxr_covid.limits import (
 )
 
 if TYPE_CHECKING:
-    from cxr_covid.reproduce import Event, ReproduceResult
+    from cxr_covid.reproduce.run import Event, ReproduceResult
 
 HELP = "Run the whole study end to end and compare our table with the published one."
 
@@ -155,7 +155,7 @@ def reproduce(
 ) -> None:
     from cxr_covid.classes import parse_class_map
     from cxr_covid.errors import UsageError
-    from cxr_covid.reproduce import ReproduceOptions, run
+    from cxr_covid.reproduce.run import ReproduceOptions, run
 
     if (external or class_map or control_epochs) and not audit:
         raise UsageError("--external, --class-map and --control-epochs need the audit")
@@ -231,8 +231,8 @@ def _verdict_cell(published: float, verdict: str) -> str:
 
 
 def render(result: ReproduceResult) -> None:
-    from cxr_covid import eval_report
-    from cxr_covid.reproduce import caveats, comparison_header
+    from cxr_covid.evaluation import report as eval_report
+    from cxr_covid.reproduce.run import caveats, comparison_header
 
     protocol = (
         "the study's protocol" if result.settings["study_protocol"] else "NOT the study's protocol"

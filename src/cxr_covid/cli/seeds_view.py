@@ -13,14 +13,14 @@ from cxr_covid.cli.console import out
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from cxr_covid.evaluation import EvaluationReport
-    from cxr_covid.seeds import SeedSummary
+    from cxr_covid.evaluation.core import EvaluationReport
+    from cxr_covid.evaluation.seeds import SeedSummary
 
 
 def render_seeds(summary: SeedSummary, title: str) -> None:
     """The spread across seeds: mean, sd, range and interval per cell; the study's figure
     with its verdict; the paired permutation tests; the per-seed table."""
-    from cxr_covid import seeds
+    from cxr_covid.evaluation import seeds
 
     def table(caption: str, header: list[str], rows: list[list[str]]) -> Table:
         shown = Table(title=escape(caption), title_justify="left")
@@ -99,7 +99,9 @@ def write_group_json(
 def write_group_markdown(
     path: Path, report: EvaluationReport, summary: SeedSummary, group: str
 ) -> None:
-    from cxr_covid import atomic, eval_report, seeds
+    from cxr_covid import atomic
+    from cxr_covid.evaluation import report as eval_report
+    from cxr_covid.evaluation import seeds
 
     title = f"Across {summary.seed_count} seeds (group {group})"
     text = eval_report.to_markdown(report, "Evaluation") + "\n" + seeds.to_markdown(summary, title)
@@ -115,9 +117,10 @@ def train_seeds(config: Any, seeds: int, display: Any, as_json: bool) -> None:
 
     import typer
 
-    from cxr_covid import seed_training, training
     from cxr_covid.cli.console import err, print_json
     from cxr_covid.errors import EXIT_INTERRUPTED
+    from cxr_covid.training import run as training
+    from cxr_covid.training import seeds as seed_training
 
     config.validate()
     group = config.name or seed_training.default_group(config)

@@ -1,4 +1,4 @@
-"""`cxr-covid train`: options in, `cxr_covid.training.train` called, progress and result out.
+"""`cxr-covid train`: options in, `cxr_covid.training.run.train` called, progress and result out.
 
 Progress and messages go to stderr; the result (table or --json) to stdout, so
 `cxr-covid train --json > result.json` captures only the result.
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
-from cxr_covid.limits import (
+from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
@@ -22,8 +22,8 @@ from cxr_covid.limits import (
 )
 
 if TYPE_CHECKING:
-    from cxr_covid.flops import ArchSummary
-    from cxr_covid.training import TrainResult
+    from cxr_covid.models.flops import ArchSummary
+    from cxr_covid.training.run import TrainResult
 
 HELP = "Train the study's baseline or inception network from scratch into the model store."
 
@@ -197,8 +197,8 @@ def train(
         ),
     ] = "full",
 ) -> None:
-    from cxr_covid import training
     from cxr_covid.data.dataset import check_name
+    from cxr_covid.training import run as training
 
     config = training.TrainConfig(
         arch=arch,

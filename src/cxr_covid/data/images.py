@@ -52,7 +52,7 @@ class Preprocessing:
     resize: str = "nearest"
     color: str = "rgb"
     scale: str = "1/255 inside the model"
-    # `full` film, or `lungs` / `no-lungs` (see cxr_covid.lungs): part of the one decode path,
+    # `full` film, or `lungs` / `no-lungs` (see cxr_covid.data.lungs): part of the one decode path,
     # so train, eval, predict and heatmap all see the same pixels.
     input: str = "full"
 
@@ -328,9 +328,9 @@ def load_for_model(source: Path | bytes, prep: Preprocessing) -> np.ndarray:
 
 def apply_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """The resized pixels as the model's input sees them (`--input lungs`: only the fixed
-    lung field, the rest filled with its own mean intensity; see cxr_covid.lungs)."""
+    lung field, the rest filled with its own mean intensity; see cxr_covid.data.lungs)."""
     if prep.input == "full":
         return pixels
-    from cxr_covid.lungs import apply_view
+    from cxr_covid.data.lungs import apply_view
 
     return apply_view(pixels, prep.input)

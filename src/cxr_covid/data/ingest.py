@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cxr_covid import __version__, atomic, paths
+from cxr_covid import atomic, paths
 from cxr_covid import classes as cls
+from cxr_covid.about import __version__
 from cxr_covid.data import dedupe as dd
 from cxr_covid.data import provenance as prov
 from cxr_covid.data.catalog import (
@@ -216,7 +217,7 @@ def download_dataset(
         if "__macosx" in parts:
             return False
         if parts & {"masks", "mask"}:
-            # Lung masks stay beside their images for the lung field (cxr_covid.lungs); the
+            # Lung masks stay beside their images for the lung field (cxr_covid.data.lungs); the
             # catalogue never takes them for X-rays.
             folders = [
                 "images" if f.lower() in ("masks", "mask") else f
@@ -465,7 +466,7 @@ def _decode_problem(path: Path, data: bytes) -> str | None:
 def _prune(images: Path, catalog: Catalog) -> None:
     """Delete every image file the catalogue did not keep (it did not decode, or sits in a
     folder with no class), so nothing unusable, or a bomb's junk, stays in the home."""
-    from cxr_covid.lungs import is_mask_path
+    from cxr_covid.data.lungs import is_mask_path
 
     kept = {item.path for item in catalog.items}
     for folder, _dirs, names in os.walk(images):

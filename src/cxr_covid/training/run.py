@@ -27,21 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import atomic, limits, models, paths, resume_state, store
+from cxr_covid import atomic, models, paths
 from cxr_covid.data import pipeline
 from cxr_covid.data.dataset import Dataset, check_name, resolve_dataset
 from cxr_covid.data.images import RESIZE_METHODS, Preprocessing
 from cxr_covid.data.manifest import AUGMENTED, manifest_hash, split_hash
-from cxr_covid.distribute import PRECISIONS, STRATEGIES, Placement
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
-from cxr_covid.flops import ArchSummary
-from cxr_covid.flops import summarize as _summarize
+from cxr_covid.models import store
+from cxr_covid.models.flops import ArchSummary
+from cxr_covid.models.flops import summarize as _summarize
+from cxr_covid.training import limits, resume_state
+from cxr_covid.training.distribute import PRECISIONS, STRATEGIES, Placement
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 CHECKPOINT_FILE = "checkpoint.keras"
 BEST_FILE = "best-weights.npz"
-RNG_FILE = "rng-state.npz"  # the layers' seed generators: see cxr_covid.resume_state
+RNG_FILE = "rng-state.npz"  # the layers' seed generators: see cxr_covid.training.resume_state
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
@@ -509,7 +511,7 @@ def _run(
 ) -> TrainResult:
     """`_train_run`, leaving the process's global TensorFlow settings as it found them
     (precision policy, op determinism), so a caller can train again with other options."""
-    from cxr_covid import distribute
+    from cxr_covid.training import distribute
 
     was_deterministic = _op_determinism(None)
     try:
@@ -554,7 +556,7 @@ def _train_run(
 ) -> TrainResult:
     import keras
 
-    from cxr_covid import distribute
+    from cxr_covid.training import distribute
 
     started = time.perf_counter()
     rows = dataset.rows()
@@ -721,7 +723,7 @@ def _train_run(
         versions=store.library_versions(),
     )
     if guards is not None:
-        from cxr_covid import scoring
+        from cxr_covid.inference import scoring
 
         scoring.apply(record, guards)
         record.training["calibration_seconds"] = round(guards.seconds, 3)
@@ -752,7 +754,7 @@ def _fit_guards(
     """Temperature scaling and the OOD guard from the cached splits (None: --no-calibrate)."""
     if not config.calibrate or not placement.is_chief:
         return None
-    from cxr_covid import scoring
+    from cxr_covid.inference import scoring
 
     return scoring.fit_for_training(model, train_split, val_split, dataset_name, config.batch_size)
 
@@ -765,7 +767,7 @@ def _recipe(
     recipe: dict[str, Any] = {}
     composition: dict[str, dict[str, int]] = {}
     if config.balance_sources:
-        from cxr_covid import balance
+        from cxr_covid.training import balance
 
         # The manifest's `collection` (unknown when not recorded); an augmented copy carries
         # the collection of the image it was made from.
@@ -774,7 +776,7 @@ def _recipe(
         recipe["sample_weights"] = balance.source_weights(labels, sources)
         composition = balance.composition(labels, sources)
     if config.augment_acquisition:
-        from cxr_covid import acquisition
+        from cxr_covid.training import acquisition
 
         recipe["transform"] = acquisition.batch_transform(config.seed)
     return recipe, composition

@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cxr_covid import classes, stats, store
+from cxr_covid import classes, stats
 from cxr_covid.data.images import is_image_file
 from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
-from cxr_covid.subgroups import Subgroup, compute_subgroups
+from cxr_covid.evaluation.subgroups import Subgroup, compute_subgroups
+from cxr_covid.models import store
 
 if TYPE_CHECKING:
-    from cxr_covid.eval_decisions import Decisions
+    from cxr_covid.evaluation.decisions import Decisions
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
@@ -461,9 +462,9 @@ def evaluate_model(
     operating_point: str | None = None,
 ) -> ModelEvaluation:
     """Predict every image of `test_set` with one stored model and compute its metrics."""
-    from cxr_covid import eval_decisions
-    from cxr_covid.inference import predict_paths
-    from cxr_covid.scoring import Scorer
+    from cxr_covid.evaluation import decisions as eval_decisions
+    from cxr_covid.inference.batches import predict_paths
+    from cxr_covid.inference.scoring import Scorer
 
     record = stored.record()
     model_classes = list(record.classes)
@@ -616,7 +617,7 @@ def evaluate(
             unique.append(m)
 
     if operating_point:  # a bad spec fails before any image is read
-        from cxr_covid.operating_point import parse_spec
+        from cxr_covid.inference.operating_point import parse_spec
 
         for m in unique:
             parse_spec(operating_point, m.record().classes)
@@ -681,7 +682,7 @@ def evaluate(
         if save:
             save_to_record(stored, evaluation)
         if save_operating_point:
-            from cxr_covid.eval_decisions import save_operating_point as store_point
+            from cxr_covid.evaluation.decisions import save_operating_point as store_point
 
             store_point(stored, evaluation.decisions)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import store
 from cxr_covid.data.dataset import check_name
 from cxr_covid.errors import UsageError
+from cxr_covid.models import store
 
 # Options that must match for a stored model to be reused as one seed of a group.
 _SAME_RECIPE = (
@@ -134,7 +134,7 @@ def train_group(
 
     `on_model(seed, model id, action)` is told before each seed: action is "reuse",
     "resume" or "train"."""
-    from cxr_covid import training
+    from cxr_covid.training import run as training
 
     config.validate()
     group = check_name(config.name) if config.name else default_group(config)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cxr_covid import atomic, classes, csv_safe, stats
-from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
-from cxr_covid.subgroups import SMALL_SUBGROUP
+from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
+from cxr_covid.evaluation.subgroups import SMALL_SUBGROUP
 
 
 def percent(x: float, digits: int = 2) -> str:
@@ -195,7 +195,7 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
             parts += ["### Per class and source", ""]
             parts += [markdown_table(subgroup_header(), subgroup_rows(evaluation)), ""]
         if evaluation.decisions is not None:
-            from cxr_covid.eval_decisions import tables
+            from cxr_covid.evaluation.decisions import tables
 
             found, lines = tables(evaluation.model_id, evaluation.decisions)
             for title, header, rows in found:

@@ -6,9 +6,9 @@ extended to 5 by rerunning with `--seeds 5` (the first three seeds are reused). 
 dataset, its split and the augmented copies are made once and shared by every seed: the
 seed varies the weight initialisation, dropout and the order of the training images.
 
-This module holds the multi-seed parts of `cxr_covid.reproduce` (the time estimate over all
+This module holds the multi-seed parts of `cxr_covid.reproduce.run` (the time estimate over all
 seeds, evaluation per seed, the spread across seeds and its files); the statistics live in
-`cxr_covid.seeds`.
+`cxr_covid.evaluation.seeds`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxr_covid import atomic, seeds, study
-from cxr_covid.seed_training import seeds_of
+from cxr_covid import atomic, study
+from cxr_covid.evaluation import seeds
+from cxr_covid.training.seeds import seeds_of
 
 if TYPE_CHECKING:
-    from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
-    from cxr_covid.reproduce import Event, ReproduceResult, RunState, TimeEstimate
+    from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
+    from cxr_covid.reproduce.run import Event, ReproduceResult, RunState, TimeEstimate
 
 __all__ = ["seeds_of"]
 
@@ -51,7 +52,7 @@ def plan_message(seed_list: Sequence[int], settings: dict[str, Any]) -> str:
 
 def for_seeds(timing: TimeEstimate, todo: Sequence[tuple[int, study.StudyModel]]) -> TimeEstimate:
     """The one-model-per-key estimate scaled to every (seed, model) still to train."""
-    from cxr_covid.reproduce import TimeEstimate
+    from cxr_covid.reproduce.run import TimeEstimate
 
     counts = Counter(spec.key for _, spec in todo)
     if max(counts.values(), default=1) <= 1:
@@ -67,7 +68,7 @@ def for_seeds(timing: TimeEstimate, todo: Sequence[tuple[int, study.StudyModel]]
 def warn_if_long(
     timing: TimeEstimate, settings: dict[str, Any], tell: Callable[[Event], None]
 ) -> None:
-    from cxr_covid.reproduce import Event, format_duration
+    from cxr_covid.reproduce.run import Event, format_duration
 
     if timing.total_seconds < LONG_RUN_SECONDS:
         return
@@ -92,8 +93,8 @@ def evaluate_seeds(
 
     Each evaluation is saved into its model's record once: a rerun recomputes the same
     numbers, so only models this run has not evaluated before are saved."""
-    from cxr_covid.evaluation import EvaluationReport, evaluate
-    from cxr_covid.reproduce import Event
+    from cxr_covid.evaluation.core import EvaluationReport, evaluate
+    from cxr_covid.reproduce.run import Event
 
     done = state.step("eval") or {}
     saved = set(done.get("evaluated") or dict(done.get("models") or {}).values())
@@ -167,7 +168,7 @@ def write_outputs(result: ReproduceResult) -> list[Path]:
     """`seeds.csv` (the per-seed table) and `plots/seeds.png` (with --seeds N > 1)."""
     if result.seeds is None:
         return []
-    from cxr_covid.seed_plots import write_seed_plot
+    from cxr_covid.evaluation.seed_plots import write_seed_plot
 
     root = result.run_dir
     atomic.write_text(root / SEEDS_CSV, seeds.to_csv(result.seeds))

@@ -304,7 +304,7 @@ def library_versions() -> dict[str, str]:
     import numpy
     import tensorflow as tf
 
-    from cxr_covid import __version__
+    from cxr_covid.about import __version__
 
     return {
         "cxr_covid": __version__,

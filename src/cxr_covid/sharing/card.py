@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cxr_covid import DISCLAIMER, __version__
+from cxr_covid.about import DISCLAIMER, __version__
 from cxr_covid.classes import display_name
-from cxr_covid.eval_report import cell
+from cxr_covid.evaluation.report import cell
+from cxr_covid.models.store import ModelRecord
 from cxr_covid.stats import proportion, proportion_of
-from cxr_covid.store import ModelRecord
 
 CARD_FILE = "MODEL_CARD.md"
 STUDY = (
@@ -129,7 +129,7 @@ def render(record: ModelRecord, dataset_info: dict[str, Any] | None = None) -> s
 def _decisions(record: ModelRecord) -> list[str]:
     """Calibration, the out-of-distribution guard and the stored operating point: what turns
     this model's scores into what `predict` reports."""
-    from cxr_covid.scoring import describe
+    from cxr_covid.inference.scoring import describe
 
     lines = ["## Calibration, decisions and the out-of-distribution guard", ""]
     lines += [f"- {label.capitalize()}: {text}." for label, text in describe(record)]

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import calibration, stats, store
-from cxr_covid.calibration import CalibrationQuality
+from cxr_covid import stats
 from cxr_covid.errors import DataError
-from cxr_covid.inference import Prediction
-from cxr_covid.ood import FLAG_ABOVE
-from cxr_covid.operating_point import (
+from cxr_covid.inference import calibration
+from cxr_covid.inference.batches import Prediction
+from cxr_covid.inference.calibration import CalibrationQuality
+from cxr_covid.inference.ood import FLAG_ABOVE
+from cxr_covid.inference.operating_point import (
     OperatingPoint,
     OperatingPointResult,
     binary_metrics,
@@ -26,7 +27,8 @@ from cxr_covid.operating_point import (
     decide,
     parse_spec,
 )
-from cxr_covid.scoring import Scorer
+from cxr_covid.inference.scoring import Scorer
+from cxr_covid.models import store
 
 
 @dataclass
@@ -154,8 +156,8 @@ def _operating_point(
     confidence: float,
     batch_size: int,
 ) -> OperatingPointResult:
-    from cxr_covid.evaluation import dataset_test_set
-    from cxr_covid.inference import predict_paths
+    from cxr_covid.evaluation.core import dataset_test_set
+    from cxr_covid.inference.batches import predict_paths
 
     spec = parse_spec(text, record.classes)
     index = record.classes.index(spec.cls)

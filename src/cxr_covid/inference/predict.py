@@ -30,20 +30,20 @@ from typing import IO, Any
 import numpy as np
 
 from cxr_covid import atomic, csv_safe
-from cxr_covid.calibration import Calibration
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
-from cxr_covid.inference import Prediction, predict_paths
-from cxr_covid.ood import FLAG_ABOVE
-from cxr_covid.operating_point import (
+from cxr_covid.inference.batches import Prediction, predict_paths
+from cxr_covid.inference.calibration import Calibration
+from cxr_covid.inference.ood import FLAG_ABOVE
+from cxr_covid.inference.operating_point import (
     ARGMAX_RULE,
     OperatingPoint,
     decide,
     parse_threshold,
     rule_text,
 )
-from cxr_covid.scoring import Scorer, probabilities_label
-from cxr_covid.store import ModelRecord, StoredModel
+from cxr_covid.inference.scoring import Scorer, probabilities_label
+from cxr_covid.models.store import ModelRecord, StoredModel
 
 FORMATS = ("csv", "jsonl")
 STDOUT = "-"

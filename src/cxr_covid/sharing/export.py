@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import __version__, atomic
+from cxr_covid import atomic
+from cxr_covid.about import __version__
 from cxr_covid.data.images import is_image_file, load_for_model
 from cxr_covid.errors import DependencyError, ModelError, UsageError
-from cxr_covid.store import ModelRecord, StoredModel
+from cxr_covid.models.store import ModelRecord, StoredModel
 from cxr_covid.tf_runtime import TF_LOGS_ENV
 
 TOLERANCE = 1e-4
@@ -119,7 +120,7 @@ def preprocessing_spec(record: ModelRecord, artifact: str | None = None) -> dict
         },
         "channels": "RGB; a grayscale image is copied into all three channels",
         # After resizing: "full" feeds the whole film; "lungs" (train --input lungs) fills
-        # everything outside the fixed lung field with its mean intensity (cxr_covid.lungs).
+        # everything outside the fixed lung field with its mean intensity (cxr_covid.data.lungs).
         "input_view": prep.input,
         "decode": (
             "8-bit as stored; 16-bit scaled linearly from the bit depth the values use; "

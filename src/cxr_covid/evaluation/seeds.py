@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import classes, stats, store
+from cxr_covid import classes, stats
 from cxr_covid.errors import DataError, ModelError
+from cxr_covid.models import store
 
 TOTAL = "total"
 DEFAULT_PERMUTATIONS = 10000
@@ -553,7 +554,7 @@ def per_seed_header(summary: SeedSummary) -> list[str]:
 
 
 def per_seed_rows(summary: SeedSummary) -> list[list[str]]:
-    from cxr_covid.eval_report import cell
+    from cxr_covid.evaluation.report import cell
 
     rows = []
     for row in summary.rows:
@@ -574,7 +575,7 @@ def comparison_header() -> list[str]:
 
 
 def comparison_rows(summary: SeedSummary) -> list[list[str]]:
-    from cxr_covid.eval_report import p_value
+    from cxr_covid.evaluation.report import p_value
 
     labels = {r.key: r.label for r in summary.rows}
     return [
@@ -607,7 +608,7 @@ def methods_note(summary: SeedSummary) -> str:
 
 
 def to_markdown(summary: SeedSummary, title: str = "Across seeds", level: int = 2) -> str:
-    from cxr_covid.eval_report import markdown_table
+    from cxr_covid.evaluation.report import markdown_table
 
     h = "#" * level
     parts = [f"{h} {title}", "", methods_note(summary), ""]

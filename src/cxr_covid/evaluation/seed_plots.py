@@ -1,7 +1,7 @@
 """The spread across seeds as a PNG: per class, each seed's accuracy as a dot, the mean with
 its 95 % interval, and the study's figure as a marker.
 
-Drawn like `cxr_covid.eval_plots` (matplotlib's object API on an Agg canvas, rendered to
+Drawn like `cxr_covid.evaluation.plots` (matplotlib's object API on an Agg canvas, rendered to
 memory, written atomically).
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid.eval_plots import _figure, _save
-from cxr_covid.seeds import SeedSummary, column_name
+from cxr_covid.evaluation.plots import _figure, _save
+from cxr_covid.evaluation.seeds import SeedSummary, column_name
 
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
 

@@ -11,7 +11,7 @@ augmentation, each trained model) and continues an interrupted training run from
 epoch. The folder also receives the tables (JSON, Markdown, CSV), plots and `report.md`.
 
 Data ingest and training live in `cxr_covid.data.ingest`, `cxr_covid.data.augment` and
-`cxr_covid.training`; they are imported inside the functions that use them.
+`cxr_covid.training.run`; they are imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import DISCLAIMER, atomic, classes, paths, reproduce_seeds, stats, store, study
+from cxr_covid import atomic, classes, paths, stats, study
+from cxr_covid.about import DISCLAIMER
 from cxr_covid.errors import DataError, UsageError
-from cxr_covid.evaluation import EvaluationReport, ModelEvaluation
-from cxr_covid.seeds import SeedSummary
+from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
+from cxr_covid.evaluation.seeds import SeedSummary
+from cxr_covid.models import store
+from cxr_covid.reproduce import seeds as reproduce_seeds
 
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
@@ -54,7 +57,7 @@ class ReproduceOptions:
     bootstrap: int = stats.DEFAULT_BOOTSTRAP
     estimate: bool = True
     restart: bool = False  # forget the run folder's state and start over
-    seeds: int = 1  # train every model with seeds seed, seed + 1, ... (cxr_covid.seeds)
+    seeds: int = 1  # train every model with seeds seed, seed + 1, ... (cxr_covid.evaluation.seeds)
     deterministic: bool = False  # deterministic TensorFlow ops while training
     # The shortcut audit (issue 9): on by default, with optional external labelled folders.
     audit: bool = True
@@ -487,7 +490,7 @@ def _train_one(
     group: str | None = None,
     deterministic: bool = False,
 ) -> str:
-    from cxr_covid import training
+    from cxr_covid.training import run as training
 
     val_images: list[int] = []  # from the RunInfo sent before the first epoch
 
@@ -707,7 +710,7 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     rows = compare_with_study(by_id, trained)
     audit = None
     if options.audit:
-        from cxr_covid.reproduce_audit import audit_step
+        from cxr_covid.reproduce.audit import audit_step
 
         audit = audit_step(
             state,
@@ -752,7 +755,7 @@ def comparison_header() -> list[str]:
 
 
 def comparison_rows(result: ReproduceResult) -> list[list[str]]:
-    from cxr_covid.eval_report import cell
+    from cxr_covid.evaluation.report import cell
 
     rows = []
     for row in result.rows:
@@ -842,7 +845,7 @@ def provenance_lines(dataset: Any) -> list[str]:
 
 
 def to_markdown(result: ReproduceResult, dataset: Any) -> str:
-    from cxr_covid import eval_report
+    from cxr_covid.evaluation import report as eval_report
 
     inside, judged = result.inside()
     s = result.settings
@@ -885,7 +888,7 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
         "",
     ]
     if result.audit is not None:
-        from cxr_covid.reproduce_audit import markdown as audit_markdown
+        from cxr_covid.reproduce.audit import markdown as audit_markdown
 
         lines += audit_markdown(result.audit)
     if result.report.comparisons:
@@ -918,8 +921,8 @@ def to_markdown(result: ReproduceResult, dataset: Any) -> str:
 
 
 def write_outputs(result: ReproduceResult, dataset: Any) -> list[Path]:
-    from cxr_covid import eval_report
-    from cxr_covid.eval_plots import write_plots
+    from cxr_covid.evaluation import report as eval_report
+    from cxr_covid.evaluation.plots import write_plots
 
     root = result.run_dir
     files = []

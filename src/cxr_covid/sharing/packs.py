@@ -34,13 +34,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cxr_covid import __version__, atomic, paths, store
+from cxr_covid import atomic, paths
+from cxr_covid.about import __version__
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.download import fetch
 from cxr_covid.data.extract import Limits, safe_extract
 from cxr_covid.errors import DownloadError, ModelError, UsageError
-from cxr_covid.export import PREPROCESSING_FILE, preprocessing_spec
-from cxr_covid.model_card import CARD_FILE, dataset_info_for, render
+from cxr_covid.models import store
+from cxr_covid.sharing.card import CARD_FILE, dataset_info_for, render
+from cxr_covid.sharing.export import PREPROCESSING_FILE, preprocessing_spec
 
 PACK_MANIFEST = "cxr-covid-pack.json"
 PACK_KIND = "cxr-covid-model"

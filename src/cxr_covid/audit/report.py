@@ -1,6 +1,6 @@
 """The audit's files: report.md, plots (views, attention) and Grad-CAM panels.
 
-Numbers come from `cxr_covid.audit`'s dataclasses; this module only renders them.
+Numbers come from `cxr_covid.audit.run`'s dataclasses; this module only renders them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cxr_covid import DISCLAIMER, atomic, classes, stats
+from cxr_covid import atomic, classes, stats
+from cxr_covid.about import DISCLAIMER
 
 if TYPE_CHECKING:
-    from cxr_covid.audit import AttentionResult, AuditResult, ViewResult
+    from cxr_covid.audit.run import AttentionResult, AuditResult, ViewResult
 
 
 def _pct(x: float) -> str:
@@ -190,7 +191,7 @@ def write_panels(
 ) -> list[str]:
     """Grad-CAM panels (explain.panel_png) of the `count` images that look furthest outside
     the lung field; returns their paths relative to `folder`."""
-    from cxr_covid.explain import overlay, panel_png, upsample
+    from cxr_covid.inference.gradcam import overlay, panel_png, upsample
 
     share_of = {p: s for p, _, s in attention.per_image}
     order = sorted(

@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import calibration, ood, store
-from cxr_covid.calibration import Calibration
 from cxr_covid.errors import DataError, ModelError
-from cxr_covid.ood import OodGuard
-from cxr_covid.operating_point import OperatingPoint
+from cxr_covid.inference import calibration, ood
+from cxr_covid.inference.calibration import Calibration
+from cxr_covid.inference.ood import OodGuard
+from cxr_covid.inference.operating_point import OperatingPoint
+from cxr_covid.models import store
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def cached_batches(reader: Any, count: int, batch_size: int) -> Iterator[np.ndar
 def file_batches(paths: Sequence[Path], prep: Any, batch_size: int) -> Iterator[np.ndarray]:
     """Pixels of image files; a file that cannot be read is an error here (it is the model's
     own dataset, which training read without trouble)."""
-    from cxr_covid.inference import load_batches
+    from cxr_covid.inference.batches import load_batches
 
     for batch in load_batches(paths, prep, batch_size):
         if batch.errors:
@@ -257,51 +258,6 @@ def apply(record: store.ModelRecord, fitted: FittedGuards, *, calibrate: bool = 
     if fitted.guard is not None:
         record.ood = fitted.guard.to_dict()
     return notes
-
-
-def fit_for_stored(
-    stored: store.StoredModel,
-    *,
-    batch_size: int = 32,
-    quantile: float = ood.DEFAULT_QUANTILE,
-    allow_split_change: bool = False,
-    calibrate: bool = True,
-) -> tuple[FittedGuards, list[str]]:
-    """`cxr-covid calibrate`: fit temperature and guard from the model's own dataset (read
-    from the image files), and save them in its record."""
-    from cxr_covid.evaluation import check_split, dataset_test_set
-
-    record = stored.record()
-    name = record.dataset.get("name")
-    if not name:
-        raise DataError(
-            f"model {record.id} does not record which dataset it was trained on, so its "
-            "validation split is unknown: calibration needs it"
-        )
-    val = dataset_test_set(str(name), "val")
-    train = dataset_test_set(str(name), "train")
-    notes = check_split(record, val, allow_split_change)
-    index = {c: i for i, c in enumerate(record.classes)}
-    unknown = sorted(set(val.labels + train.labels) - set(index))
-    if unknown:
-        raise DataError(f"dataset {name!r} holds classes the model does not know: {unknown}")
-    model = stored.load()
-    prep = record.prep
-    val_features = features_of(model, file_batches(val.paths, prep, batch_size))
-    train_features = features_of(model, file_batches(train.paths, prep, batch_size))
-    fitted = fit_from_features(
-        model,
-        train_features,
-        np.array([index[c] for c in train.labels], dtype=np.int64),
-        val_features,
-        np.array([index[c] for c in val.labels], dtype=np.int64),
-        f"dataset {name}",
-        quantile,
-    )
-    record = stored.record()  # re-read: keep anything written meanwhile
-    notes += apply(record, fitted, calibrate=calibrate)
-    stored.write_record(record)
-    return fitted, notes
 
 
 def fit_for_training(

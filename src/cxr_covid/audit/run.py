@@ -5,7 +5,7 @@
 Four checks, one report (report.md, audit.json, plots and panels in one run folder):
 
 - views: the test split as the model saw it, with the lung field hidden, and with everything
-  but the lung field hidden (`cxr_covid.lungs`: real masks when every image has one, else
+  but the lung field hidden (`cxr_covid.data.lungs`: real masks when every image has one, else
   the fixed region; hidden parts take their own mean intensity, so images stay close to what
   the model knows). Accuracy with its Wilson interval beside chance, and the predicted-class
   distribution: a view in which the model calls everything one class says nothing.
@@ -37,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import DISCLAIMER, atomic, classes, paths, stats, store
+from cxr_covid import atomic, classes, paths, stats
+from cxr_covid.about import DISCLAIMER
 from cxr_covid.data.images import Preprocessing, load_for_model
+from cxr_covid.data.lungs import DEFAULT_FILL, FILLS, LungFieldSource, hide, lung_field_source
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
-from cxr_covid.lungs import DEFAULT_FILL, FILLS, LungFieldSource, hide, lung_field_source
+from cxr_covid.models import store
 
 DEFAULT_CONTROL_EPOCHS = 3
 DEFAULT_PANELS = 4
@@ -281,7 +283,7 @@ def _decode_test(
 
 
 def _predict(model: Any, pixels: np.ndarray, batch_size: int) -> np.ndarray:
-    from cxr_covid.inference import compiled_predict
+    from cxr_covid.inference.batches import compiled_predict
 
     run = compiled_predict(model)
     out = [run(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
@@ -326,7 +328,7 @@ def ensure_control(
     an interrupt) and the finished model is moved out of the store into the audit cache, so
     it never becomes the "newest model" other commands default to.
     """
-    from cxr_covid import training
+    from cxr_covid.training import run as training
 
     key = control_key(record, epochs)
     target = controls_dir() / key
@@ -390,8 +392,8 @@ def _external(
     batch_size: int,
 ) -> ExternalResult:
     from cxr_covid.data.overlap import overlaps_for_model
-    from cxr_covid.evaluation import folder_test_set
-    from cxr_covid.inference import predict_paths
+    from cxr_covid.evaluation.core import folder_test_set
+    from cxr_covid.inference.batches import predict_paths
 
     test_set = folder_test_set(folder, record.classes, class_map)
     labels = dict(zip(test_set.paths, test_set.labels, strict=True))
@@ -437,7 +439,7 @@ def _attention(
     fields: np.ndarray,
     progress: Progress | None,
 ) -> tuple[AttentionResult, list[Any]]:
-    from cxr_covid.explain import GradCamExplainer, choose_layer, upsample
+    from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer, upsample
 
     layer = choose_layer(model, None, record.last_conv_layer)
     explainer = GradCamExplainer(model, layer)
@@ -555,7 +557,7 @@ def verdict(
 def _mask_warnings(dataset: str, images: Sequence[Path], mask_dir: Path | None) -> list[str]:
     """A warning for masks whose name matches no image (they are ignored)."""
     from cxr_covid.data.dataset import resolve_dataset
-    from cxr_covid.lungs import orphan_masks, unmatched_masks
+    from cxr_covid.data.lungs import orphan_masks, unmatched_masks
 
     if mask_dir is not None:
         every = resolve_dataset(dataset)
@@ -583,7 +585,7 @@ def default_folder(model_id: str) -> Path:
 
 def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditResult:
     """Run every check for one stored model and write the run folder; see the module doc."""
-    from cxr_covid.evaluation import check_split, dataset_test_set
+    from cxr_covid.evaluation.core import check_split, dataset_test_set
 
     options.validate()
     stored = store.resolve(options.model)
@@ -662,7 +664,7 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
         model_id=record.id,
         dataset=str(name),
         classes=model_classes,
-        lung_field={**source.to_dict(), "fixed_region": "cxr_covid.lungs.FIXED_ELLIPSES"},
+        lung_field={**source.to_dict(), "fixed_region": "cxr_covid.data.lungs.FIXED_ELLIPSES"},
         fill=options.fill,
         chance=chance,
         majority=majority,
@@ -690,7 +692,7 @@ def _write_folder(
     model_classes: Sequence[str],
     panels: int,
 ) -> None:
-    from cxr_covid import audit_report
+    from cxr_covid.audit import report as audit_report
 
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"--out {target} exists and is not empty; choose another folder")

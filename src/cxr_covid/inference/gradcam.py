@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cxr_covid import DISCLAIMER, atomic
+from cxr_covid import atomic
+from cxr_covid.about import DISCLAIMER
 from cxr_covid.classes import canonical, display_name
 from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
 from cxr_covid.errors import CxrCovidError, DependencyError, UsageError, WriteError
-from cxr_covid.inputs import output_stems
-from cxr_covid.store import StoredModel
+from cxr_covid.inference.files import output_stems
+from cxr_covid.models.store import StoredModel
 
 # A perceptual map (even steps of heat look like even steps of colour, unlike jet's bands),
 # drawn with an opacity that follows the heat: cold regions show the film untouched.
@@ -238,7 +239,7 @@ def png_text(
     model_id: str, classes: Sequence[str], result: GradCam, source: str, probabilities: str
 ) -> dict[str, str]:
     """The PNG text chunks of an overlay and its panel: model, class, probability..."""
-    from cxr_covid import __version__
+    from cxr_covid.about import __version__
 
     explained = classes[result.class_index]
     predicted = classes[int(result.probabilities.argmax())]
@@ -399,7 +400,7 @@ def heatmap_files(
 
     An image that cannot be read gets a result with its error; the others go on.
     """
-    from cxr_covid.prediction import check_dicom_support
+    from cxr_covid.inference.predict import check_dicom_support
 
     check_colormap(colormap)
     if not 0.0 <= alpha <= 1.0:
@@ -454,7 +455,7 @@ def heatmap_files(
 def _scorer(model: Any, record: Any) -> Any:
     """The model's calibration and OOD guard (scoring.Scorer), None for other heads."""
     from cxr_covid.errors import ModelError
-    from cxr_covid.scoring import Scorer
+    from cxr_covid.inference.scoring import Scorer
 
     try:
         return Scorer(model, record)

@@ -28,7 +28,7 @@ def audit_step(
     tell: Callable[[str], None],
 ) -> dict[str, Any]:
     """The audit's summary (audit.json's content), computed unless this run already has it."""
-    from cxr_covid.audit import DEFAULT_CONTROL_EPOCHS, AuditOptions, run_audit
+    from cxr_covid.audit.run import DEFAULT_CONTROL_EPOCHS, AuditOptions, run_audit
 
     folder = run_dir / FOLDER
     saved = folder / "audit.json"
