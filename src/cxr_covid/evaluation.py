@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr_covid import classes, stats, store
-from cxr_covid.data.images import is_image_file
+from cxr_covid.data.catalog import is_ignored_folder, is_xray
 from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
 from cxr_covid.subgroups import Subgroup, compute_subgroups
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
-# Kaggle's current release keeps lung masks beside the images: never evaluate on them.
-_IGNORED_FOLDERS = {"masks", "mask"}
 
 Progress = Callable[[str, int, int], None]  # (model id, images done, images total)
 
@@ -101,11 +99,11 @@ def dataset_test_set(dataset_name: str, split: str) -> EvalImages:
 
 
 def _class_folders(root: Path) -> list[Path]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_ignored_folder(p.name))
     # A zip extracted as-is wraps the class folders in one more folder
     # (COVID-19_Radiography_Dataset/...): step inside when that is all there is.
     if len(folders) == 1 and classes.canonical(folders[0].name) is None:
-        inner = [p for p in folders[0].iterdir() if p.is_dir() and not p.name.startswith(".")]
+        inner = [p for p in folders[0].iterdir() if p.is_dir() and not is_ignored_folder(p.name)]
         if inner:
             return sorted(inner)
     return folders
@@ -134,14 +132,11 @@ def folder_test_set(
         if target not in model_classes:
             untrained.append(f"{folder.name!r} ({target})")
             continue
+        # The same rule as download's catalogue (masks/, __MACOSX/, hidden folders left out).
         files = sorted(
             p
             for p in folder.rglob("*")
-            if p.is_file()
-            and is_image_file(p)
-            and not _IGNORED_FOLDERS.intersection(
-                part.lower() for part in p.relative_to(folder).parts[:-1]
-            )
+            if p.is_file() and is_xray(p.relative_to(folder).as_posix())
         )
         paths.extend(files)
         labels.extend([target] * len(files))

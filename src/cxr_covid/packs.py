@@ -38,6 +38,7 @@ from cxr_covid import __version__, atomic, paths, store
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.download import fetch
 from cxr_covid.data.extract import Limits, safe_extract
+from cxr_covid.data.manifest import sha256_file
 from cxr_covid.errors import DownloadError, ModelError, UsageError
 from cxr_covid.export import PREPROCESSING_FILE, preprocessing_spec
 from cxr_covid.model_card import CARD_FILE, dataset_info_for, render
@@ -68,14 +69,6 @@ class ImportResult:
     sha256: str
     bytes: int
     replaced: bool
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_sha256(value: str | None) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -23,11 +22,14 @@ from cxr_covid import classes as cls
 from cxr_covid.data import dedupe as dd
 from cxr_covid.data import provenance as prov
 from cxr_covid.data.catalog import (
+    MASK_FOLDERS,
     Catalog,
     Item,
     build_catalog,
     class_of,
     is_candidate,
+    is_ignored_folder,
+    is_xray,
     natural_key,
     parse_classes,
 )
@@ -40,6 +42,7 @@ from cxr_covid.data.manifest import (
     ManifestRow,
     counts,
     manifest_hash,
+    sha256_file,
     split_hash,
 )
 from cxr_covid.data.sources import (
@@ -213,14 +216,13 @@ def download_dataset(
             )
         label = class_of(rel, class_map)
         parts = {p.lower() for p in PurePosixPath(rel).parts[:-1]}
-        if "__macosx" in parts:
+        if any(is_ignored_folder(p) for p in parts - MASK_FOLDERS):
             return False
-        if parts & {"masks", "mask"}:
+        if parts & MASK_FOLDERS:
             # Lung masks stay beside their images for the lung field (cxr_covid.lungs); the
             # catalogue never takes them for X-rays.
             folders = [
-                "images" if f.lower() in ("masks", "mask") else f
-                for f in PurePosixPath(rel).parts[:-1]
+                "images" if f.lower() in MASK_FOLDERS else f for f in PurePosixPath(rel).parts[:-1]
             ]
             owner = class_of("/".join([*folders, PurePosixPath(rel).name]), class_map)
             return owner in selected
@@ -255,7 +257,7 @@ def download_dataset(
                 archive = None
             # The source archive's identity, kept in dataset.json: which exact file this is.
             archive_info = (
-                {"sha256": _file_sha256(archive), "bytes": archive.stat().st_size}
+                {"sha256": sha256_file(archive), "bytes": archive.stat().st_size}
                 if archive is not None
                 else None
             )
@@ -464,13 +466,14 @@ def _decode_problem(path: Path, data: bytes) -> str | None:
 
 def _prune(images: Path, catalog: Catalog) -> None:
     """Delete every image file the catalogue did not keep (it did not decode, or sits in a
-    folder with no class), so nothing unusable, or a bomb's junk, stays in the home."""
+    folder with no class), so nothing unusable, or a bomb's junk, stays in the home. Lung
+    masks (not X-rays by the one rule, catalog.is_xray) stay beside their images."""
     kept = {item.path for item in catalog.items}
     for folder, _dirs, names in os.walk(images):
         for name in names:
             path = Path(folder, name)
             rel = path.relative_to(images).as_posix()
-            if is_candidate(rel) and rel not in kept:
+            if is_xray(rel) and rel not in kept:
                 path.unlink()
 
 
@@ -484,11 +487,3 @@ def _report(result: DownloadResult) -> dict[str, Any]:
         "unmatched_folders": result.unmatched,
         "provenance": result.provenance.to_dict(),
     }
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -135,6 +135,7 @@ def select(
 
 
 def sha256_file(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB chunks: the one file-digest helper."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
