@@ -9,6 +9,7 @@ from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
 from cxr_covid.limits import MAX_AUGMENT_FACTOR
+from cxr_covid.text import split_list
 
 if TYPE_CHECKING:
     from cxr_covid.data.augment import AugmentResult
@@ -57,7 +58,7 @@ def augment(
     from cxr_covid.data.dataset import resolve_dataset
 
     target = resolve_dataset(dataset)
-    wanted = [c.strip() for c in classes.split(",") if c.strip()]
+    wanted = split_list(classes)
     with Progress(
         "Augmenting",
         BarColumn(),

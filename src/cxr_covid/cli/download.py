@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
+from cxr_covid.text import split_list
 
 if TYPE_CHECKING:
     from cxr_covid.data.ingest import DownloadResult
@@ -135,7 +136,7 @@ def download(
 
     fractions = parse_fractions(split)
     mapping = parse_class_map(class_map)
-    wanted = [c.strip() for c in classes.split(",") if c.strip()]
+    wanted = split_list(classes)
     try:
         with _Progress() as progress:
             result = download_dataset(

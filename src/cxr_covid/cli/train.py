@@ -20,6 +20,7 @@ from cxr_covid.limits import (
     MAX_SEED,
     MIN_IMAGE_SIZE,
 )
+from cxr_covid.text import format_duration
 
 if TYPE_CHECKING:
     from cxr_covid.flops import ArchSummary
@@ -295,17 +296,6 @@ def _explicit(ctx: typer.Context, option: str) -> bool:
     return source is not None and getattr(source, "name", "") != "DEFAULT"
 
 
-def _fmt_seconds(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 class _Display:
     """The rich live display: cache building, steps within the epoch, one line per epoch."""
 
@@ -386,7 +376,7 @@ class _Display:
             f"epoch {report.epoch:>2}/{report.epochs}  loss {report.loss:.4f} "
             f"acc {100 * report.accuracy:5.1f}%  val loss {report.val_loss:.4f} "
             f"acc {accuracy_cell(report.val_accuracy, self._val_images)}{mark} "
-            f"{_fmt_seconds(report.seconds)}  ETA {_fmt_seconds(report.eta_seconds)}",
+            f"{format_duration(report.seconds)}  ETA {format_duration(report.eta_seconds)}",
             highlight=False,
         )
         if report.stopping_early:
@@ -470,7 +460,7 @@ def _print_result(result: TrainResult) -> None:
             f"{100 * history['accuracy'][i]:.2f}%",
             f"{history['val_loss'][i]:.4f}",
             accuracy_cell(history["val_accuracy"][i], val_images),
-            _fmt_seconds(history["seconds"][i]),
+            format_duration(history["seconds"][i]),
             style=style,
         )
     out.print(table)
@@ -480,7 +470,7 @@ def _print_result(result: TrainResult) -> None:
         "best epoch",
         f"{result.best_epoch} (val accuracy {accuracy_cell(result.best_val_accuracy, val_images)})",
     )
-    facts.add_row("training time", _fmt_seconds(result.seconds))
+    facts.add_row("training time", format_duration(result.seconds))
     facts.add_row("throughput", f"{result.images_per_second:,.1f} images/s")
     facts.add_row("device", str(record.training.get("device", "")))
     temperature = record.calibration.get("temperature")
