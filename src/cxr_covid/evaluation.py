@@ -25,6 +25,7 @@ from cxr_covid import classes, stats, store
 from cxr_covid.data.catalog import is_ignored_folder, is_xray
 from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
+from cxr_covid.records import SavedEvaluation
 from cxr_covid.subgroups import Subgroup, compute_subgroups
 
 if TYPE_CHECKING:
@@ -295,34 +296,36 @@ class ModelEvaluation:
             ]
         return data
 
-    def record_entry(self) -> dict[str, Any]:
+    def record_entry(self) -> SavedEvaluation:
         """What is appended to the model record's `evaluations` (read by `models show`)."""
-        return {
-            "split": self.test_set.split,
-            "source": self.test_set.source,
-            "dataset": self.test_set.dataset,
-            "split_sha256": self.test_set.split_sha256,
-            "accuracy": _finite(self.accuracy.value),
-            "accuracy_ci": [_finite(self.accuracy.low), _finite(self.accuracy.high)],
-            "correct": self.accuracy.successes,
-            "n": self.n,
-            "per_class": {
-                c.cls: {
-                    "accuracy": _finite(c.accuracy.value),
-                    "accuracy_ci": [_finite(c.accuracy.low), _finite(c.accuracy.high)],
-                    "correct": c.accuracy.successes,
-                    "n": c.accuracy.n,
-                    "auc": _finite(c.auc.value),
-                }
-                for c in self.per_class
-            },
-            "balanced_accuracy": _finite(self.balanced_accuracy.value),
-            "macro_f1": _finite(self.macro_f1.value),
-            "confusion_matrix": self.confusion.tolist(),
-            "failed": len(self.failed),
-            "created": self.created,
-            **(self.decisions.record_entry() if self.decisions is not None else {}),
-        }
+        return SavedEvaluation.from_dict(
+            {
+                "split": self.test_set.split,
+                "source": self.test_set.source,
+                "dataset": self.test_set.dataset,
+                "split_sha256": self.test_set.split_sha256,
+                "accuracy": _finite(self.accuracy.value),
+                "accuracy_ci": [_finite(self.accuracy.low), _finite(self.accuracy.high)],
+                "correct": self.accuracy.successes,
+                "n": self.n,
+                "per_class": {
+                    c.cls: {
+                        "accuracy": _finite(c.accuracy.value),
+                        "accuracy_ci": [_finite(c.accuracy.low), _finite(c.accuracy.high)],
+                        "correct": c.accuracy.successes,
+                        "n": c.accuracy.n,
+                        "auc": _finite(c.auc.value),
+                    }
+                    for c in self.per_class
+                },
+                "balanced_accuracy": _finite(self.balanced_accuracy.value),
+                "macro_f1": _finite(self.macro_f1.value),
+                "confusion_matrix": self.confusion.tolist(),
+                "failed": len(self.failed),
+                "created": self.created,
+                **(self.decisions.record_entry() if self.decisions is not None else {}),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,19 @@ def _finite(x: float) -> float | None:
 # --- computing ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Metrics:
+    """Every number of one model's evaluation that follows from labels and probabilities."""
+
+    accuracy: stats.Proportion
+    per_class: list[ClassResult]
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+    balanced_accuracy: stats.Estimate
+    macro_f1: stats.Estimate
+    calibration: list[stats.CalibrationBin]
+    ece: float  # expected calibration error of the top class's probability
+
+
 def compute_metrics(
     y_true: np.ndarray,
     probabilities: np.ndarray,
@@ -392,15 +408,7 @@ def compute_metrics(
     confidence: float = stats.DEFAULT_CONFIDENCE,
     bootstrap: int = stats.DEFAULT_BOOTSTRAP,
     seed: int = 42,
-) -> tuple[
-    stats.Proportion,
-    list[ClassResult],
-    np.ndarray,
-    stats.Estimate,
-    stats.Estimate,
-    list[stats.CalibrationBin],
-    float,
-]:
+) -> Metrics:
     """Every number of one model's evaluation, from true labels and probabilities."""
     k = len(model_classes)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -440,7 +448,15 @@ def compute_metrics(
     ]
     confidence_top = probabilities.max(axis=1) if len(y_true) else np.zeros(0)
     bins, ece = stats.calibration_bins(confidence_top, y_pred == y_true)
-    return overall, per_class, cm, balanced, macro, bins, ece
+    return Metrics(
+        accuracy=overall,
+        per_class=per_class,
+        confusion=cm,
+        balanced_accuracy=balanced,
+        macro_f1=macro,
+        calibration=bins,
+        ece=ece,
+    )
 
 
 def evaluate_model(
@@ -506,7 +522,7 @@ def evaluate_model(
         if probabilities
         else np.zeros((0, len(model_classes)))
     )
-    overall, per_class, cm, balanced, macro, bins, ece = compute_metrics(
+    metrics = compute_metrics(
         y_true, probs, model_classes, confidence=confidence, bootstrap=bootstrap, seed=seed
     )
     decisions = eval_decisions.compute(
@@ -531,13 +547,13 @@ def evaluate_model(
         image_size=record.prep.image_size,
         classes=model_classes,
         test_set=test_set,
-        accuracy=overall,
-        per_class=per_class,
-        confusion=cm,
-        balanced_accuracy=balanced,
-        macro_f1=macro,
-        calibration=bins,
-        ece=ece,
+        accuracy=metrics.accuracy,
+        per_class=metrics.per_class,
+        confusion=metrics.confusion,
+        balanced_accuracy=metrics.balanced_accuracy,
+        macro_f1=metrics.macro_f1,
+        calibration=metrics.calibration,
+        ece=metrics.ece,
         paths=kept_paths,
         y_true=y_true,
         probabilities=probs,

@@ -36,6 +36,7 @@ from cxr_covid.distribute import PRECISIONS, STRATEGIES, Placement
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.flops import ArchSummary
 from cxr_covid.flops import summarize as _summarize
+from cxr_covid.records import History
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -712,7 +713,7 @@ def _train_run(
             "precision_used": placement.precision,
             "notes": placement.notes,
         },
-        history=state.history,
+        history=History.from_dict(state.history),
         metrics={
             "best_epoch": state.best_epoch,
             "best_val_accuracy": state.best_val_accuracy,

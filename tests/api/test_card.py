@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cxr_covid import store
 from cxr_covid.cli import app
 from cxr_covid.model_card import render
+from cxr_covid.records import SavedEvaluation
 from tests.api.conftest import TINY_ID
 from tests.helpers import build_dataset
 
@@ -58,8 +59,10 @@ def _record_with_history(cxr_home: Path) -> store.ModelRecord:
     record.metrics = {"best_epoch": 3, "best_val_accuracy": 0.9}
     record.training = {"epochs": 30, "batch_size": 32, "seed": 42, "augment": False}
     record.evaluations = [
-        EVALUATION,
-        {"kind": "subgroups", "groups": {"adults": {"n": 5, "correct": 4}}},
+        SavedEvaluation.from_dict(EVALUATION),
+        SavedEvaluation.from_dict(
+            {"kind": "subgroups", "groups": {"adults": {"n": 5, "correct": 4}}}
+        ),
     ]
     stored.write_record(record)
     return record

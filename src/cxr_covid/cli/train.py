@@ -451,16 +451,16 @@ def _print_result(result: TrainResult) -> None:
     table = Table(title=f"Model {record.id}", title_justify="left")
     for column in ("epoch", "loss", "acc", "val loss", "val acc", "time"):
         table.add_column(column, justify="right")
-    for i, loss in enumerate(history.get("loss", [])):
+    for i, loss in enumerate(history.loss):
         best = i + 1 == result.best_epoch
         style = "bold green" if best else None
         table.add_row(
             f"{i + 1}{' *' if best else ''}",
             f"{loss:.4f}",
-            f"{100 * history['accuracy'][i]:.2f}%",
-            f"{history['val_loss'][i]:.4f}",
-            accuracy_cell(history["val_accuracy"][i], val_images),
-            format_duration(history["seconds"][i]),
+            f"{100 * history.accuracy[i]:.2f}%",
+            f"{history.val_loss[i]:.4f}",
+            accuracy_cell(history.val_accuracy[i], val_images),
+            format_duration(history.seconds[i]),
             style=style,
         )
     out.print(table)
