@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from cxr_covid.operating_point import (
     parse_spec,
 )
 from cxr_covid.scoring import Scorer
+
+if TYPE_CHECKING:
+    from cxr_covid.evaluation import EvalImages
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Decisions:
 def compute(
     stored: store.StoredModel,
     scorer: Scorer,
-    test_set: Any,
+    test_set: EvalImages,
     y_true: np.ndarray,
     probabilities: np.ndarray,
     collected: Collected,
@@ -147,7 +150,7 @@ def compute(
 def _operating_point(
     record: store.ModelRecord,
     scorer: Scorer,
-    test_set: Any,
+    test_set: EvalImages,
     y_true: np.ndarray,
     probabilities: np.ndarray,
     text: str,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,8 @@ def test_unknown_record_fields_are_rendered(tiny: Path) -> None:
     record = store.resolve(TINY_ID).record()
     assert "No held-out evaluation is stored yet" in render(record)
     assert "## Further analyses" not in render(record)
-    later = _LaterRecord(**record.to_dict(), later_analysis={"temperature": 1.7, "n": 300})
+    fields_of = {f.name: getattr(record, f.name) for f in fields(record)}
+    later = _LaterRecord(**fields_of, later_analysis={"temperature": 1.7, "n": 300})
     rendered = render(later)
     assert "## Further analyses" in rendered
     assert "### Later analysis" in rendered and "- temperature: 1.7" in rendered

@@ -84,14 +84,7 @@ def augment(
 
 
 def to_json(result: AugmentResult) -> dict[str, Any]:
-    return {
-        "dataset": result.dataset.name,
-        "before": result.before,
-        "after": result.after,
-        "created": result.created,
-        "already_done": result.skipped,
-        "targets": result.targets,
-    }
+    return result.to_dict()
 
 
 def render(result: AugmentResult) -> None:

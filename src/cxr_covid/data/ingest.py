@@ -107,6 +107,31 @@ class DownloadResult:
     def total(self) -> int:
         return sum(n for by_class in self.counts.values() for n in by_class.values())
 
+    def to_dict(self) -> dict[str, Any]:
+        """`download --json`'s document."""
+        return {
+            "dataset": self.dataset.name,
+            "path": str(self.dataset.root),
+            "source": self.source,
+            "layout": self.layout,
+            "counts": self.counts,
+            "total": self.total,
+            "excluded": [{"path": p, "reason": r} for p, r in self.excluded],
+            "duplicates": self.duplicates,
+            "near_duplicates": {
+                "pairs": len(self.near_duplicates),
+                "across_classes": sum(n.across_classes for n in self.near_duplicates),
+                "across_splits": sum(n.across_splits for n in self.near_duplicates),
+            },
+            "dropped": self.dropped,
+            "skipped_classes": self.skipped,
+            "unmatched_folders": self.unmatched,
+            "provenance": {
+                **self.provenance.to_dict(),
+                **prov.summarize(self.dataset.rows()).to_dict(),
+            },
+        }
+
 
 def resolve_source(
     *,
