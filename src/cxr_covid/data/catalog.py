@@ -29,7 +29,7 @@ import numpy as np
 
 from cxr_covid import classes as cls
 from cxr_covid.data.dedupe import dhash
-from cxr_covid.data.images import is_image_name, read_image
+from cxr_covid.data.images import DICOM_SUFFIXES, is_image_name, read_image
 from cxr_covid.errors import CxrCovidError, DataError
 
 # Folders that sit between a class folder and its images, or hold something else.
@@ -212,7 +212,7 @@ def build_catalog(
         path = root / rel
         try:
             data = path.read_bytes()
-            pixels = read_image(data if path.suffix.lower() not in (".dcm", ".dicom") else path)
+            pixels = read_image(data if path.suffix.lower() not in DICOM_SUFFIXES else path)
         except CxrCovidError as exc:
             return (rel, str(exc).replace("<bytes>: ", ""))
         except OSError as exc:
