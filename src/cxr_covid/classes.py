@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from cxr_covid.text import split_list
+
 COVID = "covid"
 NORMAL = "normal"
 VIRAL_PNEUMONIA = "viral_pneumonia"
@@ -83,9 +85,7 @@ def parse_class_map(items: str | Sequence[str] | None) -> dict[str, str]:
     texts = [items] if isinstance(items, str) else list(items or [])
     mapping: dict[str, str] = {}
     for text in texts:
-        for part in text.split(","):
-            if not part.strip():
-                continue
+        for part in split_list(text):
             folder, sep, target = (p.strip() for p in part.rpartition("="))
             if not sep or not folder or not target:
                 raise UsageError(f"--class-map wants FOLDER=CLASS, got {part.strip()!r}")

@@ -287,16 +287,6 @@ def bootstrap_estimates(
     return estimates
 
 
-def bootstrap_estimate(
-    statistic: Callable[[np.ndarray], float],
-    n: int,
-    samples: Sequence[np.ndarray],
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> Estimate:
-    """`statistic(indices)` on all n items, with a percentile interval over `samples`."""
-    return bootstrap_estimates(lambda idx: [statistic(idx)], n, samples, confidence)[0]
-
-
 # --- McNemar --------------------------------------------------------------------------------
 
 

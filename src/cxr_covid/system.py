@@ -99,11 +99,11 @@ def _latest_accuracy(record: store.ModelRecord, split: str) -> tuple[float | Non
     """(accuracy, images) of the newest saved evaluation on the dataset's `split`."""
     for evaluation in reversed(record.evaluations):
         if (
-            evaluation.get("split") == split
-            and evaluation.get("accuracy") is not None
-            and str(evaluation.get("source", "dataset")).startswith("dataset")
+            evaluation.split == split
+            and evaluation.accuracy is not None
+            and (evaluation.source or "dataset").startswith("dataset")
         ):
-            return float(evaluation["accuracy"]), int(evaluation.get("n", 0))
+            return evaluation.accuracy, evaluation.n or 0
     return None, 0
 
 

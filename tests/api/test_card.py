@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cxr_covid.cli import app
 from cxr_covid.models import store
+from cxr_covid.models.records import SavedEvaluation
 from cxr_covid.sharing.card import render
 from tests.api.conftest import TINY_ID
 from tests.helpers import build_dataset
@@ -58,8 +59,10 @@ def _record_with_history(cxr_home: Path) -> store.ModelRecord:
     record.metrics = {"best_epoch": 3, "best_val_accuracy": 0.9}
     record.training = {"epochs": 30, "batch_size": 32, "seed": 42, "augment": False}
     record.evaluations = [
-        EVALUATION,
-        {"kind": "subgroups", "groups": {"adults": {"n": 5, "correct": 4}}},
+        SavedEvaluation.from_dict(EVALUATION),
+        SavedEvaluation.from_dict(
+            {"kind": "subgroups", "groups": {"adults": {"n": 5, "correct": 4}}}
+        ),
     ]
     stored.write_record(record)
     return record
@@ -108,7 +111,8 @@ def test_unknown_record_fields_are_rendered(tiny: Path) -> None:
     record = store.resolve(TINY_ID).record()
     assert "No held-out evaluation is stored yet" in render(record)
     assert "## Further analyses" not in render(record)
-    later = _LaterRecord(**record.to_dict(), later_analysis={"temperature": 1.7, "n": 300})
+    fields_of = {f.name: getattr(record, f.name) for f in fields(record)}
+    later = _LaterRecord(**fields_of, later_analysis={"temperature": 1.7, "n": 300})
     rendered = render(later)
     assert "## Further analyses" in rendered
     assert "### Later analysis" in rendered and "- temperature: 1.7" in rendered

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cxr_covid.data import lungs, pipeline
-from cxr_covid.data.catalog import class_of
+from cxr_covid.data.catalog import class_of, is_xray
 from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.errors import DataError
 from cxr_covid.training import acquisition, balance
@@ -100,7 +100,7 @@ def test_masks_are_used_only_when_every_image_has_one(tmp_path: Path) -> None:
 def test_masks_are_never_training_images() -> None:
     assert class_of("COVID-19_Radiography_Dataset/COVID/masks/COVID-1.png") is None
     assert class_of("COVID-19_Radiography_Dataset/COVID/images/COVID-1.png") == "covid"
-    assert lungs.is_mask_path("x/COVID/masks/COVID-1.png")
+    assert not is_xray("x/COVID/masks/COVID-1.png")
 
 
 def test_input_lungs_is_part_of_the_one_decode_path(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from cxr_covid.cli import app
 from cxr_covid.data.images import Preprocessing
 from cxr_covid.errors import EXIT_MODEL
 from cxr_covid.models import store
+from cxr_covid.models.records import SavedEvaluation
 
 runner = CliRunner()
 
@@ -131,7 +132,7 @@ def test_accuracies_are_shown_with_counts_and_wilson_intervals(cxr_home: Path) -
     model, record = _tiny_model_record("tiny-ci")
     record.dataset["val_images"] = 10
     record.evaluations.append(
-        {"split": "test", "source": "dataset blobs, test split", "accuracy": 0.8, "n": 10}
+        SavedEvaluation(split="test", source="dataset blobs, test split", accuracy=0.8, n=10)
     )
     store.save(model, record)
     shown = runner.invoke(app, ["models", "show", "tiny-ci"], env={"COLUMNS": "200"})

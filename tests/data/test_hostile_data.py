@@ -118,7 +118,8 @@ def test_files_that_fail_to_decode_are_deleted_not_kept(tmp_path: Path, cxr_home
     assert code == 0, err
     assert [e["path"] for e in json.loads(out)["excluded"]] == [f"images/{COVID_DIR}/broken.png"]
     images = cxr_home / "datasets" / "c" / "images"
-    kept = [p for p in _everything_under(images) if p.endswith(".png")]
+    # Lung masks stay beside their images (for the lung field); they are not X-rays.
+    kept = [p for p in _everything_under(images) if p.endswith(".png") and "/masks/" not in p]
     assert len(kept) == 30  # exactly the manifest's images
     assert not (images / COVID_DIR / "broken.png").exists()
     assert not (images / "COVID-19_Radiography_Dataset/Other/images/x.png").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +206,7 @@ def test_resplit_dataset_is_refused_unless_told(eval_home: Path) -> None:
     # Swap one training and one test image: a re-split.
     i = next(k for k, r in enumerate(rows) if r.split == "train")
     j = next(k for k, r in enumerate(rows) if r.split == "test")
-    rows[i], rows[j] = rows[i].with_split("test"), rows[j].with_split("train")
+    rows[i], rows[j] = replace(rows[i], split="test"), replace(rows[j], split="train")
     dataset.write_rows(rows)
     result = runner.invoke(app, ["eval", GOOD])
     assert result.exit_code == 3

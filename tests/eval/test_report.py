@@ -35,9 +35,10 @@ def _probabilities(pred: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def _evaluation(model_id: str, pred: np.ndarray, seed: int = 0) -> ModelEvaluation:
     probs = _probabilities(pred, seed)
-    overall, per_class, cm, balanced, macro, bins, ece = compute_metrics(
-        Y_TRUE, probs, CLASSES, bootstrap=200, seed=1
-    )
+    metrics = compute_metrics(Y_TRUE, probs, CLASSES, bootstrap=200, seed=1)
+    overall, per_class, cm = metrics.accuracy, metrics.per_class, metrics.confusion
+    balanced, macro = metrics.balanced_accuracy, metrics.macro_f1
+    bins, ece = metrics.calibration, metrics.ece
     paths = [f"/x/{i}.png" for i in range(len(Y_TRUE))]
     return ModelEvaluation(
         model_id=model_id,

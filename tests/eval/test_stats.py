@@ -163,8 +163,8 @@ def test_bootstrap_is_seeded_stratified_and_brackets_the_value() -> None:
     for s in samples[:20]:
         assert np.bincount(y[s], minlength=3).tolist() == [5, 30, 40]
     scores = rng.random(len(y)) + 0.3 * (y == 0)
-    estimate = stats.bootstrap_estimate(
-        lambda idx: stats.roc_auc(y[idx] == 0, scores[idx]), len(y), samples
+    (estimate,) = stats.bootstrap_estimates(
+        lambda idx: [stats.roc_auc(y[idx] == 0, scores[idx])], len(y), samples
     )
     assert estimate.value == pytest.approx(roc_auc_score(y == 0, scores))
     assert estimate.low <= estimate.value <= estimate.high

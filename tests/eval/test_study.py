@@ -69,9 +69,10 @@ def _evaluation(model_id: str, per_class_correct: dict[int, tuple[int, int]]) ->
     probs = np.full((len(y_true), 3), 0.1)
     probs[np.arange(len(y_true)), y_pred] = 0.8
     labels = list(classes.STUDY_CLASSES)
-    overall, per_class, cm, balanced, macro, bins, ece = compute_metrics(
-        np.array(y_true), probs, labels, bootstrap=0
-    )
+    metrics = compute_metrics(np.array(y_true), probs, labels, bootstrap=0)
+    overall, per_class, cm = metrics.accuracy, metrics.per_class, metrics.confusion
+    balanced, macro = metrics.balanced_accuracy, metrics.macro_f1
+    bins, ece = metrics.calibration, metrics.ece
     paths = [Path(f"/t/{i}.png") for i in range(len(y_true))]
     return ModelEvaluation(
         model_id,

@@ -64,9 +64,10 @@ def _evaluation_with_subgroups() -> ModelEvaluation:
     y_pred = np.array([0, 0, 1, 1, 0, 0, 2, 2])
     probs = np.full((len(y_true), 3), 0.1)
     probs[np.arange(len(y_true)), y_pred] = 0.8
-    overall, per_class, cm, balanced, macro, bins, ece = compute_metrics(
-        y_true, probs, CLASSES, bootstrap=0
-    )
+    metrics = compute_metrics(y_true, probs, CLASSES, bootstrap=0)
+    overall, per_class, cm = metrics.accuracy, metrics.per_class, metrics.confusion
+    balanced, macro = metrics.balanced_accuracy, metrics.macro_f1
+    bins, ece = metrics.calibration, metrics.ece
     groups = ["kaggle-covid"] * 3 + ["kermany", "rsna", "rsna"] + ["kermany"] * 2
     return ModelEvaluation(
         model_id="m",

@@ -120,7 +120,7 @@ def test_a_name_taken_while_training_keeps_the_run_and_resume_can_rename(
     record = store.resolve("mine-2").record()
     assert record.id == "mine-2"
     assert record.training["epochs_run"] == 2
-    assert len(record.history["loss"]) == 2
+    assert len(record.history.loss) == 2
     assert not (cxr_home / "runs" / "mine").exists()
     assert not (cxr_home / "runs" / "mine-2").exists()
 

@@ -81,9 +81,9 @@ def test_interrupt_leaves_a_checkpoint_and_resume_finishes(
     record = store.resolve("r1").record()
     assert record.training["resumed"] == 1
     assert record.training["epochs_run"] == epochs
-    assert len(record.history["val_accuracy"]) == epochs
+    assert len(record.history.val_accuracy) == epochs
     # The epochs before the interrupt are kept as they were.
-    assert record.history["loss"][:done] == state["history"]["loss"]
+    assert record.history.loss[:done] == state["history"]["loss"]
     assert not (cxr_home / "runs" / "r1").exists()
 
     again = runner.invoke(app, ["train", "--resume", "r1"])

@@ -61,8 +61,9 @@ def test_blobs_learn_and_the_store_keeps_everything(cxr_home: Path) -> None:
     assert record.training["augment"] is False
     assert record.training["device"]
     assert record.training["images_per_second"] > 0
-    assert set(record.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
-    assert all(len(v) == 5 for v in record.history.values())
+    columns = record.history.columns()
+    assert set(columns) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert all(len(v) == 5 for v in columns.values())
     assert record.metrics["best_epoch"] == result.best_epoch
     assert {"tensorflow", "keras", "cxr_covid"} <= set(record.versions)
 
@@ -98,7 +99,7 @@ def test_early_stopping_and_mixed_precision_on_cpu(cxr_home: Path) -> None:
     record = result.record
     # With patience 1 the run stops the first time val accuracy fails to improve.
     epochs_run = record.training["epochs_run"]
-    accuracies = record.history["val_accuracy"]
+    accuracies = record.history.val_accuracy
     assert len(accuracies) == epochs_run
     if epochs_run < 12:
         assert record.training["stopped_early"]

@@ -25,9 +25,10 @@ def _pct(x: float) -> str:
 
 
 def cell(p: stats.Proportion) -> str:
-    if not p.n:
-        return "-"
-    return f"{_pct(p.value)} ({p.successes}/{p.n}) [{_pct(p.low)}-{_pct(p.high)}]"
+    """The house accuracy cell (eval_report.cell); `-` where a view has no images."""
+    from cxr_covid.evaluation.report import cell as accuracy_text
+
+    return accuracy_text(p) if p.n else "-"
 
 
 def distribution(view: ViewResult) -> str:

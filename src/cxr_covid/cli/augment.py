@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
+from cxr_covid.text import split_list
 from cxr_covid.training.limits import MAX_AUGMENT_FACTOR
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def augment(
     from cxr_covid.data.dataset import resolve_dataset
 
     target = resolve_dataset(dataset)
-    wanted = [c.strip() for c in classes.split(",") if c.strip()]
+    wanted = split_list(classes)
     with Progress(
         "Augmenting",
         BarColumn(),
@@ -83,14 +84,7 @@ def augment(
 
 
 def to_json(result: AugmentResult) -> dict[str, Any]:
-    return {
-        "dataset": result.dataset.name,
-        "before": result.before,
-        "after": result.after,
-        "created": result.created,
-        "already_done": result.skipped,
-        "targets": result.targets,
-    }
+    return result.to_dict()
 
 
 def render(result: AugmentResult) -> None:

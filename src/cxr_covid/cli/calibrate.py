@@ -55,18 +55,7 @@ def calibrate(
     )
     cal = fitted.calibration
     if as_json:
-        print_json(
-            {
-                "model": stored.id,
-                "calibration": cal.to_dict(),
-                "ood": {
-                    k: v
-                    for k, v in (fitted.guard.to_dict() if fitted.guard else {}).items()
-                    if k not in ("features", "pixels")
-                },
-                "notes": notes,
-            }
-        )
+        print_json({"model": stored.id, **fitted.to_dict(), "notes": notes})
     else:
         out.print(
             escape(

@@ -52,11 +52,6 @@ def error(message: str) -> None:
 
 def accuracy_cell(rate: float | None, n: int) -> str:
     """An accuracy as every table shows it: `87.88% (29/33) [72.7-95.2]` (95% Wilson)."""
-    if rate is None:
-        return "-"
-    if not n:
-        return f"{100 * rate:.2f}%"
-    from cxr_covid.evaluation.report import cell
-    from cxr_covid.stats import proportion_of
+    from cxr_covid.evaluation.report import accuracy_cell as cell_of
 
-    return cell(proportion_of(rate, n))
+    return cell_of(rate, n)

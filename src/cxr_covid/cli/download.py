@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
+from cxr_covid.text import split_list
 
 if TYPE_CHECKING:
     from cxr_covid.data.ingest import DownloadResult
@@ -135,7 +136,7 @@ def download(
 
     fractions = parse_fractions(split)
     mapping = parse_class_map(class_map)
-    wanted = [c.strip() for c in classes.split(",") if c.strip()]
+    wanted = split_list(classes)
     try:
         with _Progress() as progress:
             result = download_dataset(
@@ -187,31 +188,7 @@ def _interrupted(
 
 
 def to_json(result: DownloadResult) -> dict[str, Any]:
-    return {
-        "dataset": result.dataset.name,
-        "path": str(result.dataset.root),
-        "source": result.source,
-        "layout": result.layout,
-        "counts": result.counts,
-        "total": result.total,
-        "excluded": [{"path": p, "reason": r} for p, r in result.excluded],
-        "duplicates": result.duplicates,
-        "near_duplicates": {
-            "pairs": len(result.near_duplicates),
-            "across_classes": sum(n.across_classes for n in result.near_duplicates),
-            "across_splits": sum(n.across_splits for n in result.near_duplicates),
-        },
-        "dropped": result.dropped,
-        "skipped_classes": result.skipped,
-        "unmatched_folders": result.unmatched,
-        "provenance": provenance_json(result),
-    }
-
-
-def provenance_json(result: DownloadResult) -> dict[str, Any]:
-    from cxr_covid.data.provenance import summarize
-
-    return {**result.provenance.to_dict(), **summarize(result.dataset.rows()).to_dict()}
+    return result.to_dict()
 
 
 def render(result: DownloadResult) -> None:

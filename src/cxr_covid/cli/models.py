@@ -111,24 +111,20 @@ def show_command(
             else str(value)
         )
         table.add_row(f"metrics.{key}", shown)
-    epochs = len(next(iter(record.history.values()), []))
-    table.add_row("history", f"{epochs} epochs ({', '.join(record.history)})" if epochs else "-")
+    epochs = record.history.epochs
+    metrics = ", ".join(record.history.columns())
+    table.add_row("history", f"{epochs} epochs ({metrics})" if epochs else "-")
     for key, value in record.versions.items():
         table.add_row(f"version.{key}", value)
     out.print(table)
     for evaluation in record.evaluations:
-        n = int(evaluation.get("n", 0))
-        accuracy = evaluation.get("accuracy")
         line = (
-            f"eval on {evaluation.get('source') or evaluation.get('split', '?')} "
-            f"({evaluation.get('created', '')}): accuracy "
-            f"{accuracy_cell(None if accuracy is None else float(accuracy), n)}"
+            f"eval on {evaluation.source or evaluation.split or '?'} "
+            f"({evaluation.created or ''}): accuracy "
+            f"{accuracy_cell(evaluation.accuracy, evaluation.n or 0)}"
         )
-        per_class = evaluation.get("per_class") or {}
-        for cls, figures in per_class.items():
-            value = figures.get("accuracy")
-            rate = None if value is None else float(value)
-            line += f"; {display_name(cls)} {accuracy_cell(rate, int(figures.get('n', 0)))}"
+        for cls, figures in evaluation.per_class.items():
+            line += f"; {display_name(cls)} {accuracy_cell(figures.accuracy, figures.n)}"
         out.print(line, soft_wrap=True, markup=False)
 
 

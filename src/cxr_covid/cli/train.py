@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
+from cxr_covid.text import format_duration
 from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -295,17 +296,6 @@ def _explicit(ctx: typer.Context, option: str) -> bool:
     return source is not None and getattr(source, "name", "") != "DEFAULT"
 
 
-def _fmt_seconds(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 class _Display:
     """The rich live display: cache building, steps within the epoch, one line per epoch."""
 
@@ -386,7 +376,7 @@ class _Display:
             f"epoch {report.epoch:>2}/{report.epochs}  loss {report.loss:.4f} "
             f"acc {100 * report.accuracy:5.1f}%  val loss {report.val_loss:.4f} "
             f"acc {accuracy_cell(report.val_accuracy, self._val_images)}{mark} "
-            f"{_fmt_seconds(report.seconds)}  ETA {_fmt_seconds(report.eta_seconds)}",
+            f"{format_duration(report.seconds)}  ETA {format_duration(report.eta_seconds)}",
             highlight=False,
         )
         if report.stopping_early:
@@ -461,16 +451,16 @@ def _print_result(result: TrainResult) -> None:
     table = Table(title=f"Model {record.id}", title_justify="left")
     for column in ("epoch", "loss", "acc", "val loss", "val acc", "time"):
         table.add_column(column, justify="right")
-    for i, loss in enumerate(history.get("loss", [])):
+    for i, loss in enumerate(history.loss):
         best = i + 1 == result.best_epoch
         style = "bold green" if best else None
         table.add_row(
             f"{i + 1}{' *' if best else ''}",
             f"{loss:.4f}",
-            f"{100 * history['accuracy'][i]:.2f}%",
-            f"{history['val_loss'][i]:.4f}",
-            accuracy_cell(history["val_accuracy"][i], val_images),
-            _fmt_seconds(history["seconds"][i]),
+            f"{100 * history.accuracy[i]:.2f}%",
+            f"{history.val_loss[i]:.4f}",
+            accuracy_cell(history.val_accuracy[i], val_images),
+            format_duration(history.seconds[i]),
             style=style,
         )
     out.print(table)
@@ -480,7 +470,7 @@ def _print_result(result: TrainResult) -> None:
         "best epoch",
         f"{result.best_epoch} (val accuracy {accuracy_cell(result.best_val_accuracy, val_images)})",
     )
-    facts.add_row("training time", _fmt_seconds(result.seconds))
+    facts.add_row("training time", format_duration(result.seconds))
     facts.add_row("throughput", f"{result.images_per_second:,.1f} images/s")
     facts.add_row("device", str(record.training.get("device", "")))
     temperature = record.calibration.get("temperature")

@@ -54,6 +54,17 @@ class AugmentResult:
     skipped: list[str] = field(default_factory=list)  # already augmented with these settings
     targets: dict[str, int] = field(default_factory=dict)  # augmented class -> target count
 
+    def to_dict(self) -> dict[str, object]:
+        """`augment --json`'s document."""
+        return {
+            "dataset": self.dataset.name,
+            "before": self.before,
+            "after": self.after,
+            "created": self.created,
+            "already_done": self.skipped,
+            "targets": self.targets,
+        }
+
 
 def transform(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random augmentation of an (H, W, 3) uint8 image (the same draws in every case, so

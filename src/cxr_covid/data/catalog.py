@@ -29,12 +29,16 @@ import numpy as np
 
 from cxr_covid import classes as cls
 from cxr_covid.data.dedupe import dhash
-from cxr_covid.data.images import IMAGE_SUFFIXES, read_image
+from cxr_covid.data.images import DICOM_SUFFIXES, is_image_name, read_image
 from cxr_covid.errors import CxrCovidError, DataError
 
 # Folders that sit between a class folder and its images, or hold something else.
 PASS_THROUGH = {"images", "image", "img", "imgs", "png", "jpg", "files", "data"}
-IGNORED_FOLDERS = {"masks", "mask", "__macosx", "segmentations", "lung_masks"}
+# The one list of folders whose files are never X-rays, for every command that reads a folder
+# of class folders (download from a zip or --from-dir, eval --data): lung masks (Kaggle's
+# current release keeps them beside the images), macOS archive debris, segmentations.
+MASK_FOLDERS = frozenset({"masks", "mask"})
+IGNORED_FOLDERS = frozenset({*MASK_FOLDERS, "__macosx", "segmentations", "lung_masks"})
 
 # Patient ids carried in file names, per public collection:
 #   Kermany et al. paediatric set: person1608_virus_2786.jpeg -> person1608
@@ -74,9 +78,9 @@ def class_of(relative: str, class_map: dict[str, str] | None = None) -> str | No
 
     None also for anything under an ignored folder such as `masks/`.
     """
-    folders = PurePosixPath(relative).parts[:-1]
-    if any(f.lower() in IGNORED_FOLDERS for f in folders):
+    if in_ignored_folder(relative):
         return None
+    folders = PurePosixPath(relative).parts[:-1]
     for folder in reversed(folders):
         if folder.lower() in PASS_THROUGH:
             continue
@@ -88,9 +92,27 @@ def class_of(relative: str, class_map: dict[str, str] | None = None) -> str | No
     return None
 
 
+def is_ignored_folder(name: str) -> bool:
+    """A folder none of whose files (at any depth) is read as an X-ray; hidden ones too."""
+    return name.startswith(".") or name.lower() in IGNORED_FOLDERS
+
+
+def in_ignored_folder(relative: str) -> bool:
+    return any(is_ignored_folder(f) for f in PurePosixPath(relative).parts[:-1])
+
+
 def is_candidate(relative: str) -> bool:
-    name = PurePosixPath(relative).name
-    return PurePosixPath(relative).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")
+    """An image file by its name (masks included: download keeps them for the lung field)."""
+    return is_image_name(PurePosixPath(relative).name)
+
+
+def is_xray(relative: str) -> bool:
+    """The one rule for which files of a folder of class folders are X-rays.
+
+    `relative` is the file's POSIX path inside the folder being read. Used by download (zip
+    and --from-dir, through build_catalog) and by eval --data, so both read a folder alike.
+    """
+    return is_candidate(relative) and not in_ignored_folder(relative)
 
 
 def natural_key(text: str) -> list[object]:
@@ -158,10 +180,7 @@ def build_catalog(
     skipped: Counter[str] = Counter()
     unmatched: Counter[str] = Counter()
     for rel in relatives:
-        if not is_candidate(rel):
-            continue
-        folders = PurePosixPath(rel).parts[:-1]
-        if any(f.lower() in IGNORED_FOLDERS for f in folders):
+        if not is_xray(rel):
             continue
         label = class_of(rel, class_map)
         if label is None:
@@ -193,7 +212,7 @@ def build_catalog(
         path = root / rel
         try:
             data = path.read_bytes()
-            pixels = read_image(data if path.suffix.lower() not in (".dcm", ".dicom") else path)
+            pixels = read_image(data if path.suffix.lower() not in DICOM_SUFFIXES else path)
         except CxrCovidError as exc:
             return (rel, str(exc).replace("<bytes>: ", ""))
         except OSError as exc:

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import time
@@ -32,6 +31,7 @@ from urllib.parse import urlparse
 
 import requests
 
+from cxr_covid.data.manifest import sha256_file
 from cxr_covid.data.sources import CREDENTIALS_HELP, OFFLINE_HELP, Credentials
 from cxr_covid.errors import DownloadError
 
@@ -237,7 +237,7 @@ def _fetch(
         _discard(part)
         raise DownloadError(f"download from {host} is {size} bytes, expected {want}")
     if sha256:
-        digest = _sha256(part)
+        digest = sha256_file(part)
         if digest.lower() != sha256.lower():
             _discard(part)
             raise DownloadError(
@@ -456,14 +456,6 @@ def _content_range_start(value: str | None) -> int | None:
         return int(value.split()[1].split("-", 1)[0])
     except (IndexError, ValueError):
         return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _discard(path: Path) -> None:

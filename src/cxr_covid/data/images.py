@@ -17,7 +17,7 @@ import numbers
 import os
 import stat
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -77,8 +77,13 @@ class Preprocessing:
         return cls(**known)
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a file called `name` is read as an image: an image suffix, not hidden."""
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return is_image_name(path.name)
 
 
 def read_image(source: Path | bytes) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -24,11 +23,14 @@ from cxr_covid.about import __version__
 from cxr_covid.data import dedupe as dd
 from cxr_covid.data import provenance as prov
 from cxr_covid.data.catalog import (
+    MASK_FOLDERS,
     Catalog,
     Item,
     build_catalog,
     class_of,
     is_candidate,
+    is_ignored_folder,
+    is_xray,
     natural_key,
     parse_classes,
 )
@@ -41,6 +43,7 @@ from cxr_covid.data.manifest import (
     ManifestRow,
     counts,
     manifest_hash,
+    sha256_file,
     split_hash,
 )
 from cxr_covid.data.sources import (
@@ -104,6 +107,31 @@ class DownloadResult:
     @property
     def total(self) -> int:
         return sum(n for by_class in self.counts.values() for n in by_class.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """`download --json`'s document."""
+        return {
+            "dataset": self.dataset.name,
+            "path": str(self.dataset.root),
+            "source": self.source,
+            "layout": self.layout,
+            "counts": self.counts,
+            "total": self.total,
+            "excluded": [{"path": p, "reason": r} for p, r in self.excluded],
+            "duplicates": self.duplicates,
+            "near_duplicates": {
+                "pairs": len(self.near_duplicates),
+                "across_classes": sum(n.across_classes for n in self.near_duplicates),
+                "across_splits": sum(n.across_splits for n in self.near_duplicates),
+            },
+            "dropped": self.dropped,
+            "skipped_classes": self.skipped,
+            "unmatched_folders": self.unmatched,
+            "provenance": {
+                **self.provenance.to_dict(),
+                **prov.summarize(self.dataset.rows()).to_dict(),
+            },
+        }
 
 
 def resolve_source(
@@ -214,14 +242,13 @@ def download_dataset(
             )
         label = class_of(rel, class_map)
         parts = {p.lower() for p in PurePosixPath(rel).parts[:-1]}
-        if "__macosx" in parts:
+        if any(is_ignored_folder(p) for p in parts - MASK_FOLDERS):
             return False
-        if parts & {"masks", "mask"}:
+        if parts & MASK_FOLDERS:
             # Lung masks stay beside their images for the lung field (cxr_covid.data.lungs); the
             # catalogue never takes them for X-rays.
             folders = [
-                "images" if f.lower() in ("masks", "mask") else f
-                for f in PurePosixPath(rel).parts[:-1]
+                "images" if f.lower() in MASK_FOLDERS else f for f in PurePosixPath(rel).parts[:-1]
             ]
             owner = class_of("/".join([*folders, PurePosixPath(rel).name]), class_map)
             return owner in selected
@@ -256,7 +283,7 @@ def download_dataset(
                 archive = None
             # The source archive's identity, kept in dataset.json: which exact file this is.
             archive_info = (
-                {"sha256": _file_sha256(archive), "bytes": archive.stat().st_size}
+                {"sha256": sha256_file(archive), "bytes": archive.stat().st_size}
                 if archive is not None
                 else None
             )
@@ -465,17 +492,14 @@ def _decode_problem(path: Path, data: bytes) -> str | None:
 
 def _prune(images: Path, catalog: Catalog) -> None:
     """Delete every image file the catalogue did not keep (it did not decode, or sits in a
-    folder with no class), so nothing unusable, or a bomb's junk, stays in the home."""
-    from cxr_covid.data.lungs import is_mask_path
-
+    folder with no class), so nothing unusable, or a bomb's junk, stays in the home. Lung
+    masks (not X-rays by the one rule, catalog.is_xray) stay beside their images."""
     kept = {item.path for item in catalog.items}
     for folder, _dirs, names in os.walk(images):
         for name in names:
             path = Path(folder, name)
             rel = path.relative_to(images).as_posix()
-            # Lung masks are kept beside their images for the audit's lung field; they are
-            # never catalogued, so "not kept" does not make them junk.
-            if is_candidate(rel) and rel not in kept and not is_mask_path(rel):
+            if is_xray(rel) and rel not in kept:
                 path.unlink()
 
 
@@ -489,11 +513,3 @@ def _report(result: DownloadResult) -> dict[str, Any]:
         "unmatched_folders": result.unmatched,
         "provenance": result.provenance.to_dict(),
     }
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

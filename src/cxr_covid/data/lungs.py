@@ -33,12 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from cxr_covid.errors import DataError, ImageError
+from cxr_covid.errors import DataError
 
 # (centre x, centre y, semi-axis x, semi-axis y) in fractions of width and height.
 FIXED_ELLIPSES: tuple[tuple[float, float, float, float], ...] = (
@@ -207,13 +207,3 @@ def orphan_masks(images: Sequence[Path]) -> list[Path]:
         names = {p.name for p in image_dir.iterdir()}
         found += [m for m in sorted(folder.iterdir()) if m.is_file() and m.name not in names]
     return found
-
-
-def is_mask_path(relative: str) -> bool:
-    """Whether a path inside a dataset lies in a masks folder (never a training image)."""
-    return any(part.lower() == MASK_FOLDER for part in PurePosixPath(relative).parts[:-1])
-
-
-def check_image(pixels: np.ndarray) -> None:
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-        raise ImageError(f"expected (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")

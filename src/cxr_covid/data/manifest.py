@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,6 @@ class ManifestRow:
     patient: str = ""
     collection: str = UNKNOWN
     age_group: str = UNKNOWN
-
-    def with_split(self, split: str) -> ManifestRow:
-        return replace(self, split=split)
 
 
 # CSV header names; `label` is written as `class` (a Python keyword could not be a field).
@@ -135,6 +132,7 @@ def select(
 
 
 def sha256_file(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB chunks: the one file-digest helper."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

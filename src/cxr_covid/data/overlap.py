@@ -28,7 +28,7 @@ import numpy as np
 from cxr_covid import atomic
 from cxr_covid.data import dedupe as dd
 from cxr_covid.data.dataset import Dataset, resolve_dataset
-from cxr_covid.data.images import read_image
+from cxr_covid.data.images import DICOM_SUFFIXES, read_image
 from cxr_covid.data.manifest import ORIGINAL, ManifestRow, split_hash
 from cxr_covid.errors import CxrCovidError, DataError
 
@@ -91,7 +91,7 @@ def _hash_file(path: Path) -> tuple[str, bytes | None]:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        pixels = read_image(data if path.suffix.lower() not in (".dcm", ".dicom") else path)
+        pixels = read_image(data if path.suffix.lower() not in DICOM_SUFFIXES else path)
     except CxrCovidError:
         return digest, None
     return digest, dd.dhash(np.asarray(pixels))

@@ -22,19 +22,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr_covid import classes, stats
-from cxr_covid.data.images import is_image_file
+from cxr_covid.data.catalog import is_ignored_folder, is_xray
 from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
 from cxr_covid.evaluation.subgroups import Subgroup, compute_subgroups
 from cxr_covid.models import store
+from cxr_covid.models.records import SavedEvaluation
 
 if TYPE_CHECKING:
     from cxr_covid.evaluation.decisions import Decisions
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
-# Kaggle's current release keeps lung masks beside the images: never evaluate on them.
-_IGNORED_FOLDERS = {"masks", "mask"}
 
 Progress = Callable[[str, int, int], None]  # (model id, images done, images total)
 
@@ -102,11 +101,11 @@ def dataset_test_set(dataset_name: str, split: str) -> EvalImages:
 
 
 def _class_folders(root: Path) -> list[Path]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_ignored_folder(p.name))
     # A zip extracted as-is wraps the class folders in one more folder
     # (COVID-19_Radiography_Dataset/...): step inside when that is all there is.
     if len(folders) == 1 and classes.canonical(folders[0].name) is None:
-        inner = [p for p in folders[0].iterdir() if p.is_dir() and not p.name.startswith(".")]
+        inner = [p for p in folders[0].iterdir() if p.is_dir() and not is_ignored_folder(p.name)]
         if inner:
             return sorted(inner)
     return folders
@@ -135,14 +134,11 @@ def folder_test_set(
         if target not in model_classes:
             untrained.append(f"{folder.name!r} ({target})")
             continue
+        # The same rule as download's catalogue (masks/, __MACOSX/, hidden folders left out).
         files = sorted(
             p
             for p in folder.rglob("*")
-            if p.is_file()
-            and is_image_file(p)
-            and not _IGNORED_FOLDERS.intersection(
-                part.lower() for part in p.relative_to(folder).parts[:-1]
-            )
+            if p.is_file() and is_xray(p.relative_to(folder).as_posix())
         )
         paths.extend(files)
         labels.extend([target] * len(files))
@@ -301,34 +297,36 @@ class ModelEvaluation:
             ]
         return data
 
-    def record_entry(self) -> dict[str, Any]:
+    def record_entry(self) -> SavedEvaluation:
         """What is appended to the model record's `evaluations` (read by `models show`)."""
-        return {
-            "split": self.test_set.split,
-            "source": self.test_set.source,
-            "dataset": self.test_set.dataset,
-            "split_sha256": self.test_set.split_sha256,
-            "accuracy": _finite(self.accuracy.value),
-            "accuracy_ci": [_finite(self.accuracy.low), _finite(self.accuracy.high)],
-            "correct": self.accuracy.successes,
-            "n": self.n,
-            "per_class": {
-                c.cls: {
-                    "accuracy": _finite(c.accuracy.value),
-                    "accuracy_ci": [_finite(c.accuracy.low), _finite(c.accuracy.high)],
-                    "correct": c.accuracy.successes,
-                    "n": c.accuracy.n,
-                    "auc": _finite(c.auc.value),
-                }
-                for c in self.per_class
-            },
-            "balanced_accuracy": _finite(self.balanced_accuracy.value),
-            "macro_f1": _finite(self.macro_f1.value),
-            "confusion_matrix": self.confusion.tolist(),
-            "failed": len(self.failed),
-            "created": self.created,
-            **(self.decisions.record_entry() if self.decisions is not None else {}),
-        }
+        return SavedEvaluation.from_dict(
+            {
+                "split": self.test_set.split,
+                "source": self.test_set.source,
+                "dataset": self.test_set.dataset,
+                "split_sha256": self.test_set.split_sha256,
+                "accuracy": _finite(self.accuracy.value),
+                "accuracy_ci": [_finite(self.accuracy.low), _finite(self.accuracy.high)],
+                "correct": self.accuracy.successes,
+                "n": self.n,
+                "per_class": {
+                    c.cls: {
+                        "accuracy": _finite(c.accuracy.value),
+                        "accuracy_ci": [_finite(c.accuracy.low), _finite(c.accuracy.high)],
+                        "correct": c.accuracy.successes,
+                        "n": c.accuracy.n,
+                        "auc": _finite(c.auc.value),
+                    }
+                    for c in self.per_class
+                },
+                "balanced_accuracy": _finite(self.balanced_accuracy.value),
+                "macro_f1": _finite(self.macro_f1.value),
+                "confusion_matrix": self.confusion.tolist(),
+                "failed": len(self.failed),
+                "created": self.created,
+                **(self.decisions.record_entry() if self.decisions is not None else {}),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -390,6 +388,19 @@ def _finite(x: float) -> float | None:
 # --- computing ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Metrics:
+    """Every number of one model's evaluation that follows from labels and probabilities."""
+
+    accuracy: stats.Proportion
+    per_class: list[ClassResult]
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+    balanced_accuracy: stats.Estimate
+    macro_f1: stats.Estimate
+    calibration: list[stats.CalibrationBin]
+    ece: float  # expected calibration error of the top class's probability
+
+
 def compute_metrics(
     y_true: np.ndarray,
     probabilities: np.ndarray,
@@ -398,15 +409,7 @@ def compute_metrics(
     confidence: float = stats.DEFAULT_CONFIDENCE,
     bootstrap: int = stats.DEFAULT_BOOTSTRAP,
     seed: int = 42,
-) -> tuple[
-    stats.Proportion,
-    list[ClassResult],
-    np.ndarray,
-    stats.Estimate,
-    stats.Estimate,
-    list[stats.CalibrationBin],
-    float,
-]:
+) -> Metrics:
     """Every number of one model's evaluation, from true labels and probabilities."""
     k = len(model_classes)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -446,7 +449,15 @@ def compute_metrics(
     ]
     confidence_top = probabilities.max(axis=1) if len(y_true) else np.zeros(0)
     bins, ece = stats.calibration_bins(confidence_top, y_pred == y_true)
-    return overall, per_class, cm, balanced, macro, bins, ece
+    return Metrics(
+        accuracy=overall,
+        per_class=per_class,
+        confusion=cm,
+        balanced_accuracy=balanced,
+        macro_f1=macro,
+        calibration=bins,
+        ece=ece,
+    )
 
 
 def evaluate_model(
@@ -512,7 +523,7 @@ def evaluate_model(
         if probabilities
         else np.zeros((0, len(model_classes)))
     )
-    overall, per_class, cm, balanced, macro, bins, ece = compute_metrics(
+    metrics = compute_metrics(
         y_true, probs, model_classes, confidence=confidence, bootstrap=bootstrap, seed=seed
     )
     decisions = eval_decisions.compute(
@@ -537,13 +548,13 @@ def evaluate_model(
         image_size=record.prep.image_size,
         classes=model_classes,
         test_set=test_set,
-        accuracy=overall,
-        per_class=per_class,
-        confusion=cm,
-        balanced_accuracy=balanced,
-        macro_f1=macro,
-        calibration=bins,
-        ece=ece,
+        accuracy=metrics.accuracy,
+        per_class=metrics.per_class,
+        confusion=metrics.confusion,
+        balanced_accuracy=metrics.balanced_accuracy,
+        macro_f1=metrics.macro_f1,
+        calibration=metrics.calibration,
+        ece=metrics.ece,
         paths=kept_paths,
         y_true=y_true,
         probabilities=probs,

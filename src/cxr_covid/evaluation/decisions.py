@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from cxr_covid.inference.operating_point import (
 )
 from cxr_covid.inference.scoring import Scorer
 from cxr_covid.models import store
+
+if TYPE_CHECKING:
+    from cxr_covid.evaluation.core import EvalImages
 
 
 @dataclass
@@ -89,7 +92,7 @@ class Decisions:
 def compute(
     stored: store.StoredModel,
     scorer: Scorer,
-    test_set: Any,
+    test_set: EvalImages,
     y_true: np.ndarray,
     probabilities: np.ndarray,
     collected: Collected,
@@ -149,7 +152,7 @@ def compute(
 def _operating_point(
     record: store.ModelRecord,
     scorer: Scorer,
-    test_set: Any,
+    test_set: EvalImages,
     y_true: np.ndarray,
     probabilities: np.ndarray,
     text: str,

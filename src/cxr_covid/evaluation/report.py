@@ -29,6 +29,16 @@ def cell(p: stats.Proportion) -> str:
     return f"{100 * p.value:.2f}% ({p.successes}/{p.n}) [{100 * p.low:.1f}-{100 * p.high:.1f}]"
 
 
+def accuracy_cell(rate: float | None, n: int) -> str:
+    """An accuracy reported as a rate over n images (Keras' correct/n as a float), as a cell;
+    `-` when there is none, the bare rate when n is unknown."""
+    if rate is None:
+        return "-"
+    if n <= 0:
+        return f"{100 * rate:.2f}%"
+    return cell(stats.proportion_of(rate, n))
+
+
 def estimate(e: stats.Estimate, digits: int = 3) -> str:
     if not math.isfinite(e.value):
         return "n/a"

@@ -208,6 +208,14 @@ class FittedGuards:
     val_accuracy: float
     seconds: float = 0.0  # time spent computing features and fitting
 
+    def to_dict(self) -> dict[str, Any]:
+        """`calibrate --json`'s figures: the temperature, the guard without its arrays."""
+        guard = self.guard.to_dict() if self.guard is not None else {}
+        return {
+            "calibration": self.calibration.to_dict(),
+            "ood": {k: v for k, v in guard.items() if k not in ("features", "pixels")},
+        }
+
 
 def fit_from_features(
     model: Any,

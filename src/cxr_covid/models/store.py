@@ -9,9 +9,10 @@ never show a half-written model.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from cxr_covid import atomic, paths
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.images import Preprocessing
 from cxr_covid.errors import ModelError
+from cxr_covid.models.records import History, SavedEvaluation, evaluations_from_list
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "model.json"
@@ -43,9 +45,9 @@ class ModelRecord:
     format: int = RECORD_FORMAT
     dataset: dict[str, Any] = field(default_factory=dict)  # name, manifest_sha256, split_sha256
     training: dict[str, Any] = field(default_factory=dict)  # every option, seed, device, time
-    history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch metrics
+    history: History = field(default_factory=History)  # per-epoch metrics
     metrics: dict[str, Any] = field(default_factory=dict)  # best epoch, val accuracy...
-    evaluations: list[dict[str, Any]] = field(default_factory=list)  # saved by `eval`
+    evaluations: list[SavedEvaluation] = field(default_factory=list)  # saved by `eval`
     # Empty in records written before they existed: such a model is "uncalibrated", unguarded.
     calibration: dict[str, Any] = field(default_factory=dict)  # temperature (calibration.py)
     ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution guard (ood.py)
@@ -58,12 +60,20 @@ class ModelRecord:
         return Preprocessing.from_dict(self.preprocessing)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON object of model.json (a record read and written again is unchanged)."""
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+        data["history"] = self.history.to_dict()
+        data["evaluations"] = [e.to_dict() for e in self.evaluations]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
         try:
             known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+            if "history" in known:
+                known["history"] = History.from_dict(known["history"])
+            if "evaluations" in known:
+                known["evaluations"] = evaluations_from_list(known["evaluations"])
             record = cls(**known)
         except TypeError as exc:
             raise ModelError(f"not a cxr-covid model record ({exc})") from exc
@@ -81,7 +91,7 @@ _FIELD_TYPES: dict[str, type] = {
     "preprocessing": dict,
     "dataset": dict,
     "training": dict,
-    "history": dict,
+    "history": History,
     "metrics": dict,
     "evaluations": list,
     "versions": dict,

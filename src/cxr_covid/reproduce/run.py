@@ -34,6 +34,7 @@ from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
 from cxr_covid.evaluation.seeds import SeedSummary
 from cxr_covid.models import store
 from cxr_covid.reproduce import seeds as reproduce_seeds
+from cxr_covid.text import format_duration
 
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
@@ -470,13 +471,9 @@ def estimate_time(
 
 def _with_interval(accuracy: float, val_images: list[int]) -> str:
     """`87.04% (47/54) [75.6-93.6]`: an accuracy is never shown without its interval."""
-    text = f"{100 * accuracy:.2f}%"
-    if not val_images or val_images[0] <= 0:
-        return text
-    n = val_images[0]
-    correct = round(accuracy * n)  # Keras reports correct/n as a float32
-    low, high = stats.wilson_interval(correct, n)
-    return f"{text} ({correct}/{n}) [{100 * low:.1f}-{100 * high:.1f}]"
+    from cxr_covid.evaluation.report import accuracy_cell
+
+    return accuracy_cell(accuracy, val_images[0] if val_images else 0)
 
 
 def _train_one(
@@ -568,19 +565,12 @@ def _trained_models(
     return trained, todo
 
 
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def format_estimate(timing: TimeEstimate, basis: str = "") -> str:
-    parts = ", ".join(f"{k} ~{format_duration(s)}" for k, s in timing.seconds.items())
+    parts = ", ".join(f"{k} ~{format_duration(s, rough=True)}" for k, s in timing.seconds.items())
     basis = f"; {basis}" if basis else ""
+    total = format_duration(timing.total_seconds, rough=True)
     return (
-        f"estimate: about {format_duration(timing.total_seconds)} of training on this machine "
+        f"estimate: about {total} of training on this machine "
         f"({timing.cpus} CPU cores; measured seconds per step x steps{basis}): {parts}"
     )
 

@@ -68,14 +68,16 @@ def for_seeds(timing: TimeEstimate, todo: Sequence[tuple[int, study.StudyModel]]
 def warn_if_long(
     timing: TimeEstimate, settings: dict[str, Any], tell: Callable[[Event], None]
 ) -> None:
-    from cxr_covid.reproduce.run import Event, format_duration
+    from cxr_covid.reproduce.run import Event
+    from cxr_covid.text import format_duration
 
     if timing.total_seconds < LONG_RUN_SECONDS:
         return
+    total = format_duration(timing.total_seconds, rough=True)
     tell(
         Event(
             "warning",
-            f"this run will take many hours: about {format_duration(timing.total_seconds)} of "
+            f"this run will take many hours: about {total} of "
             f"training on this machine ({timing.cpus} CPU cores). It is resumable: stop it "
             "with Ctrl-C and rerun the same command to continue at the seed and epoch where "
             "it stopped. `--preset quick` takes minutes; a GPU takes far less.",

@@ -17,6 +17,7 @@ from typing import Any
 from cxr_covid.about import DISCLAIMER, __version__
 from cxr_covid.classes import display_name
 from cxr_covid.evaluation.report import cell
+from cxr_covid.models.records import SavedEvaluation
 from cxr_covid.models.store import ModelRecord
 from cxr_covid.stats import proportion, proportion_of
 
@@ -260,72 +261,53 @@ def _evaluation(record: ModelRecord) -> list[str]:
     return lines
 
 
-def _one_evaluation(number: int, evaluation: dict[str, Any], classes: list[str]) -> list[str]:
-    where = evaluation.get("source") or evaluation.get("split") or evaluation.get("kind", "?")
-    heading = f"### Evaluation {number}: {where}"
-    if evaluation.get("dataset"):
-        heading += f" (dataset `{evaluation['dataset']}`, split `{evaluation.get('split', '?')}`)"
+def _one_evaluation(number: int, evaluation: SavedEvaluation, classes: list[str]) -> list[str]:
+    heading = f"### Evaluation {number}: {evaluation.where}"
+    if evaluation.dataset:
+        heading += f" (dataset `{evaluation.dataset}`, split `{evaluation.split or '?'}`)"
     lines = [heading, ""]
-    n = evaluation.get("n")
-    correct = evaluation.get("correct")
-    per_class = evaluation.get("per_class")
-    if isinstance(n, int) and (isinstance(correct, int) or evaluation.get("accuracy") is not None):
-        total = (
-            proportion(correct, n)
-            if isinstance(correct, int)
-            else proportion_of(float(evaluation["accuracy"]), n)
-        )
-        lines.append(f"- Created {evaluation.get('created', '?')}; {n} images.")
-        lines.append(f"- Accuracy: {cell(total)}.")
-        for key in ("balanced_accuracy", "macro_f1"):
-            if evaluation.get(key) is not None:
-                lines.append(f"- {key.replace('_', ' ').capitalize()}: {evaluation[key]:.3f}.")
-        if evaluation.get("failed"):
-            lines.append(f"- Images that could not be read: {evaluation['failed']}.")
-        if isinstance(per_class, dict) and per_class:
-            lines += ["", "| class | accuracy (recall) | AUC |", "| --- | --- | ---: |"]
-            for cls in [c for c in classes if c in per_class] + [
-                c for c in per_class if c not in classes
-            ]:
-                figures = per_class[cls]
-                k, m = figures.get("correct"), figures.get("n", 0)
-                p = (
-                    proportion(k, m)
-                    if isinstance(k, int)
-                    else proportion_of(float(figures.get("accuracy") or 0.0), int(m))
-                )
-                auc = figures.get("auc")
-                auc_text = f"{auc:.3f}" if isinstance(auc, (int, float)) else "n/a"
-                lines.append(f"| {display_name(cls)} | {cell(p)} | {auc_text} |")
-        matrix = evaluation.get("confusion_matrix")
-        if isinstance(matrix, list) and matrix:
-            lines += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
-            lines.append("| true \\ predicted | " + " | ".join(map(display_name, classes)) + " |")
-            lines.append("| --- |" + " ---: |" * len(classes))
-            for cls, row in zip(classes, matrix, strict=False):
-                lines.append(f"| {display_name(cls)} | " + " | ".join(map(str, row)) + " |")
-        known = {
-            "split",
-            "source",
-            "dataset",
-            "split_sha256",
-            "accuracy",
-            "accuracy_ci",
-            "correct",
-            "n",
-            "per_class",
-            "balanced_accuracy",
-            "macro_f1",
-            "confusion_matrix",
-            "failed",
-            "created",
-        }
-        rest = {k: v for k, v in evaluation.items() if k not in known}
-        if rest:
-            lines += ["", *_generic(rest)]
-    else:
+    if not evaluation.is_standard:
         # An evaluation kind this card does not know (subgroups, audits...): shown as it is.
-        lines += _generic(evaluation)
+        return [*lines, *_generic(evaluation.to_dict()), ""]
+    n = evaluation.n or 0
+    total = (
+        proportion(evaluation.correct, n)
+        if evaluation.correct is not None
+        else proportion_of(evaluation.accuracy or 0.0, n)
+    )
+    lines.append(f"- Created {evaluation.created or '?'}; {n} images.")
+    lines.append(f"- Accuracy: {cell(total)}.")
+    for label, value in (
+        ("Balanced accuracy", evaluation.balanced_accuracy),
+        ("Macro f1", evaluation.macro_f1),
+    ):
+        if value is not None:
+            lines.append(f"- {label}: {value:.3f}.")
+    if evaluation.failed:
+        lines.append(f"- Images that could not be read: {evaluation.failed}.")
+    per_class = evaluation.per_class
+    if per_class:
+        lines += ["", "| class | accuracy (recall) | AUC |", "| --- | --- | ---: |"]
+        for cls in [c for c in classes if c in per_class] + [
+            c for c in per_class if c not in classes
+        ]:
+            figures = per_class[cls]
+            p = (
+                proportion(figures.correct, figures.n)
+                if figures.correct is not None
+                else proportion_of(figures.accuracy or 0.0, figures.n)
+            )
+            auc_text = f"{figures.auc:.3f}" if figures.auc is not None else "n/a"
+            lines.append(f"| {display_name(cls)} | {cell(p)} | {auc_text} |")
+    matrix = evaluation.confusion_matrix
+    if matrix:
+        lines += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
+        lines.append("| true \\ predicted | " + " | ".join(map(display_name, classes)) + " |")
+        lines.append("| --- |" + " ---: |" * len(classes))
+        for cls, row in zip(classes, matrix, strict=False):
+            lines.append(f"| {display_name(cls)} | " + " | ".join(map(str, row)) + " |")
+    if evaluation.extra:
+        lines += ["", *_generic(evaluation.extra)]
     return [*lines, ""]
 
 

@@ -39,6 +39,7 @@ from cxr_covid.about import __version__
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.download import fetch
 from cxr_covid.data.extract import Limits, safe_extract
+from cxr_covid.data.manifest import sha256_file
 from cxr_covid.errors import DownloadError, ModelError, UsageError
 from cxr_covid.models import store
 from cxr_covid.sharing.card import CARD_FILE, dataset_info_for, render
@@ -70,14 +71,6 @@ class ImportResult:
     sha256: str
     bytes: int
     replaced: bool
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_sha256(value: str | None) -> str | None:

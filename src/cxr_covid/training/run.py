@@ -36,6 +36,7 @@ from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelEr
 from cxr_covid.models import store
 from cxr_covid.models.flops import ArchSummary
 from cxr_covid.models.flops import summarize as _summarize
+from cxr_covid.models.records import History
 from cxr_covid.training import limits, resume_state
 from cxr_covid.training.distribute import PRECISIONS, STRATEGIES, Placement
 
@@ -714,7 +715,7 @@ def _train_run(
             "precision_used": placement.precision,
             "notes": placement.notes,
         },
-        history=state.history,
+        history=History.from_dict(state.history),
         metrics={
             "best_epoch": state.best_epoch,
             "best_val_accuracy": state.best_val_accuracy,
