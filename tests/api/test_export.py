@@ -66,7 +66,7 @@ def test_export_refuses_to_overwrite_without_force(tiny: Path, tmp_path: Path) -
 def test_unknown_format_is_a_usage_error(tiny: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["models", "export", TINY_ID, "--format", "coreml"])
     assert result.exit_code == EXIT_USAGE
-    assert "savedmodel, onnx, litert" in result.stderr
+    assert "'coreml' is not one of 'savedmodel', 'onnx', 'litert'" in result.stderr
 
 
 @pytest.mark.parametrize(

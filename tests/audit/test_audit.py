@@ -208,7 +208,7 @@ def test_cli_json_summary_and_bad_input(cxr_home: Path, tmp_path: Path) -> None:
     assert [v["view"] for v in data["views"]] == ["full", "lungs hidden", "lungs only"]
     assert "Verdict" in result.stderr
     for argv, code, words in (
-        (["--fill", "pink"], 2, "unknown --fill"),
+        (["--fill", "pink"], 2, "'pink' is not one of 'mean', 'blur', 'black'"),
         (["--control-epochs", "0"], 2, "--control-epochs"),
         (["--external", str(tmp_path / "nowhere")], 3, "not a folder"),
         (["--class-map", "a=covid"], 2, "--external"),

@@ -186,7 +186,7 @@ def test_reproduce_seeds_spread_from_real_per_seed_evaluations(
 
     # The run's models are a group: `eval --group` gives the same view for any recipe.
     group = summary_group(run_dir)
-    grouped = runner.invoke(app, ["eval", "--group", group, "--json", "-", "--no-save"])
+    grouped = runner.invoke(app, ["eval", "--group", group, "--json", "--no-save"])
     assert grouped.exit_code == 0, grouped.output
     view = json.loads(grouped.stdout)["group"]
     assert view["name"] == group
@@ -331,7 +331,7 @@ def test_train_seeds_then_eval_group(cxr_home: Path) -> None:
     grouped = runner.invoke(app, ["eval", "--group", "grp", "--bootstrap", "50"])
     assert grouped.exit_code == 0, grouped.output
     assert "Across 3 seeds" in grouped.output and "grp-s9" in grouped.output
-    as_json = runner.invoke(app, ["eval", "--group", "grp", "--json", "-", "--no-save"])
+    as_json = runner.invoke(app, ["eval", "--group", "grp", "--json", "--no-save"])
     view = json.loads(as_json.stdout)["group"]
     assert len(view["rows"]) == 1 and view["rows"][0]["seeds"] == [7, 8, 9]
     totals = [m["accuracy"]["value"] for m in json.loads(as_json.stdout)["models"]]

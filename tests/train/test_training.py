@@ -147,7 +147,7 @@ def test_cli_json_result_and_existing_name(cxr_home: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["--arch", "resnet"], 2, "unknown architecture"),
+        (["--arch", "resnet"], 2, "'resnet' is not one of 'baseline'"),
         (["--image-size", "8"], 2, "--image-size"),
         (["--epochs", "0"], 2, "--epochs"),
         (["--dataset", "missing"], 3, "no dataset named"),

@@ -65,7 +65,8 @@ def calibrate(
                     if k not in ("features", "pixels")
                 },
                 "notes": notes,
-            }
+            },
+            schema="calibrate",
         )
     else:
         out.print(

@@ -158,7 +158,7 @@ def download(
     except KeyboardInterrupt:
         _interrupted(release, url, from_zip, from_dir)
     if as_json:
-        print_json(to_json(result))
+        print_json(to_json(result), schema="download")
         return
     render(result)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from cxr_covid.cli.choices import Arch, InputView, Precision, Resize, Strategy
 from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
 from cxr_covid.limits import (
@@ -53,7 +54,7 @@ _RUN_OPTIONS = (
 def train(
     ctx: typer.Context,
     arch: Annotated[
-        str,
+        Arch,
         typer.Option(
             "--arch",
             "-a",
@@ -137,7 +138,7 @@ def train(
         ),
     ] = False,
     strategy: Annotated[
-        str,
+        Strategy,
         typer.Option(
             "--strategy",
             help="tf.distribute strategy: auto, one-device, mirrored (GPUs of this machine) "
@@ -145,11 +146,11 @@ def train(
         ),
     ] = "auto",
     precision: Annotated[
-        str,
+        Precision,
         typer.Option("--precision", help="float32, or mixed (float16 compute, on GPUs only)."),
     ] = "float32",
     resize: Annotated[
-        str,
+        Resize,
         typer.Option(
             "--resize",
             help="Resize filter: nearest (the study's), bilinear, bicubic, area or lanczos.",
@@ -189,7 +190,7 @@ def train(
         ),
     ] = False,
     input_view: Annotated[
-        str,
+        InputView,
         typer.Option(
             "--input",
             help="full (the study's), or lungs: hide everything outside the fixed lung field "
@@ -225,7 +226,7 @@ def train(
             raise UsageError("--summary and --resume do not go together")
         result = training.summarize(arch, image_size)
         if as_json:
-            print_json(result.to_dict())
+            print_json(result.to_dict(), schema="train-summary")
         else:
             _print_summary(result)
         return
@@ -284,7 +285,7 @@ def train(
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
     if as_json:
-        print_json(result_obj.to_dict())
+        print_json(result_obj.to_dict(), schema="train")
     else:
         _print_result(result_obj)
 
