@@ -15,6 +15,7 @@ from cxr_covid.cli import app
 from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_USAGE
 from cxr_covid.export import TOLERANCE, check_images, run_artifact
 from tests.api.conftest import TINY_ID
+from tests.json_docs import assert_documented
 
 runner = CliRunner()
 
@@ -33,6 +34,7 @@ def test_export_round_trip(
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
+    assert_documented("models-export", report)
     assert report["check_images"] == 8
     assert report["check_source"] == "the images given"
     assert 0.0 <= report["max_difference"] <= TOLERANCE

@@ -18,6 +18,7 @@ from cxr_covid.cli import app
 from cxr_covid.data.dataset import Dataset
 from cxr_covid.data.manifest import ManifestRow, sha256_file
 from cxr_covid.errors import DataError, UsageError
+from tests.json_docs import assert_documented
 
 runner = CliRunner()
 SIZE = 32
@@ -204,6 +205,7 @@ def test_cli_json_summary_and_bad_input(cxr_home: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["audit", model_id, "--no-control", "--panels", "0", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
+    assert_documented("audit", data)
     assert data["model"] == model_id and data["control"] is None
     assert [v["view"] for v in data["views"]] == ["full", "lungs hidden", "lungs only"]
     assert "Verdict" in result.stderr

@@ -118,6 +118,7 @@ def download(
         str | None,
         typer.Option(
             "--dataset",
+            "-d",
             help="With --sources: attach them to this existing dataset instead of "
             "downloading (same split, same images).",
         ),
