@@ -1,4 +1,5 @@
-"""Regressions found by QA, needing the trained model store of tests/eval/conftest.py."""
+"""Eval outputs on stdout and the store's refusals, needing the trained model store of
+tests/eval/conftest.py (regressions found by QA)."""
 
 from __future__ import annotations
 

@@ -163,7 +163,7 @@ def test_eval_checks_its_outputs_before_computing(
     data = write_class_folders(tmp_path / "data", 2, 24)
     model = str(model_home / "models" / "tiny-baseline")
     for flag, target in (
-        ("--json", "/proc/cxr-covid-test/r.json"),
+        ("--json-out", "/proc/cxr-covid-test/r.json"),
         ("--markdown", "/proc/cxr-covid-test/r.md"),
         ("--plots", "/proc/cxr-covid-test/plots"),
     ):
