@@ -128,3 +128,19 @@ def test_eval_writes_json_with_json_out() -> None:
     assert json_out is not None and json_out.type_descriptor.is_path
     for flag in ("--csv", "--markdown"):
         assert _option(commands["eval"], flag) is not None
+
+
+@pytest.mark.parametrize("path", COMMANDS)
+def test_help_keeps_every_bracket(path: str) -> None:
+    """Help is rich markup: an unescaped `[onnx]` would vanish from `--help` (escape it `\\[`)."""
+    import re
+
+    command = dict(command_tree())[path]
+    texts = [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]
+    for text in texts:
+        assert not re.search(r"(?<!\\)\[[a-z]", text), (path, text)
+
+
+def test_export_help_shows_the_extras_to_install() -> None:
+    shown = runner.invoke(app, ["models", "export", "--help"], env={"COLUMNS": "250"})
+    assert "cxr-covid[onnx]" in shown.output and "cxr-covid[litert]" in shown.output

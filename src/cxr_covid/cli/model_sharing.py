@@ -24,8 +24,9 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="savedmodel (TensorFlow), onnx (needs cxr-covid[onnx]) or litert "
-            "(needs cxr-covid[litert]).",
+            # Escaped: help is rich markup, which would take [onnx] for a style and drop it.
+            help="savedmodel (TensorFlow), onnx (needs cxr-covid\\[onnx]) or litert "
+            "(needs cxr-covid\\[litert]).",
         ),
     ] = "savedmodel",
     out_dir: Annotated[

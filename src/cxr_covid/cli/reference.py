@@ -27,7 +27,8 @@ def _param_line(param: Any) -> str:
     else:
         name = ", ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
         kind = "flag" if getattr(param, "is_flag", False) else "option"
-    text = (getattr(param, "help", None) or "").strip().replace("\n", " ")
+    # Help is rich markup: `\[` is a literal bracket there, and just a bracket here.
+    text = (getattr(param, "help", None) or "").strip().replace("\n", " ").replace("\\[", "[")
     extras = []
     descriptor = getattr(param, "type_descriptor", None)
     if descriptor is not None and descriptor.is_choice and descriptor.choices:
