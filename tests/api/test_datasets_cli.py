@@ -30,7 +30,7 @@ def test_list_table_and_json(cxr_home: Path) -> None:
     assert code == 0, err
     assert "Datasets" in out and "alpha" in out and "beta" in out
     code, out, _ = _run("list", "--json")
-    listed = json.loads(out)
+    listed = json.loads(out)["datasets"]
     assert [d["name"] for d in listed] == ["alpha", "beta"]
     assert listed[0]["images"] == 15
     assert listed[0]["splits"] == {"train": 9, "val": 3, "test": 3}

@@ -15,6 +15,7 @@ from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_USAGE
 from cxr_covid.models import store
 from cxr_covid.sharing.export import TOLERANCE, check_images, run_artifact
 from tests.api.conftest import TINY_ID
+from tests.json_docs import assert_documented
 
 runner = CliRunner()
 
@@ -33,6 +34,7 @@ def test_export_round_trip(
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
+    assert_documented("models-export", report)
     assert report["check_images"] == 8
     assert report["check_source"] == "the images given"
     assert 0.0 <= report["max_difference"] <= TOLERANCE
@@ -66,7 +68,7 @@ def test_export_refuses_to_overwrite_without_force(tiny: Path, tmp_path: Path) -
 def test_unknown_format_is_a_usage_error(tiny: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["models", "export", TINY_ID, "--format", "coreml"])
     assert result.exit_code == EXIT_USAGE
-    assert "savedmodel, onnx, litert" in result.stderr
+    assert "'coreml' is not one of 'savedmodel', 'onnx', 'litert'" in result.stderr
 
 
 @pytest.mark.parametrize(

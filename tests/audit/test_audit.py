@@ -22,6 +22,7 @@ from cxr_covid.data.manifest import ManifestRow, sha256_file
 from cxr_covid.errors import DataError, UsageError
 from cxr_covid.models import store
 from cxr_covid.training import run as training
+from tests.json_docs import assert_documented
 
 runner = CliRunner()
 SIZE = 32
@@ -208,11 +209,12 @@ def test_cli_json_summary_and_bad_input(cxr_home: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["audit", model_id, "--no-control", "--panels", "0", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
+    assert_documented("audit", data)
     assert data["model"] == model_id and data["control"] is None
     assert [v["view"] for v in data["views"]] == ["full", "lungs hidden", "lungs only"]
     assert "Verdict" in result.stderr
     for argv, code, words in (
-        (["--fill", "pink"], 2, "unknown --fill"),
+        (["--fill", "pink"], 2, "'pink' is not one of 'mean', 'blur', 'black'"),
         (["--control-epochs", "0"], 2, "--control-epochs"),
         (["--external", str(tmp_path / "nowhere")], 3, "not a folder"),
         (["--class-map", "a=covid"], 2, "--external"),

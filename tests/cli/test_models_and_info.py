@@ -42,7 +42,7 @@ def test_store_round_trip_list_show_load_rm(cxr_home: Path) -> None:
 
     listed = runner.invoke(app, ["models", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert [m["id"] for m in json.loads(listed.stdout)] == ["tiny-1"]
+    assert [m["id"] for m in json.loads(listed.stdout)["models"]] == ["tiny-1"]
 
     shown = runner.invoke(app, ["models", "show", "tiny-1", "--json"])
     assert shown.exit_code == 0

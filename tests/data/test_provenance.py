@@ -31,6 +31,7 @@ from cxr_covid.errors import EXIT_DATA, EXIT_USAGE, DataError
 from tests.conftest import SHARED_DATA
 from tests.data.zips import layout_zip
 from tests.helpers import write_class_folders
+from tests.json_docs import assert_documented
 
 runner = CliRunner()
 
@@ -386,6 +387,7 @@ def test_sources_attach_to_an_existing_dataset_keeping_split_and_hashes(tmp_path
         app, ["download", "--sources", str(sources), "--dataset", "mine", "--json"]
     )
     assert result.exit_code == 0, result.output
+    assert_documented("download-sources", json.loads(result.stdout))
     after = dataset.rows()
     assert [(r.path, r.sha256, r.split, r.label) for r in after] == [
         (r.path, r.sha256, r.split, r.label) for r in before

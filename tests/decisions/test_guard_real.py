@@ -111,7 +111,7 @@ def test_eval_operating_point_calibration_and_predict_decision(home: Path, tmp_p
     report = tmp_path / "e.json"
     _invoke(
         "eval", MODEL, "--operating-point", "covid:sensitivity=0.9", "--save-operating-point",
-        "--json", str(report), "--bootstrap", "200", "--plots", str(tmp_path / "plots"),
+        "--json-out", str(report), "--bootstrap", "200", "--plots", str(tmp_path / "plots"),
         "--csv", str(tmp_path / "e.csv"), "--markdown", str(tmp_path / "e.md"),
     )  # fmt: skip
     markdown = (tmp_path / "e.md").read_text()
@@ -175,7 +175,7 @@ def test_calibrate_gives_an_old_model_what_train_gave_it(home: Path, tmp_path: P
 
 def test_eval_data_and_heatmap_report_the_guard(home: Path, tmp_path: Path) -> None:
     report = tmp_path / "e.json"
-    _invoke("eval", MODEL, "--data", str(SAMPLE), "--json", str(report), "--bootstrap", "50")
+    _invoke("eval", MODEL, "--data", str(SAMPLE), "--json-out", str(report), "--bootstrap", "50")
     ood = json.loads(report.read_text())["models"][0]["ood"]
     assert ood["checked"] and ood["n"] == 24 and ood["flagged"] <= 1
 

@@ -25,7 +25,7 @@ def _invoke(*args: str) -> object:
 def test_eval_newest_model_prints_the_study_table_and_saves_the_record(
     eval_home: Path, tmp_path: Path
 ) -> None:
-    result = runner.invoke(app, ["eval", "--json", str(tmp_path / "e.json")])
+    result = runner.invoke(app, ["eval", "--json-out", str(tmp_path / "e.json")])
     assert result.exit_code == 0, result.output
     assert "Covid-19" in result.output and "Healthy" in result.output
     assert "Pneumonia" in result.output
@@ -51,7 +51,7 @@ def test_eval_newest_model_prints_the_study_table_and_saves_the_record(
     assert shown.exit_code == 0
     assert "eval on dataset" in shown.output and "/12) [" in shown.output
     listed = runner.invoke(app, ["models", "list", "--json"])
-    good = next(m for m in json.loads(listed.output) if m["id"] == GOOD)
+    good = next(m for m in json.loads(listed.output)["models"] if m["id"] == GOOD)
     assert good["test_accuracy"] == pytest.approx(model["accuracy"]["value"])
 
 
@@ -72,7 +72,7 @@ def test_two_models_get_mcnemar_and_every_export(eval_home: Path, tmp_path: Path
             WEAK,
             "--split",
             "test",
-            "--json",
+            "--json-out",
             str(out / "e.json"),
             "--csv",
             str(out / "e.csv"),
@@ -113,7 +113,7 @@ def test_eval_probabilities_are_predict_paths_probabilities(
     from cxr_covid.models import store
 
     result = runner.invoke(
-        app, ["eval", GOOD, "--no-save", "--json", str(tmp_path / "e.json"), "--predictions"]
+        app, ["eval", GOOD, "--no-save", "--json-out", str(tmp_path / "e.json"), "--predictions"]
     )
     assert result.exit_code == 0, result.output
     predictions = json.loads((tmp_path / "e.json").read_text())["models"][0]["predictions"]
@@ -128,14 +128,14 @@ def test_eval_probabilities_are_predict_paths_probabilities(
 
 def test_eval_other_split(eval_home: Path, tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["eval", GOOD, "--split", "val", "--json", str(tmp_path / "v.json")]
+        app, ["eval", GOOD, "--split", "val", "--json-out", str(tmp_path / "v.json")]
     )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "v.json").read_text())
     assert data["models"][0]["split"] == "val"
     bad = runner.invoke(app, ["eval", GOOD, "--split", "holdout"])
     assert bad.exit_code == 2
-    assert "unknown split 'holdout'" in bad.output
+    assert "'--split': 'holdout' is not one of 'test', 'val', 'train'" in bad.output
 
 
 def test_eval_external_folder_with_kaggle_names(eval_home: Path, tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_eval_external_folder_with_kaggle_names(eval_home: Path, tmp_path: Path)
     # Kaggle keeps lung masks beside the images: they must not be evaluated.
     shutil.copytree(folder / "COVID", folder / "COVID" / "masks")
     result = runner.invoke(
-        app, ["eval", GOOD, "--data", str(folder), "--json", str(tmp_path / "x.json")]
+        app, ["eval", GOOD, "--data", str(folder), "--json-out", str(tmp_path / "x.json")]
     )
     assert result.exit_code == 0, result.output
     model = json.loads((tmp_path / "x.json").read_text())["models"][0]
@@ -190,7 +190,7 @@ def test_unreadable_image_is_reported_and_exits_partial(eval_home: Path, tmp_pat
     folder = write_class_folders(tmp_path / "external", per_class=2, seed=7)
     (folder / "covid" / "broken.png").write_bytes(b"not a png")
     result = runner.invoke(
-        app, ["eval", GOOD, "--data", str(folder), "--json", str(tmp_path / "p.json")]
+        app, ["eval", GOOD, "--data", str(folder), "--json-out", str(tmp_path / "p.json")]
     )
     assert result.exit_code == 8, result.output
     assert "broken.png" in result.output
@@ -232,7 +232,7 @@ def test_eval_without_models(tmp_path: Path) -> None:
 
 
 def test_json_to_stdout(eval_home: Path) -> None:
-    result = runner.invoke(app, ["eval", GOOD, "--json", "-", "--no-save", "--bootstrap", "0"])
+    result = runner.invoke(app, ["eval", GOOD, "--json", "--no-save", "--bootstrap", "0"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["models"][0]["model"] == GOOD
@@ -241,9 +241,7 @@ def test_json_to_stdout(eval_home: Path) -> None:
 def test_eval_on_real_chest_xrays_of_mixed_formats(eval_home: Path, cxr_sample: Path) -> None:
     """24 real images (grayscale PNGs of varied sizes, RGB JPEGs) all go through the decode
     path; the blob-trained model's accuracy on them means nothing and is not asserted."""
-    result = runner.invoke(
-        app, ["eval", GOOD, "--data", str(cxr_sample), "--no-save", "--json", "-"]
-    )
+    result = runner.invoke(app, ["eval", GOOD, "--data", str(cxr_sample), "--no-save", "--json"])
     assert result.exit_code == 0, result.output
     model = json.loads(result.stdout)["models"][0]
     assert model["n"] == 24 and model["failed"] == []

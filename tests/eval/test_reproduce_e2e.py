@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from cxr_covid import stats, study
 from cxr_covid.cli import app
 from tests.helpers import blob_image
+from tests.json_docs import assert_documented
 
 pytest.importorskip("cxr_covid.data.ingest", reason="data ingest is not merged yet")
 pytest.importorskip("cxr_covid.data.augment", reason="augmentation is not merged yet")
@@ -138,6 +139,7 @@ def test_reproduce_quick_end_to_end_and_resume(cxr_home: Path, served_zip: str) 
     assert "audit: done" in again.stderr
     assert len(list((cxr_home / "models").iterdir())) == 3
     assert json.loads(again.stdout)["rows"] == data["rows"]  # --json: the same results
+    assert_documented("reproduce", json.loads(again.stdout))
     assert json.loads((run_dir / "results.json").read_text())["rows"] == data["rows"]
     for model_id in models.values():
         record = json.loads((cxr_home / "models" / model_id / "model.json").read_text())

@@ -18,6 +18,7 @@ from cxr_covid.cli import app
 from cxr_covid.evaluation import seeds
 from tests.eval.test_reproduce_e2e import kaggle_like_zip
 from tests.helpers import build_dataset
+from tests.json_docs import assert_documented
 
 runner = CliRunner()
 
@@ -118,6 +119,7 @@ def test_reproduce_seeds_spread_from_real_per_seed_evaluations(
     assert result.exit_code == 0, result.output
     assert "estimate: about" in result.stderr and " x2 " in result.stderr
     data = json.loads(result.stdout)
+    assert_documented("reproduce", data)
     summary = data["seeds"]
     assert summary["seeds"] == 2
     assert [r["key"] for r in summary["rows"]] == [m.key for m in study.STUDY_MODELS]
@@ -187,7 +189,7 @@ def test_reproduce_seeds_spread_from_real_per_seed_evaluations(
 
     # The run's models are a group: `eval --group` gives the same view for any recipe.
     group = summary_group(run_dir)
-    grouped = runner.invoke(app, ["eval", "--group", group, "--json", "-", "--no-save"])
+    grouped = runner.invoke(app, ["eval", "--group", group, "--json", "--no-save"])
     assert grouped.exit_code == 0, grouped.output
     view = json.loads(grouped.stdout)["group"]
     assert view["name"] == group
@@ -313,6 +315,7 @@ def test_train_seeds_then_eval_group(cxr_home: Path) -> None:
     first = runner.invoke(app, [*args, "--seeds", "2", "--seed", "7", "--name", "grp", "--json"])
     assert first.exit_code == 0, first.output
     data = json.loads(first.stdout)
+    assert_documented("train-seeds", data)
     assert data["group"] == "grp" and data["seeds"] == [7, 8]
     assert [m["model"] for m in data["models"]] == ["grp-s7", "grp-s8"]
     values = [m["best_val_accuracy"] for m in data["models"]]
@@ -332,7 +335,8 @@ def test_train_seeds_then_eval_group(cxr_home: Path) -> None:
     grouped = runner.invoke(app, ["eval", "--group", "grp", "--bootstrap", "50"])
     assert grouped.exit_code == 0, grouped.output
     assert "Across 3 seeds" in grouped.output and "grp-s9" in grouped.output
-    as_json = runner.invoke(app, ["eval", "--group", "grp", "--json", "-", "--no-save"])
+    as_json = runner.invoke(app, ["eval", "--group", "grp", "--json", "--no-save"])
+    assert_documented("eval", json.loads(as_json.stdout))
     view = json.loads(as_json.stdout)["group"]
     assert len(view["rows"]) == 1 and view["rows"][0]["seeds"] == [7, 8, 9]
     totals = [m["accuracy"]["value"] for m in json.loads(as_json.stdout)["models"]]

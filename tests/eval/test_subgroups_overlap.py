@@ -191,7 +191,7 @@ def test_eval_data_leaves_out_what_the_model_trained_on(eval_home: Path, tmp_pat
         for i in range(3):
             write_blob_png(folder / f"new-{i}.png", label, 32, rng)
     result = runner.invoke(
-        app, ["eval", GOOD, "--data", str(ext), "--json", "-", "--no-save", "--bootstrap", "0"]
+        app, ["eval", GOOD, "--data", str(ext), "--json", "--no-save", "--bootstrap", "0"]
     )
     assert result.exit_code == 0, result.output
     model = json.loads(result.stdout)["models"][0]
@@ -214,7 +214,7 @@ def test_eval_data_leaves_out_what_the_model_trained_on(eval_home: Path, tmp_pat
 
 
 def test_eval_on_the_split_groups_by_collection(eval_home: Path) -> None:
-    result = runner.invoke(app, ["eval", GOOD, "--json", "-", "--no-save", "--bootstrap", "0"])
+    result = runner.invoke(app, ["eval", GOOD, "--json", "--no-save", "--bootstrap", "0"])
     assert result.exit_code == 0, result.output
     model = json.loads(result.stdout)["models"][0]
     # The generated dataset records no provenance: one "unknown" group per class.
@@ -249,7 +249,7 @@ def test_real_dev_model_on_adult_normals(tmp_path: Path) -> None:
         ["train", "--dataset", "dev", "--epochs", "1", "--image-size", "32", "--name", "dev32"],
     )
     assert trained.exit_code == 0, trained.output
-    own = runner.invoke(app, ["eval", "dev32", "--json", "-", "--no-save", "--bootstrap", "0"])
+    own = runner.invoke(app, ["eval", "dev32", "--json", "--no-save", "--bootstrap", "0"])
     groups = {(g["class"], g["group"]) for g in json.loads(own.stdout)["models"][0]["subgroups"]}
     assert groups == {
         ("covid", "kaggle-covid"),
@@ -258,7 +258,7 @@ def test_real_dev_model_on_adult_normals(tmp_path: Path) -> None:
     }
     external = runner.invoke(
         app,
-        ["eval", "dev32", "--data", str(adults), "--json", "-", "--no-save", "--bootstrap", "0"],
+        ["eval", "dev32", "--data", str(adults), "--json", "--no-save", "--bootstrap", "0"],
     )
     assert external.exit_code == 0, external.output
     model = json.loads(external.stdout)["models"][0]

@@ -141,5 +141,6 @@ def test_reader_uses_pread_not_mmap(blobs: Dataset) -> None:
     with cached.reader() as reader:
         reader.read(np.arange(cached.count))
         maps = Path(f"/proc/{os.getpid()}/maps")
-        if maps.exists():
-            assert str(cached.pixels_path) not in maps.read_text()
+        if not maps.exists():
+            pytest.skip("no /proc/PID/maps here to see the process's mappings")
+        assert str(cached.pixels_path) not in maps.read_text()

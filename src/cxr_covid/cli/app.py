@@ -82,6 +82,15 @@ class _CxrCovidGroup(TyperGroup):
             err.print(f"[yellow]Interrupted[/]; nothing half-written was kept{hint}.")
             raise typer.Exit(130) from None
 
+    def get_params(self, ctx: Any) -> Any:
+        return _hide_flag_types(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _hide_flag_types_below(command, ctx)
+        return command
+
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         # The root's own options are parsed here, before invoke.
         try:
@@ -90,6 +99,25 @@ class _CxrCovidGroup(TyperGroup):
             raise
         except ClickUsageError as exc:
             _usage_error(exc)
+
+
+def _hide_flag_types(params: list[Any]) -> list[Any]:
+    """A flag takes no value, so its help row shows no type: Typer would print `<bool>`.
+
+    An empty metavar is what its help renderer shows instead of the type (it only names the
+    value a user would type, so parsing is unchanged).
+    """
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def _hide_flag_types_below(command: Any, ctx: Any) -> None:
+    # Every command of the tree (`models export` too), including its --help option.
+    _hide_flag_types(command.get_params(ctx))
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types_below(sub, ctx)
 
 
 # What a shell reports for a program ended by SIGPIPE (128 + 13), as `yes | head -1` does.
@@ -117,7 +145,9 @@ def _usage_error(exc: ClickUsageError) -> NoReturn:
     """A bad option value or a missing argument: one line like every other error (as
     docs/exit-codes.md promises), not Typer's framed box, and where to get help."""
     where = f" (see `{exc.ctx.command_path} -h`)" if exc.ctx is not None else ""
-    error(exc.format_message().rstrip(".") + where)
+    # Typer words a value outside an option's choices "...: Value error, 'x' is not one of".
+    message = exc.format_message().replace(": Value error, ", ": ")
+    error(message.rstrip(".") + where)
     raise typer.Exit(exc.exit_code) from None
 
 

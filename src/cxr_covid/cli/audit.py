@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cxr_covid.cli.choices import Fill
 from cxr_covid.cli.console import err, out, print_json
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def audit(
         int, typer.Option("--control-epochs", help="Epochs of the lung-blind control.")
     ] = 3,
     fill: Annotated[
-        str,
+        Fill,
         typer.Option("--fill", help="How a hidden region is filled: mean, blur or black."),
     ] = "mean",
     masks: Annotated[
@@ -111,7 +112,7 @@ def audit(
     options.validate()
     result = _run(options)
     if as_json:
-        print_json(result.to_dict())
+        print_json(result.to_dict(), schema="audit")
     render(result, to_stderr=as_json)
 
 

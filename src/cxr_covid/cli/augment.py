@@ -78,7 +78,7 @@ def augment(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if as_json:
-        print_json(to_json(result))
+        print_json(to_json(result), schema="augment")
         return
     render(result)
 

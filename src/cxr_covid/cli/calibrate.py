@@ -55,7 +55,7 @@ def calibrate(
     )
     cal = fitted.calibration
     if as_json:
-        print_json({"model": stored.id, **fitted.to_dict(), "notes": notes})
+        print_json({"model": stored.id, **fitted.to_dict(), "notes": notes}, schema="calibrate")
     else:
         out.print(
             escape(

@@ -38,9 +38,14 @@ err = _Console(stderr=True, highlight=False)
 MAX_SEED = 2**32 - 1
 
 
-def print_json(data: Any) -> None:
-    """Machine-readable output: plain JSON on stdout, no colour codes, no wrapping."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+def print_json(data: dict[str, Any], *, schema: str) -> None:
+    """Machine-readable output: plain JSON on stdout, no colour codes, no wrapping.
+
+    `schema` names the document (cxr_covid.schemas, docs/json.md); it comes first in it.
+    """
+    from cxr_covid.schemas import with_schema
+
+    sys.stdout.write(json.dumps(with_schema(schema, data), indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 

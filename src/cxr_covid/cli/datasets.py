@@ -51,7 +51,7 @@ def list_command(
 
     datasets = summarize_datasets()
     if as_json:
-        print_json([asdict(d) for d in datasets])
+        print_json({"datasets": [asdict(d) for d in datasets]}, schema="datasets-list")
         return
     if not datasets:
         out.print("[dim]No datasets yet: `cxr-covid download`.[/]")
@@ -72,7 +72,7 @@ def show_command(
     dataset = resolve_dataset(name or None)
     info = dataset.info()
     if as_json:
-        print_json({"path": str(dataset.root), **info})
+        print_json({"path": str(dataset.root), **info}, schema="datasets-show")
         return
     table = Table(title=f"Dataset {escape(dataset.name)}", show_header=False, title_justify="left")
     table.add_row("path", escape(str(dataset.root)))

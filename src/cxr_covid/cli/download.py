@@ -119,6 +119,7 @@ def download(
         str | None,
         typer.Option(
             "--dataset",
+            "-d",
             help="With --sources: attach them to this existing dataset instead of "
             "downloading (same split, same images).",
         ),
@@ -159,7 +160,7 @@ def download(
     except KeyboardInterrupt:
         _interrupted(release, url, from_zip, from_dir)
     if as_json:
-        print_json(to_json(result))
+        print_json(to_json(result), schema="download")
         return
     render(result)
 

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cxr_covid.cli.choices import EvalSplit
 from cxr_covid.cli.console import MAX_SEED, err, out
 from cxr_covid.training.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 
@@ -28,7 +29,7 @@ def evaluate(
         ),
     ] = None,
     split: Annotated[
-        str | None,
+        EvalSplit | None,
         typer.Option(
             "--split",
             help="Which split of the model's own dataset: test (default), val or train.",
@@ -51,10 +52,18 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print every figure as JSON on stdout (the same as --json-out -)."
+        ),
+    ] = False,
     json_path: Annotated[
         Path | None,
         typer.Option(
-            "--json", help="Write every figure as JSON to PATH ('-' for stdout).", dir_okay=False
+            "--json-out",
+            help="Write every figure as JSON to PATH ('-' for stdout).",
+            dir_okay=False,
         ),
     ] = None,
     csv_path: Annotated[
@@ -80,7 +89,7 @@ def evaluate(
         ),
     ] = None,
     predictions: Annotated[
-        bool, typer.Option("--predictions", help="Include per-image probabilities in --json.")
+        bool, typer.Option("--predictions", help="Include per-image probabilities in the JSON.")
     ] = False,
     save: Annotated[
         bool,
@@ -146,11 +155,15 @@ def evaluate(
         raise UsageError("--split and --data exclude each other (--data is its own test set)")
     if class_map and data is None:
         raise UsageError("--class-map only applies with --data DIR")
+    if as_json:
+        if json_path is not None:
+            raise UsageError("--json prints the JSON on stdout; give it or --json-out PATH")
+        json_path = Path("-")
     # '-' means stdout, for one of the three (it is then the only thing on stdout).
     on_stdout = [
         flag
         for flag, path in (
-            ("--json", json_path),
+            ("--json" if as_json else "--json-out", json_path),
             ("--csv", csv_path),
             ("--markdown", markdown_path),
         )

@@ -22,7 +22,7 @@ def info(
     with err.status("Asking TensorFlow for devices...") if not as_json else _nullcontext():
         report = describe()
     if as_json:
-        print_json(report.to_dict())
+        print_json(report.to_dict(), schema="info")
         return
     versions = Table(title="cxr-covid", show_header=False, title_justify="left")
     for key, value in report.versions.items():

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from cxr_covid.cli.choices import ExportFormat
 from cxr_covid.cli.console import err, out, print_json
 
 MODEL_ARG = typer.Argument(help="Model id or model folder (default: the newest model).")
@@ -19,12 +20,13 @@ MODEL_ARG = typer.Argument(help="Model id or model folder (default: the newest m
 def export(
     model: Annotated[str, MODEL_ARG] = "",
     fmt: Annotated[
-        str,
+        ExportFormat,
         typer.Option(
             "--format",
             "-f",
-            help="savedmodel (TensorFlow), onnx (needs cxr-covid[onnx]) or litert "
-            "(needs cxr-covid[litert]).",
+            # Escaped: help is rich markup, which would take [onnx] for a style and drop it.
+            help="savedmodel (TensorFlow), onnx (needs cxr-covid\\[onnx]) or litert "
+            "(needs cxr-covid\\[litert]).",
         ),
     ] = "savedmodel",
     out_dir: Annotated[
@@ -73,7 +75,7 @@ def export(
         progress=lambda message: err.print(f"[dim]{escape(message)}[/]"),
     )
     if as_json:
-        print_json({**asdict(result), "tolerance": TOLERANCE})
+        print_json({**asdict(result), "tolerance": TOLERANCE}, schema="models-export")
         return
     out.print(
         escape(
@@ -125,7 +127,8 @@ def pack(
                 "bytes": result.bytes,
                 "weights_bytes": result.weights_bytes,
                 "recorded": result.recorded,
-            }
+            },
+            schema="models-pack",
         )
         return
     out.print(
@@ -202,7 +205,8 @@ def import_(
                 "sha256": result.sha256,
                 "bytes": result.bytes,
                 "replaced": result.replaced,
-            }
+            },
+            schema="models-import",
         )
         return
     verb = "replaced" if result.replaced else "imported"

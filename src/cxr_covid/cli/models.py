@@ -64,7 +64,7 @@ def list_command(
 
     models = summarize_models()
     if as_json:
-        print_json([asdict(m) for m in models])
+        print_json({"models": [asdict(m) for m in models]}, schema="models-list")
         return
     if not models:
         out.print("[dim]No models yet: `cxr-covid train`.[/]")
@@ -86,7 +86,7 @@ def show_command(
     stored = store.resolve(model or None)
     record = stored.record()
     if as_json:
-        print_json(record.to_dict())
+        print_json(record.to_dict(), schema="models-show")
         return
     table = Table(title=f"Model {record.id}", show_header=False, title_justify="left")
     table.add_row("path", str(stored.root))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cxr_covid.cli.choices import PredictFormat
 from cxr_covid.cli.console import err, out
 from cxr_covid.training.limits import MAX_BATCH_SIZE
 
@@ -42,7 +43,7 @@ def predict(
         bool, typer.Option("--recursive", "-r", help="Look inside sub-folders too.")
     ] = False,
     fmt: Annotated[
-        str | None,
+        PredictFormat | None,
         typer.Option(
             "--format",
             help="csv or jsonl (default: from the --out suffix, else csv).",

@@ -33,7 +33,8 @@ def attach(name: str, sources: Path | None, as_json: bool, other: tuple[object, 
                 "dataset": result.dataset.name,
                 "path": str(result.dataset.root),
                 "provenance": {**result.report.to_dict(), **result.summary.to_dict()},
-            }
+            },
+            schema="download-sources",
         )
         return
     render_provenance(result.summary, result.report)

@@ -27,8 +27,12 @@ def _param_line(param: Any) -> str:
     else:
         name = ", ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
         kind = "flag" if getattr(param, "is_flag", False) else "option"
-    text = (getattr(param, "help", None) or "").strip().replace("\n", " ")
+    # Help is rich markup: `\[` is a literal bracket there, and just a bracket here.
+    text = (getattr(param, "help", None) or "").strip().replace("\n", " ").replace("\\[", "[")
     extras = []
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None and descriptor.is_choice and descriptor.choices:
+        extras.append("choices: " + ", ".join(f"`{c}`" for c in descriptor.choices))
     default = getattr(param, "default", None)
     if default not in (None, False, (), "") and kind != "flag" and not callable(default):
         extras.append(f"default: `{default}`")
@@ -45,14 +49,16 @@ def _render(command: Any, path: str, level: int, lines: list[str]) -> None:
     help_text = (command.help or "").strip()
     if help_text:
         lines.append(help_text + "\n")
-    params = [p for p in command.params if p.name not in ("help",)]
+    # Hidden options (an old name kept working) are not part of the interface to document.
+    params = [p for p in command.params if p.name != "help" and not getattr(p, "hidden", False)]
     if params:
         lines.extend(_param_line(p) for p in params)
         lines.append("")
     subcommands = getattr(command, "commands", None)
     if subcommands:
         for name in subcommands:
-            _render(subcommands[name], f"{path} {name}", level + 1, lines)
+            if not getattr(subcommands[name], "hidden", False):
+                _render(subcommands[name], f"{path} {name}", level + 1, lines)
 
 
 def render() -> str:

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cxr_covid.cli.choices import Preset
 from cxr_covid.cli.console import MAX_SEED, err, out, print_json
 from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
@@ -26,7 +27,7 @@ HELP = "Run the whole study end to end and compare our table with the published 
 
 def reproduce(
     preset: Annotated[
-        str,
+        Preset,
         typer.Option(
             "--preset",
             help="paper: the study's protocol (224 px, 30 epochs; hours on a CPU). "
@@ -46,9 +47,15 @@ def reproduce(
     data: Annotated[
         str | None,
         typer.Option(
-            "--data",
+            "--dataset",
+            "-d",
             help="Dataset name: reuse it if it exists in the home, else download into it.",
         ),
+    ] = None,
+    data_old_name: Annotated[
+        str | None,
+        # The option's name before 0.x (every command now says --dataset): kept working.
+        typer.Option("--data", hidden=True),
     ] = None,
     url: Annotated[
         str | None, typer.Option("--url", help="Download the zip from this URL (a mirror).")
@@ -162,7 +169,7 @@ def reproduce(
 
     options = ReproduceOptions(
         preset=preset,
-        data=data,
+        data=_one_dataset(data, data_old_name),
         from_zip=from_zip,
         url=url,
         release=release,
@@ -183,7 +190,7 @@ def reproduce(
     )
     result = _run_with_progress(lambda notify: run(options, notify))
     if as_json:
-        print_json(result.to_dict())
+        print_json(result.to_dict(), schema="reproduce")
         return
     render(result)
 
@@ -295,3 +302,12 @@ def render(result: ReproduceResult) -> None:
     for note in caveats(result):
         out.print(f"[dim]- {escape(note)}[/]", soft_wrap=True)
     out.print(f"Report, tables and plots: {escape(str(result.run_dir))}", soft_wrap=True)
+
+
+def _one_dataset(dataset: str | None, old_name: str | None) -> str | None:
+    """`--dataset`, or its old name `--data`; both at once only when they agree."""
+    if dataset is not None and old_name is not None and dataset != old_name:
+        from cxr_covid.errors import UsageError
+
+        raise UsageError("--data is the old name of --dataset: give one of them")
+    return dataset if dataset is not None else old_name

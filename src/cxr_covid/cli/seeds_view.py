@@ -79,7 +79,9 @@ def group_json(
     """`eval --group --json`: every model's evaluation, and the group's spread."""
     import json
 
-    data = report.to_dict(predictions=predictions)
+    from cxr_covid.evaluation.report import to_json_document
+
+    data = to_json_document(report, predictions=predictions)
     data["group"] = {"name": group, **summary.to_dict()}
     return json.dumps(data, indent=2) + "\n"
 
@@ -151,7 +153,7 @@ def train_seeds(config: Any, seeds: int, display: Any, as_json: bool) -> None:
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
-        print_json(result.to_dict())
+        print_json(result.to_dict(), schema="train-seeds")
         return
     print_group(result)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from cxr_covid.cli.choices import Arch, InputView, Precision, Resize, Strategy
 from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
 from cxr_covid.text import format_duration
@@ -54,7 +55,7 @@ _RUN_OPTIONS = (
 def train(
     ctx: typer.Context,
     arch: Annotated[
-        str,
+        Arch,
         typer.Option(
             "--arch",
             "-a",
@@ -138,7 +139,7 @@ def train(
         ),
     ] = False,
     strategy: Annotated[
-        str,
+        Strategy,
         typer.Option(
             "--strategy",
             help="tf.distribute strategy: auto, one-device, mirrored (GPUs of this machine) "
@@ -146,11 +147,11 @@ def train(
         ),
     ] = "auto",
     precision: Annotated[
-        str,
+        Precision,
         typer.Option("--precision", help="float32, or mixed (float16 compute, on GPUs only)."),
     ] = "float32",
     resize: Annotated[
-        str,
+        Resize,
         typer.Option(
             "--resize",
             help="Resize filter: nearest (the study's), bilinear, bicubic, area or lanczos.",
@@ -190,7 +191,7 @@ def train(
         ),
     ] = False,
     input_view: Annotated[
-        str,
+        InputView,
         typer.Option(
             "--input",
             help="full (the study's), or lungs: hide everything outside the fixed lung field "
@@ -226,7 +227,7 @@ def train(
             raise UsageError("--summary and --resume do not go together")
         result = training.summarize(arch, image_size)
         if as_json:
-            print_json(result.to_dict())
+            print_json(result.to_dict(), schema="train-summary")
         else:
             _print_summary(result)
         return
@@ -285,7 +286,7 @@ def train(
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
     if as_json:
-        print_json(result_obj.to_dict())
+        print_json(result_obj.to_dict(), schema="train")
     else:
         _print_result(result_obj)
 

@@ -328,7 +328,14 @@ def _decision_rows(writer: _PaddedWriter, base: list[Any], e: ModelEvaluation) -
 
 
 def to_json_text(report: EvaluationReport, *, predictions: bool = False) -> str:
-    return json.dumps(report.to_dict(predictions=predictions), indent=2) + "\n"
+    return json.dumps(to_json_document(report, predictions=predictions), indent=2) + "\n"
+
+
+def to_json_document(report: EvaluationReport, *, predictions: bool = False) -> dict[str, Any]:
+    """`eval --json`'s document: the report with its schema (docs/json.md) first."""
+    from cxr_covid.schemas import with_schema
+
+    return with_schema("eval", report.to_dict(predictions=predictions))
 
 
 def write_json(path: Path, report: EvaluationReport, *, predictions: bool = False) -> None:

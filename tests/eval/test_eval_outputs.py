@@ -1,4 +1,5 @@
-"""Regressions found by QA, needing the trained model store of tests/eval/conftest.py."""
+"""Eval outputs on stdout and the store's refusals, needing the trained model store of
+tests/eval/conftest.py (regressions found by QA)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_dash_means_stdout_for_csv_and_markdown_too(
 
 
 def test_only_one_output_can_be_stdout(eval_home: Path) -> None:
-    result = runner.invoke(app, ["eval", GOOD, "--json", "-", "--csv", "-", "--no-save"])
+    result = runner.invoke(app, ["eval", GOOD, "--json", "--csv", "-", "--no-save"])
     assert result.exit_code == 2
     assert "only one of --json and --csv" in result.output
 

@@ -163,7 +163,7 @@ def test_eval_checks_its_outputs_before_computing(
     data = write_class_folders(tmp_path / "data", 2, 24)
     model = str(model_home / "models" / "tiny-baseline")
     for flag, target in (
-        ("--json", "/proc/cxr-covid-test/r.json"),
+        ("--json-out", "/proc/cxr-covid-test/r.json"),
         ("--markdown", "/proc/cxr-covid-test/r.md"),
         ("--plots", "/proc/cxr-covid-test/plots"),
     ):
@@ -291,7 +291,7 @@ def test_a_broken_record_is_listed_as_broken_and_hides_nothing(
 
     as_json = runner.invoke(app, ["models", "list", "--json"])
     assert as_json.exit_code == 0, as_json.output
-    by_id = {m["id"]: m for m in json.loads(as_json.stdout)}
+    by_id = {m["id"]: m for m in json.loads(as_json.stdout)["models"]}
     assert by_id["good"]["broken"] is None
     assert "image_size" in by_id["bad"]["broken"]
 
