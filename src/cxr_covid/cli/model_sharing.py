@@ -1,7 +1,7 @@
 """`cxr-covid models export|pack|import|card`: models beyond the command line.
 
-Registered on the `models` group by cli/app.py; the work is done by export.py, packs.py and
-model_card.py.
+Registered on the `models` group by cli/app.py; the work is done by sharing/export.py, packs.py and
+card.py.
 """
 
 from __future__ import annotations

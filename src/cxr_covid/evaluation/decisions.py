@@ -2,7 +2,7 @@
 on the validation split and judged on the evaluated images, and how many images the OOD
 guard flagged.
 
-Kept apart from evaluation.py so that the accuracy table's code does not change with it.
+Kept apart from core.py so that the accuracy table's code does not change with it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ A pack is a zip holding:
     preprocessing.json    what a user of the weights must apply (see export.py)
 
 The store saves the model the training picked (a fresh, uncompiled copy given the best
-weights: training.py), so `model.keras` carries no optimizer state and a pack is about the
+weights: training/run.py), so `model.keras` carries no optimizer state and a pack is about the
 size of the weights.
 
 Import treats a pack as hostile until checked: it is downloaded with the tool's resuming,
