@@ -14,7 +14,7 @@ probabilities are the same in both commands.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from cxr_covid import classes, stats, store
 from cxr_covid.data.images import is_image_file
 from cxr_covid.data.overlap import Overlap, OverlapCheck, overlaps_for_model
 from cxr_covid.errors import DataError, ModelError, UsageError
+from cxr_covid.progress import NULL, Reporter
 from cxr_covid.subgroups import Subgroup, compute_subgroups
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
 # Kaggle's current release keeps lung masks beside the images: never evaluate on them.
 _IGNORED_FOLDERS = {"masks", "mask"}
 
-Progress = Callable[[str, int, int], None]  # (model id, images done, images total)
 
 
 # --- what is evaluated ----------------------------------------------------------------------
@@ -457,7 +457,7 @@ def evaluate_model(
     seed: int = 42,
     batch_size: int = 32,
     warnings: Sequence[str] = (),
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
     operating_point: str | None = None,
 ) -> ModelEvaluation:
     """Predict every image of `test_set` with one stored model and compute its metrics."""
@@ -483,6 +483,7 @@ def evaluate_model(
     kept_groups: list[str] = []
     probabilities: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
+    reporter.start(record.id, total=total, unit="images")
     for done, prediction in enumerate(
         predict_paths(model, list(test_set.paths), record.prep, batch_size, scorer=scorer),
         start=1,
@@ -500,8 +501,8 @@ def evaluate_model(
             kept_groups.append(test_set.group_of(prediction.index))
             probabilities.append(prediction.probabilities)
             collected.add(prediction)
-        if progress is not None:
-            progress(record.id, done, total)
+        reporter.advance(record.id, done)
+    reporter.finish(record.id)
     notes = list(warnings)
     if failed:
         notes.append(f"{len(failed)} of {total} images could not be read and were left out")
@@ -586,7 +587,7 @@ def evaluate(
     seed: int = 42,
     batch_size: int = 32,
     save: bool = True,
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
     operating_point: str | None = None,
     save_operating_point: bool = False,
 ) -> EvaluationReport:
@@ -673,7 +674,7 @@ def evaluate(
             seed=seed,
             batch_size=batch_size,
             warnings=warnings,
-            progress=progress,
+            reporter=reporter,
             operating_point=operating_point,
         )
         evaluation.overlaps = overlaps

@@ -70,11 +70,13 @@ class _RateColumn(ProgressColumn):
 class RichReporter:
     """A `cxr_covid.progress.Reporter` drawing one rich bar per running task on stderr.
 
-    Use as a context manager; `transient=True` clears the bars when the work is done (the
-    command then prints its own result)."""
+    Use as a context manager. `transient=True` removes a task's bar when it finishes and
+    clears the display at the end (the command then prints its own result); with
+    `transient=False` finished bars stay, as a record of the stages (download)."""
 
     def __init__(self, console: Console | None = None, *, transient: bool = True) -> None:
         self.console = console or err
+        self.transient = transient
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -117,8 +119,12 @@ class RichReporter:
 
     def finish(self, task: str) -> None:
         ident = self._tasks.pop(task, None)
-        if ident is not None:
+        if ident is None:
+            return
+        if self.transient:
             self.progress.remove_task(ident)
+        else:
+            self.progress.stop_task(ident)
 
     def message(self, text: str) -> None:
         # Core messages are plain text: file names with brackets must not be taken for markup.
