@@ -37,7 +37,6 @@ EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
 _IGNORED_FOLDERS = {"masks", "mask"}
 
 
-
 # --- what is evaluated ----------------------------------------------------------------------
 
 

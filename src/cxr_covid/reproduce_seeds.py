@@ -65,9 +65,7 @@ def for_seeds(timing: TimeEstimate, todo: Sequence[tuple[int, study.StudyModel]]
     )
 
 
-def warn_if_long(
-    timing: TimeEstimate, settings: dict[str, Any], reporter: Reporter
-) -> None:
+def warn_if_long(timing: TimeEstimate, settings: dict[str, Any], reporter: Reporter) -> None:
     from cxr_covid.reproduce import format_duration
 
     if timing.total_seconds < LONG_RUN_SECONDS:

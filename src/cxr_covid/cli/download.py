@@ -19,7 +19,6 @@ HELP = (
 )
 
 
-
 def download(
     release: Annotated[
         int | None,
