@@ -57,7 +57,7 @@ def augment(
 
     target = resolve_dataset(dataset)
     wanted = [c.strip() for c in classes.split(",") if c.strip()]
-    with RichReporter() as reporter:
+    with RichReporter(transient=False) as reporter:
         result = augment_dataset(
             target,
             factor=None if balance else factor,
