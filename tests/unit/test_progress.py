@@ -70,3 +70,12 @@ def test_rich_reporter_restarts_a_task_of_the_same_name() -> None:
         reporter.start("epoch", total=7, unit="steps")
         (task,) = reporter.progress.tasks
         assert task.total == 7 and task.completed == 0
+
+
+def test_rich_reporter_defaults_to_stderr_and_leaves_stdout_alone() -> None:
+    reporter = RichReporter()
+    assert reporter.console.stderr
+    live = reporter.progress.live
+    assert live.console is reporter.console
+    # rich would otherwise swap sys.stdout for a proxy while the bars are drawn.
+    assert not live._redirect_stdout
