@@ -54,16 +54,22 @@ class LoggingReporter:
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("cxr_covid")
+        self._totals: dict[str, int | None] = {}
 
     def start(self, task: str, total: int | None = None, unit: str = "items") -> None:
+        self._totals[task] = total
         size = f" ({total} {unit})" if total is not None else ""
         self.logger.info("%s: started%s", task, size)
 
     def advance(self, task: str, completed: int, total: int | None = None) -> None:
+        if total is not None:
+            self._totals[task] = total
+        total = self._totals.get(task)
         of = f"/{total}" if total is not None else ""
         self.logger.debug("%s: %d%s", task, completed, of)
 
     def finish(self, task: str) -> None:
+        self._totals.pop(task, None)
         self.logger.info("%s: finished", task)
 
     def message(self, text: str) -> None:

@@ -13,10 +13,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxr_covid.cli import app
+from cxr_covid.data.catalog import CHECKING
 from cxr_covid.data.dataset import Dataset, resolve_dataset
+from cxr_covid.data.extract import UNPACKING
 from cxr_covid.data.ingest import download_dataset
 from cxr_covid.data.manifest import read_manifest, sha256_file
 from cxr_covid.errors import EXIT_DATA, EXIT_USAGE
+from cxr_covid.progress import NullReporter
 from tests.data.zips import layout_zip
 from tests.helpers import write_class_folders
 
@@ -248,7 +251,18 @@ def test_manifest_is_readable_by_the_shared_reader(tmp_path: Path, cxr_home: Pat
     assert {r.split for r in rows} == {"train", "val", "test"}
 
 
-@pytest.mark.parametrize("stage", ["extract", "check"])
+class _CtrlC(NullReporter):
+    """Ctrl-C once the task `stage` has done three units."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def advance(self, task: str, completed: int, total: int | None = None) -> None:
+        if task == self.stage and completed >= 3:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stage", [UNPACKING, CHECKING])
 def test_interrupt_leaves_previous_dataset_and_no_partial_one(
     tmp_path: Path, cxr_home: Path, stage: str
 ) -> None:
@@ -256,15 +270,11 @@ def test_interrupt_leaves_previous_dataset_and_no_partial_one(
     download_dataset(from_zip=archive, name="keep")
     before = (cxr_home / "datasets" / "keep" / "manifest.csv").read_bytes()
 
-    def ctrl_c(current: str, done: int, total: int | None) -> None:
-        if current == stage and done >= 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         download_dataset(
-            from_zip=_zip(tmp_path, "current"), name="keep", force=True, progress=ctrl_c
+            from_zip=_zip(tmp_path, "current"), name="keep", force=True, reporter=_CtrlC(stage)
         )
     with pytest.raises(KeyboardInterrupt):
-        download_dataset(from_zip=archive, name="new", progress=ctrl_c)
+        download_dataset(from_zip=archive, name="new", reporter=_CtrlC(stage))
     assert sorted(p.name for p in (cxr_home / "datasets").iterdir()) == ["keep"]
     assert (cxr_home / "datasets" / "keep" / "manifest.csv").read_bytes() == before

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from cxr_covid import stats, study
 from cxr_covid.cli import app
+from cxr_covid.progress import NullReporter
 from tests.helpers import blob_image
 from tests.json_docs import assert_documented
 
@@ -173,12 +174,13 @@ def test_reproduce_from_zip_interrupted_mid_training_then_resumed(
         estimate=False,
     )
 
-    def interrupt_after_first_epoch(event: reproduce.Event) -> None:
-        if event.stage == "train" and event.key == "baseline-aug" and event.done == 1:
-            raise KeyboardInterrupt
+    class InterruptAfterFirstEpoch(NullReporter):
+        def message(self, text: str) -> None:
+            if text.startswith("baseline-aug: epoch 1/"):
+                raise KeyboardInterrupt
 
     with pytest.raises(CxrCovidError) as caught:
-        reproduce.run(options, interrupt_after_first_epoch)
+        reproduce.run(options, InterruptAfterFirstEpoch())
     assert caught.value.exit_code == EXIT_INTERRUPTED
     state = json.loads((run_dir / "state.json").read_text())
     assert "train:baseline-noaug" in state["steps"] and "train:baseline-aug" not in state["steps"]

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from cxr_covid import stats, study
 from cxr_covid.cli import app
 from cxr_covid.evaluation import seeds
+from cxr_covid.progress import NullReporter
 from tests.eval.test_reproduce_e2e import kaggle_like_zip
 from tests.helpers import build_dataset
 from tests.json_docs import assert_documented
@@ -264,21 +266,17 @@ def test_reproduce_seeds_resumes_at_the_seed_and_epoch_where_it_stopped(
         deterministic=True,
     )
 
-    def interrupt(event: reproduce.Event) -> None:
-        in_seed_43 = "-s43" in (current[-1] if current else "")
-        if (
-            event.stage == "train"
-            and event.key == "baseline-aug"
-            and event.done == 1
-            and in_seed_43
-        ):
-            raise KeyboardInterrupt
-        if event.stage == "train" and " -> model " in event.message:
-            current.append(event.message)
+    class Interrupt(NullReporter):
+        def message(self, text: str) -> None:
+            in_seed_43 = "-s43" in (current[-1] if current else "")
+            if text.startswith("baseline-aug: epoch 1/") and in_seed_43:
+                raise KeyboardInterrupt
+            if text.startswith("train ") and " -> model " in text:
+                current.append(text)
 
     current: list[str] = []
     with pytest.raises(CxrCovidError) as caught:
-        reproduce.run(options, interrupt)
+        reproduce.run(options, Interrupt())
     assert caught.value.exit_code == EXIT_INTERRUPTED
     state = json.loads((run_dir / "state.json").read_text())
     assert "train:baseline-aug@43" not in state["steps"]
@@ -373,10 +371,10 @@ def test_estimate_covers_every_seed_and_says_many_hours() -> None:
     five = reproduce_seeds.for_seeds(one_seed, todo)
     assert five.total_seconds == pytest.approx(5 * one_seed.total_seconds)
     assert "inception-aug x5" in reproduce.format_estimate(five)
-    told: list[reproduce.Event] = []
+    told = _Messages()
     settings = {"study_protocol": True}
-    reproduce_seeds.warn_if_long(five, settings, told.append)
-    assert len(told) == 1 and "many hours" in told[0].message
+    reproduce_seeds.warn_if_long(five, settings, told)
+    assert len(told.seen) == 1 and "many hours" in told.seen[0]
     short = reproduce_seeds.for_seeds(one_seed, todo[:1])
     assert short is one_seed  # one model to train: the estimate is the one it always was
 
@@ -385,23 +383,31 @@ class _Stop(Exception):
     pass
 
 
+class _Messages(NullReporter):
+    """Keeps the messages; raises _Stop at the first that `stop_at` accepts."""
+
+    def __init__(self, stop_at: Callable[[str], bool] = lambda text: False) -> None:
+        self.seen: list[str] = []
+        self.stop_at = stop_at
+
+    def message(self, text: str) -> None:
+        self.seen.append(text)
+        if self.stop_at(text):
+            raise _Stop
+
+
 def test_paper_preset_with_five_seeds_says_many_hours_before_anything_runs(
     tmp_path: Path,
 ) -> None:
     from cxr_covid.reproduce import run as reproduce
 
     archive = kaggle_like_zip(tmp_path / "archive.zip", per_class=2)
-    seen: list[reproduce.Event] = []
-
-    def stop_at_first_download(event: reproduce.Event) -> None:
-        seen.append(event)
-        if event.stage in ("download", "skip", "estimate"):
-            raise _Stop
-
+    # The plan comes first; the first download, skip or estimate message ends it.
+    reporter = _Messages(lambda text: text.startswith(("download:", "dataset ", "estimate:")))
     options = reproduce.ReproduceOptions(from_zip=archive, out=tmp_path / "run", seeds=5)
     with pytest.raises(_Stop):
-        reproduce.run(options, stop_at_first_download)
-    plan = " ".join(e.message for e in seen if e.stage == "plan")
+        reproduce.run(options, reporter)
+    plan = " ".join(reporter.seen[:-1])
     assert "15 trainings" in plan and "many hours" in plan and "seeds 42-46" in plan
 
 
@@ -420,7 +426,7 @@ def test_train_group_interrupted_continues_at_the_seed_and_epoch(cxr_home: Path)
             raise KeyboardInterrupt
 
     with pytest.raises(training.TrainingInterrupted):
-        seed_training.train_group(config, 3, progress=stop_in_second_seed)
+        seed_training.train_group(config, 3, on_epoch=stop_in_second_seed)
     assert (cxr_home / "models" / "g2-s3").is_dir()
     assert not (cxr_home / "models" / "g2-s4").exists()
 

@@ -17,6 +17,7 @@ from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_PARTIAL, EXIT_USAGE
 from cxr_covid.inference.batches import predict_paths
 from cxr_covid.inference.predict import columns, predict_to_file
 from cxr_covid.models import store
+from cxr_covid.progress import NullReporter
 from tests.predict.conftest import BAD, block_pydicom, save_tiny_model
 
 runner = CliRunner()
@@ -138,11 +139,12 @@ def test_interrupted_run_keeps_finished_rows_and_resume_completes_it(
     out = tmp_path / "r.csv"
     stored = store.StoredModel(tiny_model)
 
-    def stop_after_first_batch(done: int, total: int) -> None:
-        raise KeyboardInterrupt
+    class StopAfterFirstBatch(NullReporter):
+        def advance(self, task: str, completed: int, total: int | None = None) -> None:
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        predict_to_file(paths, stored, str(out), batch_size=4, progress=stop_after_first_batch)
+        predict_to_file(paths, stored, str(out), batch_size=4, reporter=StopAfterFirstBatch())
     kept = _read_csv(out)
     assert [r["path"] for r in kept] == [str(p) for p in paths[:4]]
     # A hard kill can tear the last line: resume must drop it, not keep half a row.

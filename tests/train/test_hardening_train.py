@@ -62,12 +62,12 @@ def test_resume_after_an_interrupt_gives_the_uninterrupted_weights(cxr_home: Pat
     # Uninterrupted: three epochs, stopped right after the third is checkpointed, so the
     # run folder holds the final weights and optimizer state (the store keeps the best).
     with pytest.raises(training.TrainingInterrupted):
-        training.train(_config(name="whole"), progress=_stop_after(3))
+        training.train(_config(name="whole"), on_epoch=_stop_after(3))
     # Interrupted after one epoch, then resumed to three.
     with pytest.raises(training.TrainingInterrupted):
-        training.train(_config(name="cut"), progress=_stop_after(1))
+        training.train(_config(name="cut"), on_epoch=_stop_after(1))
     with pytest.raises(training.TrainingInterrupted):
-        training.resume("cut", progress=_stop_after(3))
+        training.resume("cut", on_epoch=_stop_after(3))
 
     whole, cut = _checkpoint_state(cxr_home, "whole"), _checkpoint_state(cxr_home, "cut")
     assert len(whole) == len(cut)
@@ -104,7 +104,7 @@ def test_a_name_taken_while_training_keeps_the_run_and_resume_can_rename(
             _take_name(cxr_home, "mine")
 
     with pytest.raises(ModelError, match="--resume mine --name NEW"):
-        training.train(_config(epochs=2, name="mine"), progress=take_it)
+        training.train(_config(epochs=2, name="mine"), on_epoch=take_it)
     assert json.loads((cxr_home / "runs" / "mine" / "state.json").read_text())["epochs_done"] == 2
     assert store.resolve("mine").record().classes == list(classes.STUDY_CLASSES)
 
@@ -128,7 +128,7 @@ def test_a_name_taken_while_training_keeps_the_run_and_resume_can_rename(
 def test_resume_refuses_a_name_that_is_taken(cxr_home: Path) -> None:
     build_dataset(cxr_home, "blobs", per_class=6, size=16)
     with pytest.raises(training.TrainingInterrupted):
-        training.train(_config(epochs=2, name="run"), progress=_stop_after(1))
+        training.train(_config(epochs=2, name="run"), on_epoch=_stop_after(1))
     _take_name(cxr_home, "other")
     with pytest.raises(ModelError, match="already exists"):
         training.resume("run", name="other")

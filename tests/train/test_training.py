@@ -38,7 +38,7 @@ def _config(**overrides: object) -> TrainConfig:
 def test_blobs_learn_and_the_store_keeps_everything(cxr_home: Path) -> None:
     dataset = build_dataset(cxr_home, "blobs", per_class=25, size=32)
     reports: list[EpochReport] = []
-    result = training.train(_config(epochs=5, name="blob-model"), progress=reports.append)
+    result = training.train(_config(epochs=5, name="blob-model"), on_epoch=reports.append)
 
     # It learns: the blob's place decides the class.
     assert result.best_val_accuracy >= 0.9

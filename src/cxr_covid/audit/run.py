@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,18 @@ from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.data.lungs import DEFAULT_FILL, FILLS, LungFieldSource, hide, lung_field_source
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.models import store
+from cxr_covid.progress import NULL, Reporter
 
 DEFAULT_CONTROL_EPOCHS = 3
 DEFAULT_PANELS = 4
 VIEWS: tuple[str, ...] = ("full", "lungs hidden", "lungs only")
 AUDIT_FORMAT = 1
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# Progress tasks (cxr_covid.progress).
+VIEWS_TASK = "test split, four ways"
+ATTENTION_TASK = "Grad-CAM per test image"
+CONTROL_TASK = "lung-blind control, epochs"
+EXTERNAL_TASK = "external sets"
 
 
 @dataclass
@@ -320,7 +325,7 @@ def control_key(record: store.ModelRecord, epochs: int) -> str:
 def ensure_control(
     record: store.ModelRecord,
     epochs: int,
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
 ) -> tuple[store.StoredModel, bool]:
     """The cached lung-blind control of this (model, dataset), trained if missing.
 
@@ -350,20 +355,22 @@ def ensure_control(
         if not config.dataset:
             raise DataError(f"model {record.id} does not record its dataset: no control possible")
 
-        def report(epoch: Any) -> None:
-            if progress is not None:
-                progress("control", int(epoch.epoch), int(epoch.epochs))
+        def report(epoch: training.EpochReport) -> None:
+            reporter.advance(CONTROL_TASK, epoch.epoch, epoch.epochs)
 
+        reporter.start(CONTROL_TASK, total=epochs, unit="epochs")
         try:
             if training.run_dir(name).exists():
-                training.resume(name, report)
+                training.resume(name, reporter, on_epoch=report)
             else:
-                training.train(config, report)
+                training.train(config, reporter, on_epoch=report)
         except training.TrainingInterrupted as exc:
             raise AuditInterrupted(
                 f"audit interrupted while training the lung-blind control (after "
                 f"{exc.epochs_done} epoch(s)); rerun the same audit to continue it"
             ) from None
+        finally:
+            reporter.finish(CONTROL_TASK)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(store.model_dir(name), target)
     return store.StoredModel(target), False
@@ -437,7 +444,7 @@ def _attention(
     labels: Sequence[str],
     pixels: np.ndarray,
     fields: np.ndarray,
-    progress: Progress | None,
+    reporter: Reporter,
 ) -> tuple[AttentionResult, list[Any]]:
     from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer, upsample
 
@@ -446,6 +453,7 @@ def _attention(
     size = record.prep.image_size
     shares: list[tuple[str, str, float]] = []
     cams: list[Any] = []
+    reporter.start(ATTENTION_TASK, total=len(images), unit="images")
     for i, path in enumerate(images):
         cam = explainer(pixels[i])
         heat = upsample(cam.cam, size, size)
@@ -453,8 +461,8 @@ def _attention(
         share = float(heat[fields[i]].sum() / total) if total > 0 else math.nan
         shares.append((str(path), labels[i], share))
         cams.append(cam)
-        if progress is not None:
-            progress("attention", i + 1, len(images))
+        reporter.advance(ATTENTION_TASK, i + 1)
+    reporter.finish(ATTENTION_TASK)
     area = float(fields.mean()) if len(fields) else math.nan
     kept = [(p, c, s) for p, c, s in shares if math.isfinite(s)]
     return AttentionResult(layer, area, kept, no_evidence=len(shares) - len(kept)), cams
@@ -583,7 +591,7 @@ def default_folder(model_id: str) -> Path:
     return candidate
 
 
-def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditResult:
+def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
     """Run every check for one stored model and write the run folder; see the module doc."""
     from cxr_covid.evaluation.core import check_split, dataset_test_set
 
@@ -605,8 +613,7 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
     chance = 1.0 / k
     majority = float(np.bincount(y_true, minlength=k).max() / len(y_true))
 
-    if progress:
-        progress("views", 0, len(test.paths))
+    reporter.start(VIEWS_TASK, total=len(VIEWS), unit="views")
     pixels, fields = _decode_test(test.paths, record.prep, source)
     model = stored.load()
     views: list[ViewResult] = []
@@ -618,19 +625,19 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
             shown = np.stack([hide(pixels[i], region[i], options.fill) for i in range(len(pixels))])
         y_pred = np.argmax(_predict(model, shown, options.batch_size), axis=1)
         views.append(_view_result(view, y_true, y_pred, model_classes))
-        if progress:
-            progress("views", len(views), len(VIEWS))
+        reporter.advance(VIEWS_TASK, len(views))
+    reporter.finish(VIEWS_TASK)
 
     attention = None
     cams: list[Any] = []
     if options.attention:
         attention, cams = _attention(
-            model, record, test.paths, test.labels, pixels, fields, progress
+            model, record, test.paths, test.labels, pixels, fields, reporter
         )
 
     control = None
     if options.control:
-        control_model, reused = ensure_control(record, options.control_epochs, progress)
+        control_model, reused = ensure_control(record, options.control_epochs, reporter)
         c_record = control_model.record()
         c_pixels = np.stack(
             [load_for_model(p, c_record.prep) for p in test.paths]
@@ -646,9 +653,9 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
 
     external: list[ExternalResult] = []
     if options.external:
+        reporter.start(EXTERNAL_TASK, total=len(options.external), unit="sets")
         for folder in options.external:
-            if progress:
-                progress("external", len(external), len(options.external))
+            reporter.advance(EXTERNAL_TASK, len(external))
             external.append(
                 _external(
                     folder.expanduser(),
@@ -659,6 +666,7 @@ def run_audit(options: AuditOptions, progress: Progress | None = None) -> AuditR
                     options.batch_size,
                 )
             )
+        reporter.finish(EXTERNAL_TASK)
     text, basis, level = verdict(views[0], views[1], views[2], control, attention, external, chance)
     result = AuditResult(
         model_id=record.id,

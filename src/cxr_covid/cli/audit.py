@@ -117,28 +117,13 @@ def audit(
 
 
 def _run(options: object) -> AuditResult:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cxr_covid.audit.run import AuditOptions, run_audit
+    from cxr_covid.cli.progress_view import RichReporter
 
     assert isinstance(options, AuditOptions)
-    names = {
-        "views": "test split, four ways",
-        "attention": "Grad-CAM per test image",
-        "control": "lung-blind control, epochs",
-        "external": "external sets",
-    }
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
-    ) as bar:
-        tasks: dict[str, object] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(names.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
-
-        return run_audit(options, progress)
+    with RichReporter(transient=False) as reporter:
+        return run_audit(options, reporter)
 
 
 def render(result: AuditResult, *, to_stderr: bool = False) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.console import MAX_SEED, err, out, print_json
+from cxr_covid.cli.console import MAX_SEED, out, print_json
 from cxr_covid.text import split_list
 from cxr_covid.training.limits import MAX_AUGMENT_FACTOR
 
@@ -52,22 +52,13 @@ def augment(
         bool, typer.Option("--json", help="Print the counts as JSON on stdout.")
     ] = False,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
+    from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.data.augment import augment_dataset
     from cxr_covid.data.dataset import resolve_dataset
 
     target = resolve_dataset(dataset)
     wanted = split_list(classes)
-    with Progress(
-        "Augmenting",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-    ) as bar:
-        task = bar.add_task("augment", total=None)
+    with RichReporter(transient=False) as reporter:
         result = augment_dataset(
             target,
             factor=None if balance else factor,
@@ -75,7 +66,7 @@ def augment(
             classes=wanted,
             seed=seed,
             force=force,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            reporter=reporter,
         )
     if as_json:
         print_json(to_json(result), schema="augment")

@@ -19,13 +19,6 @@ HELP = (
     "catalogue, verify and split it."
 )
 
-_STAGES = {
-    "download": "Downloading",
-    "extract": "Unpacking",
-    "copy": "Copying",
-    "check": "Checking images",
-}
-
 
 def download(
     release: Annotated[
@@ -126,6 +119,7 @@ def download(
     ] = None,
 ) -> None:
     from cxr_covid.classes import parse_class_map
+    from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.data.ingest import download_dataset
     from cxr_covid.data.splits import parse_fractions
 
@@ -139,7 +133,7 @@ def download(
     mapping = parse_class_map(class_map)
     wanted = split_list(classes)
     try:
-        with _Progress() as progress:
+        with RichReporter(transient=False) as reporter:
             result = download_dataset(
                 release=release,
                 url=url,
@@ -152,7 +146,7 @@ def download(
                 dedupe=dedupe,
                 force=force,
                 class_map=mapping or None,
-                progress=progress.update,
+                reporter=reporter,
                 sha256=sha256,
                 near_distance=near_distance,
                 sources=sources,
@@ -246,58 +240,3 @@ def render(result: DownloadResult) -> None:
     from cxr_covid.cli.provenance_view import render_provenance, summarize
 
     render_provenance(summarize(result.dataset.rows()), result.provenance)
-
-
-class _Progress:
-    """A rich progress bar per stage on stderr: bytes, rate and ETA for the download."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self._bytes = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-            transient=False,
-        )
-        self._items = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-            transient=False,
-        )
-        self._tasks: dict[str, Any] = {}
-        self._active: Any = None
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._active is not None:
-            self._active.stop()
-
-    def update(self, stage: str, done: int, total: int | None) -> None:
-        bar = self._bytes if stage == "download" else self._items
-        if bar is not self._active:
-            if self._active is not None:
-                self._active.stop()
-            bar.start()
-            self._active = bar
-        if stage not in self._tasks:
-            self._tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
-        bar.update(self._tasks[stage], completed=done, total=total)

@@ -16,7 +16,8 @@ from cxr_covid.training.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cxr_covid.evaluation.core import EvaluationReport, Progress
+    from cxr_covid.evaluation.core import EvaluationReport
+    from cxr_covid.progress import Reporter
 
 HELP = "Evaluate stored models: the study's per-class accuracy table with 95% intervals, and more."
 
@@ -188,7 +189,7 @@ def evaluate(
     )
 
     report = _run_with_progress(
-        lambda progress: run_evaluation(
+        lambda reporter: run_evaluation(
             models or None,
             split=split or "test",
             data_dir=data,
@@ -198,7 +199,7 @@ def evaluate(
             seed=seed,
             batch_size=batch_size,
             save=save,
-            progress=progress,
+            reporter=reporter,
             operating_point=operating_point,
             save_operating_point=save_operating_point,
         ),
@@ -288,31 +289,16 @@ def _check_outputs_writable(
 
 
 def _run_with_progress(
-    work: Callable[[Progress | None], EvaluationReport], quiet: bool
+    work: Callable[[Reporter], EvaluationReport], quiet: bool
 ) -> EvaluationReport:
-    """Run `work(progress)` with a rich progress bar on stderr (one bar per model)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as ProgressBar
+    """Run `work(reporter)` with the progress bars on stderr (one per model), or silently."""
+    from cxr_covid.cli.progress_view import RichReporter
+    from cxr_covid.progress import NULL
 
     if quiet:
-        return work(None)
-    with ProgressBar(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-        transient=True,
-    ) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(model_id: str, done: int, total: int) -> None:
-            if model_id not in tasks:
-                tasks[model_id] = bar.add_task(escape(model_id), total=total)
-            bar.update(tasks[model_id], completed=done)
-
-        return work(progress)
+        return work(NULL)
+    with RichReporter() as reporter:
+        return work(reporter)
 
 
 def render(report: EvaluationReport, title: str | None = None) -> None:

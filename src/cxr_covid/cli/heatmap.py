@@ -74,11 +74,11 @@ def heatmap(
 ) -> None:
     """Explain predictions with Grad-CAM: an overlay and a captioned panel per image."""
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cxr_covid.about import DISCLAIMER
     from cxr_covid.api import load_model
     from cxr_covid.classes import display_name
+    from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.errors import PartialFailure
     from cxr_covid.inference.files import expand_inputs
     from cxr_covid.inference.gradcam import heatmap_files
@@ -88,16 +88,8 @@ def heatmap(
     # model folder or a pack file. `loaded` keeps an opened pack's folder alive meanwhile.
     loaded = load_model(model)
     stored = loaded.stored
-    progress = Progress(
-        TextColumn("[bold]heatmap[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-    )
-    task = progress.add_task("heatmap", total=len(files))
     try:
-        with progress:
+        with RichReporter(transient=False) as reporter:
             summary = heatmap_files(
                 files,
                 stored,
@@ -106,7 +98,7 @@ def heatmap(
                 layer=layer,
                 colormap=colormap,
                 alpha=alpha,
-                progress=lambda done, total: progress.update(task, completed=done),
+                reporter=reporter,
             )
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted[/]: the pictures written so far are complete.")

@@ -173,28 +173,20 @@ def import_(
 ) -> None:
     """Import a model pack (file or URL): verify, unpack safely, load in safe mode, store."""
     from rich.markup import escape
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.sharing.packs import import_model
     from cxr_covid.tf_runtime import import_tensorflow_quietly
 
-    progress = Progress(
-        TextColumn("[bold]download[/]"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err,
-        transient=True,
-    )
-    task = progress.add_task("download", total=None)
     import_tensorflow_quietly()
-    with progress:
+    with RichReporter() as reporter:
+        reporter.start("download", unit="bytes")  # a URL's transfer (a file: nothing to do)
         result = import_model(
             source,
             sha256=sha256,
             name=name,
             force=force,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=lambda done, total: reporter.advance("download", done, total),
         )
     if as_json:
         print_json(

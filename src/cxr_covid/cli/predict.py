@@ -76,19 +76,9 @@ def predict(
 ) -> None:
     """Predict COVID-19 / healthy / viral pneumonia for each image, one row per image."""
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        Task,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
 
     from cxr_covid.api import load_model
+    from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.errors import PartialFailure
     from cxr_covid.inference.files import expand_inputs
     from cxr_covid.inference.predict import STDOUT, predict_to_file
@@ -99,59 +89,23 @@ def predict(
     loaded = load_model(model)
     stored = loaded.stored
 
-    class RateColumn(ProgressColumn):
-        """Images per second since the start (rich's own speed needs `advance` samples)."""
-
-        def render(self, task: Task) -> Text:
-            elapsed = task.finished_time if task.finished else task.elapsed
-            if not elapsed or not task.completed:
-                return Text("- img/s", style="cyan")
-            return Text(f"{task.completed / elapsed:.1f} img/s", style="cyan")
-
-    progress = Progress(
-        TextColumn("[bold]predict[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err,
-        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-        transient=False,
-    )
-    task = progress.add_task("predict", total=None, start=False)
-
-    def on_start(summary: PredictSummary) -> None:
-        if summary.skipped:
-            err.print(f"resume: {summary.skipped} input(s) already in {escape(out_file)}, skipped")
-        progress.update(task, total=summary.inputs - summary.skipped)
-        progress.start_task(task)  # the clock starts now, after the model is loaded
-        progress.start()
-
-    def on_progress(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
     try:
-        summary = predict_to_file(
-            files,
-            stored,
-            out_file,
-            fmt=fmt,
-            resume=resume,
-            overwrite=overwrite,
-            batch_size=batch_size,
-            progress=on_progress,
-            on_start=on_start,
-            threshold=threshold,
-        )
+        with RichReporter(transient=False) as reporter:
+            summary = predict_to_file(
+                files,
+                stored,
+                out_file,
+                fmt=fmt,
+                resume=resume,
+                overwrite=overwrite,
+                batch_size=batch_size,
+                reporter=reporter,
+                threshold=threshold,
+            )
     except KeyboardInterrupt:
-        progress.stop()
         where = "" if out_file == STDOUT else f"; every finished row is in {escape(out_file)}"
         err.print(f"[yellow]Interrupted[/]{where} (add --resume to continue).")
         raise typer.Exit(130) from None
-    finally:
-        progress.stop()
 
     _print_summary(summary, to_stderr=out_file == STDOUT)
     if summary.failed:

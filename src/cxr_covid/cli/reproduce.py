@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.choices import Preset
-from cxr_covid.cli.console import MAX_SEED, err, out, print_json
+from cxr_covid.cli.console import MAX_SEED, out, print_json
 from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
     MAX_BOOTSTRAP,
@@ -20,7 +20,7 @@ from cxr_covid.training.limits import (
 )
 
 if TYPE_CHECKING:
-    from cxr_covid.reproduce.run import Event, ReproduceResult
+    from cxr_covid.reproduce.run import ReproduceResult
 
 HELP = "Run the whole study end to end and compare our table with the published one."
 
@@ -188,48 +188,14 @@ def reproduce(
         class_map=parse_class_map(class_map),
         control_epochs=control_epochs,
     )
-    result = _run_with_progress(lambda notify: run(options, notify))
+    from cxr_covid.cli.progress_view import RichReporter
+
+    with RichReporter() as reporter:
+        result = run(options, reporter)
     if as_json:
         print_json(result.to_dict(), schema="reproduce")
         return
     render(result)
-
-
-def _run_with_progress(work: Any) -> ReproduceResult:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-        transient=True,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def notify(event: Event) -> None:
-            if event.message:
-                style = {"skip": "dim", "warning": "yellow", "estimate": "bold cyan"}.get(
-                    event.stage, ""
-                )
-                text = escape(event.message)
-                bar.console.print(f"[{style}]{text}[/]" if style else text, soft_wrap=True)
-            if event.done is not None:
-                label = f"{event.stage} {event.key}".strip()
-                if label not in tasks:
-                    tasks[label] = bar.add_task(label, total=event.total)
-                bar.update(tasks[label], completed=event.done, total=event.total)
-
-        result: ReproduceResult = work(notify)
-        return result
 
 
 def _verdict_cell(published: float, verdict: str) -> str:

@@ -113,7 +113,7 @@ def write_group_markdown(
         atomic.write_text(path, text)
 
 
-def train_seeds(config: Any, seeds: int, display: Any, as_json: bool) -> None:
+def train_seeds(config: Any, seeds: int, view: Any, as_json: bool) -> None:
     """`train --seeds N`: one model per seed, then the spread of their validation accuracy."""
     from dataclasses import replace
 
@@ -130,19 +130,18 @@ def train_seeds(config: Any, seeds: int, display: Any, as_json: bool) -> None:
     words = {"reuse": "already trained, kept", "resume": "continuing", "train": "training"}
 
     def on_model(seed: int, model_id: str, action: str) -> None:
-        display.progress.console.print(
+        view.reporter.console.print(
             f"seed {seed}: {escape(model_id)} {words[action]}", soft_wrap=True
         )
 
     try:
-        with display:
+        with view.reporter as reporter:
             result = seed_training.train_group(
                 config,
                 seeds,
-                progress=display.epoch,
-                on_start=display.start,
-                on_step=display.step,
-                on_cache=display.cache,
+                reporter=reporter,
+                on_start=view.start,
+                on_epoch=view.epoch,
                 on_model=on_model,
             )
     except (training.TrainingInterrupted, KeyboardInterrupt):

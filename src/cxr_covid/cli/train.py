@@ -25,7 +25,7 @@ from cxr_covid.training.limits import (
 
 if TYPE_CHECKING:
     from cxr_covid.models.flops import ArchSummary
-    from cxr_covid.training.run import TrainResult
+    from cxr_covid.training.run import EpochReport, RunInfo, TrainResult
 
 HELP = "Train the study's baseline or inception network from scratch into the model store."
 
@@ -240,7 +240,7 @@ def train(
             )
         from cxr_covid.cli.seeds_view import train_seeds
 
-        train_seeds(config, seeds, _Display(), as_json)
+        train_seeds(config, seeds, _TrainView(), as_json)
         return
 
     if resume_run:
@@ -258,25 +258,16 @@ def train(
     else:
         config.validate()
 
-    display = _Display()
+    view = _TrainView()
     try:
-        with display:
+        with view.reporter as reporter:
             if resume_run:
                 result_obj = training.resume(
-                    resume_run,
-                    display.epoch,
-                    name=name,
-                    on_start=display.start,
-                    on_step=display.step,
-                    on_cache=display.cache,
+                    resume_run, reporter, name=name, on_start=view.start, on_epoch=view.epoch
                 )
             else:
                 result_obj = training.train(
-                    config,
-                    display.epoch,
-                    on_start=display.start,
-                    on_step=display.step,
-                    on_cache=display.cache,
+                    config, reporter, on_start=view.start, on_epoch=view.epoch
                 )
     except training.TrainingInterrupted as exc:
         err.print(f"[yellow]Interrupted.[/] {exc}", soft_wrap=True)
@@ -297,54 +288,18 @@ def _explicit(ctx: typer.Context, option: str) -> bool:
     return source is not None and getattr(source, "name", "") != "DEFAULT"
 
 
-class _Display:
-    """The rich live display: cache building, steps within the epoch, one line per epoch."""
+class _TrainView:
+    """Training on stderr: the one progress renderer (cache building, the steps of each
+    epoch) plus the run's header and one line per finished epoch above the bars."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from cxr_covid.cli.progress_view import RichReporter
 
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            redirect_stdout=False,  # stdout may carry data: never route it elsewhere
-            transient=True,
-        )
-        self._cache_tasks: dict[str, Any] = {}
-        self._step_task: Any = None
-        self._epoch = 0
-        self._epochs = 0
+        self.reporter = RichReporter()
         self._val_images = 0
 
-    def __enter__(self) -> _Display:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def cache(self, split: str, done: int, total: int) -> None:
-        task = self._cache_tasks.get(split)
-        if task is None:
-            task = self.progress.add_task(f"Caching {split} images", total=total)
-            self._cache_tasks[split] = task
-        self.progress.update(task, completed=done)
-        if done >= total:
-            self.progress.remove_task(task)
-            del self._cache_tasks[split]  # the next model (--seeds) caches afresh
-
-    def start(self, info: Any) -> None:
-        console = self.progress.console
+    def start(self, info: RunInfo) -> None:
+        console = self.reporter.console
         resumed = f", resuming at epoch {info.first_epoch}" if info.first_epoch > 1 else ""
         console.print(
             f"Training [bold]{info.architecture}[/] as [bold]{info.run_id}[/] on "
@@ -359,21 +314,12 @@ class _Display:
         )
         for note in info.notes:
             console.print(f"[yellow]Note:[/] {note}", soft_wrap=True)
-        if self._step_task is not None:  # the previous model's, with --seeds
-            self.progress.remove_task(self._step_task)
-        self._epoch, self._epochs = info.first_epoch, info.epochs
         self._val_images = info.val_images
-        self._step_task = self.progress.add_task(
-            f"Epoch {self._epoch}/{self._epochs}", total=info.steps_per_epoch
-        )
 
-    def step(self, step: int, steps: int) -> None:
-        if self._step_task is not None:
-            self.progress.update(self._step_task, completed=step, total=steps)
-
-    def epoch(self, report: Any) -> None:
+    def epoch(self, report: EpochReport) -> None:
+        console = self.reporter.console
         mark = "[green]*[/]" if report.improved else " "
-        self.progress.console.print(
+        console.print(
             f"epoch {report.epoch:>2}/{report.epochs}  loss {report.loss:.4f} "
             f"acc {100 * report.accuracy:5.1f}%  val loss {report.val_loss:.4f} "
             f"acc {accuracy_cell(report.val_accuracy, self._val_images)}{mark} "
@@ -381,13 +327,9 @@ class _Display:
             highlight=False,
         )
         if report.stopping_early:
-            self.progress.console.print(
+            console.print(
                 f"[yellow]Early stopping:[/] no better validation accuracy since epoch "
                 f"{report.best_epoch}."
-            )
-        if self._step_task is not None and report.epoch < report.epochs:
-            self.progress.reset(
-                self._step_task, description=f"Epoch {report.epoch + 1}/{report.epochs}"
             )
 
 

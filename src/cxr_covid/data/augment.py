@@ -18,11 +18,12 @@ the manifest is then replaced atomically, and only then are superseded images de
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -38,11 +39,13 @@ from cxr_covid.data.dataset import Dataset
 from cxr_covid.data.images import read_image
 from cxr_covid.data.manifest import AUGMENTED, ORIGINAL, ManifestRow, manifest_hash
 from cxr_covid.errors import DataError, UsageError
+from cxr_covid.progress import NULL, Reporter
 
 FLIP_PROBABILITY = 0.7
 ROTATE_PROBABILITY = 0.7
 MAX_ANGLE = 15.0
 STUDY_FACTOR = 5
+AUGMENTING = "Augmenting"  # the progress task (cxr_covid.progress)
 
 
 @dataclass
@@ -103,6 +106,9 @@ def _rng(seed: int, source_sha256: str, copy: int) -> np.random.Generator:
     return np.random.default_rng([seed, int(source_sha256[:16], 16), copy])
 
 
+_Plans = dict[str, tuple[int, list[ManifestRow]]]  # class -> (target count, source rows)
+
+
 def augment_dataset(
     dataset: Dataset,
     *,
@@ -111,7 +117,7 @@ def augment_dataset(
     classes: Sequence[str] = (cls.COVID,),
     seed: int = 42,
     force: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    reporter: Reporter = NULL,
     workers: int = 2,
 ) -> AugmentResult:
     """Augment the training images of `classes` (see module doc)."""
@@ -119,134 +125,19 @@ def augment_dataset(
         raise UsageError("--factor must be a whole number of at least 1 (the study: 5)")
     rows = dataset.rows()
     info = dataset.info()
-    train = [r for r in rows if r.origin == ORIGINAL and r.split == "train"]
-    present = cls.label_order(sorted({r.label for r in rows if r.origin == ORIGINAL}))
-    if not train:
-        raise DataError(f"dataset {dataset.name!r} has no training images")
-    wanted = parse_classes(classes)
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise DataError(
-            f"dataset {dataset.name!r} has no class {', '.join(missing)} "
-            f"(it has {', '.join(present)})"
-        )
-    before = {c: sum(1 for r in train if r.label == c) for c in present}
-    majority = max(before.values())
+    train, wanted, before = _training_counts(dataset, rows, classes)
     records: dict[str, Any] = dict(info.get("augmentation", {}))
     old_aug = [r for r in rows if r.origin == AUGMENTED]
-
-    plans: dict[str, tuple[int, list[ManifestRow]]] = {}
-    skipped: list[str] = []
-    targets: dict[str, int] = {}
-    for c in wanted:
-        n = before[c]
-        if n == 0:
-            raise DataError(f"dataset {dataset.name!r} has no training images of class {c!r}")
-        target = max(n, majority) if balance else n * int(factor or 1)
-        targets[c] = target
-        setting = {"target": target, "seed": seed}
-        record: dict[str, Any] = records.get(c) or {}
-        existing = [r for r in old_aug if r.label == c]
-        same = bool(record) and all(record.get(k) == v for k, v in setting.items())
-        complete = len(existing) == target - n and all(dataset.file(r).is_file() for r in existing)
-        if same and complete and not force:
-            skipped.append(c)
-            continue
-        if existing and not same and not force:
-            raise UsageError(
-                f"class {c!r} was already augmented to {record.get('target', '?')} "
-                f"images with seed {record.get('seed', '?')}; add --force to redo "
-                f"it for {target} images with seed {seed}"
-            )
-        sources = sorted((r for r in train if r.label == c), key=lambda r: natural_key(r.path))
-        plans[c] = (target, sources)
-
-    total = sum(target - len(sources) for target, sources in plans.values())
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    new_rows: list[ManifestRow] = []
-    built: list[tuple[Path, Path]] = []  # (temporary folder, final folder)
-    try:
-        for c, (target, sources) in plans.items():
-            final = dataset.augmented_dir / f"{c}-s{seed}-n{target}"
-            tmp = atomic.temp_dir_beside(final)
-            built.append((tmp, final))
-            want = target - len(sources)
-            jobs = [
-                (i, src, want // len(sources) + (1 if i < want % len(sources) else 0))
-                for i, src in enumerate(sources)
-            ]
-
-            def make(
-                job: tuple[int, ManifestRow, int],
-                tmp: Path = tmp,
-                final: Path = final,
-                label: str = c,
-            ) -> list[ManifestRow]:
-                index, src, copies = job
-                if copies == 0:
-                    return []
-                pixels = read_image(dataset.file(src))
-                made = []
-                for copy in range(1, copies + 1):
-                    data = _png_bytes(transform(pixels, _rng(seed, src.sha256, copy)))
-                    # The position keeps names unique even for two identical source files.
-                    file_name = f"{index + 1:05d}-{PurePosixPath(src.path).stem}-aug{copy}.png"
-                    (tmp / file_name).write_bytes(data)
-                    made.append(
-                        ManifestRow(
-                            path=(final / file_name).relative_to(dataset.root).as_posix(),
-                            label=label,
-                            sha256=hashlib.sha256(data).hexdigest(),
-                            width=int(pixels.shape[1]),
-                            height=int(pixels.shape[0]),
-                            split="train",
-                            origin=AUGMENTED,
-                            source=src.path,
-                            patient=src.patient,
-                            collection=src.collection,
-                            age_group=src.age_group,
-                        )
-                    )
-                return made
-
-            pool = ThreadPoolExecutor(max_workers=max(1, workers))
-            try:
-                for made in pool.map(make, jobs):
-                    new_rows.extend(made)
-                    done += len(made)
-                    if progress is not None and made:
-                        progress(done, total)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: skip queued work
-        # Commit: folders into place, then the manifest (the point of no return), then
-        # superseded images and the record.
-        for tmp, final in built:
-            atomic.commit_dir(tmp, final, replace=True)
-    except BaseException:
-        for tmp, _final in built:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-    redone = set(plans)
-    kept = [r for r in rows if not (r.origin == AUGMENTED and r.label in redone)]
-    final_rows = kept + new_rows
+    targets = {
+        c: max(before[c], max(before.values())) if balance else before[c] * int(factor or 1)
+        for c in wanted
+    }
+    plans, skipped = _plan(dataset, train, old_aug, records, targets, seed, force)
+    new_rows, built = _make_copies(dataset, plans, seed, workers, reporter)
+    final_rows = [r for r in rows if not (r.origin == AUGMENTED and r.label in plans)] + new_rows
     if plans:
         dataset.write_rows(final_rows)
-        new_folders = {final for _tmp, final in built}
-        for row in old_aug:
-            if row.label in redone:
-                folder = dataset.file(row).parent
-                if folder not in new_folders and folder.parent == dataset.augmented_dir:
-                    shutil.rmtree(folder, ignore_errors=True)
-        # A superseded folder with no images (its target was the original count) has no
-        # manifest row to find it by; find it by name.
-        if dataset.augmented_dir.is_dir():
-            for folder in dataset.augmented_dir.iterdir():
-                match = _FOLDER_NAME.fullmatch(folder.name)
-                if match and match["label"] in redone and folder not in new_folders:
-                    shutil.rmtree(folder, ignore_errors=True)
+        _drop_superseded(dataset, old_aug, set(plans), {final for _tmp, final in built})
         for c in plans:
             records[c] = {
                 "target": targets[c],
@@ -272,3 +163,159 @@ def augment_dataset(
         skipped=skipped,
         targets=targets,
     )
+
+
+def _training_counts(
+    dataset: Dataset, rows: list[ManifestRow], classes: Sequence[str]
+) -> tuple[list[ManifestRow], tuple[str, ...], dict[str, int]]:
+    """(original training rows, the classes asked for, training images per class present);
+    DataError when there is nothing to augment."""
+    train = [r for r in rows if r.origin == ORIGINAL and r.split == "train"]
+    present = cls.label_order(sorted({r.label for r in rows if r.origin == ORIGINAL}))
+    if not train:
+        raise DataError(f"dataset {dataset.name!r} has no training images")
+    wanted = parse_classes(classes)
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise DataError(
+            f"dataset {dataset.name!r} has no class {', '.join(missing)} "
+            f"(it has {', '.join(present)})"
+        )
+    before = {c: sum(1 for r in train if r.label == c) for c in present}
+    for c in wanted:
+        if before[c] == 0:
+            raise DataError(f"dataset {dataset.name!r} has no training images of class {c!r}")
+    return train, tuple(wanted), before
+
+
+def _plan(
+    dataset: Dataset,
+    train: list[ManifestRow],
+    old_aug: list[ManifestRow],
+    records: dict[str, Any],
+    targets: dict[str, int],
+    seed: int,
+    force: bool,
+) -> tuple[_Plans, list[str]]:
+    """The classes to (re)make, and those already augmented exactly so (skipped); a class
+    augmented otherwise is refused without --force."""
+    plans: _Plans = {}
+    skipped: list[str] = []
+    for c, target in targets.items():
+        n = sum(1 for r in train if r.label == c)
+        setting = {"target": target, "seed": seed}
+        record: dict[str, Any] = records.get(c) or {}
+        existing = [r for r in old_aug if r.label == c]
+        same = bool(record) and all(record.get(k) == v for k, v in setting.items())
+        complete = len(existing) == target - n and all(dataset.file(r).is_file() for r in existing)
+        if same and complete and not force:
+            skipped.append(c)
+            continue
+        if existing and not same and not force:
+            raise UsageError(
+                f"class {c!r} was already augmented to {record.get('target', '?')} "
+                f"images with seed {record.get('seed', '?')}; add --force to redo "
+                f"it for {target} images with seed {seed}"
+            )
+        sources = sorted((r for r in train if r.label == c), key=lambda r: natural_key(r.path))
+        plans[c] = (target, sources)
+    return plans, skipped
+
+
+def _make_copies(
+    dataset: Dataset, plans: _Plans, seed: int, workers: int, reporter: Reporter
+) -> tuple[list[ManifestRow], list[tuple[Path, Path]]]:
+    """Write every planned copy into temporary folders, then move them into place; the new
+    rows and (temporary, final) folders. A failure or Ctrl-C removes what was written."""
+    total = sum(target - len(sources) for target, sources in plans.values())
+    done = 0
+    reporter.start(AUGMENTING, total=total, unit="images")
+    new_rows: list[ManifestRow] = []
+    built: list[tuple[Path, Path]] = []  # (temporary folder, final folder)
+    try:
+        for c, (target, sources) in plans.items():
+            final = dataset.augmented_dir / f"{c}-s{seed}-n{target}"
+            tmp = atomic.temp_dir_beside(final)
+            built.append((tmp, final))
+            want = target - len(sources)
+            jobs = [
+                (i, src, want // len(sources) + (1 if i < want % len(sources) else 0))
+                for i, src in enumerate(sources)
+            ]
+            pool = ThreadPoolExecutor(max_workers=max(1, workers))
+            try:
+                make = functools.partial(_copies_of, dataset, tmp, final, c, seed)
+                for made in pool.map(make, jobs):
+                    new_rows.extend(made)
+                    done += len(made)
+                    if made:
+                        reporter.advance(AUGMENTING, done)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: skip queued work
+        # Commit: folders into place; the caller then writes the manifest (the point of no
+        # return), removes superseded images and records the settings.
+        for tmp, final in built:
+            atomic.commit_dir(tmp, final, replace=True)
+    except BaseException:
+        for tmp, _final in built:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        reporter.finish(AUGMENTING)
+    return new_rows, built
+
+
+def _copies_of(
+    dataset: Dataset,
+    tmp: Path,
+    final: Path,
+    label: str,
+    seed: int,
+    job: tuple[int, ManifestRow, int],
+) -> list[ManifestRow]:
+    """The augmented copies of one source image, written into `tmp`; their manifest rows
+    (paths as they will be under `final`)."""
+    index, src, copies = job
+    if copies == 0:
+        return []
+    pixels = read_image(dataset.file(src))
+    made = []
+    for copy in range(1, copies + 1):
+        data = _png_bytes(transform(pixels, _rng(seed, src.sha256, copy)))
+        # The position keeps names unique even for two identical source files.
+        file_name = f"{index + 1:05d}-{PurePosixPath(src.path).stem}-aug{copy}.png"
+        (tmp / file_name).write_bytes(data)
+        made.append(
+            ManifestRow(
+                path=(final / file_name).relative_to(dataset.root).as_posix(),
+                label=label,
+                sha256=hashlib.sha256(data).hexdigest(),
+                width=int(pixels.shape[1]),
+                height=int(pixels.shape[0]),
+                split="train",
+                origin=AUGMENTED,
+                source=src.path,
+                patient=src.patient,
+                collection=src.collection,
+                age_group=src.age_group,
+            )
+        )
+    return made
+
+
+def _drop_superseded(
+    dataset: Dataset, old_aug: list[ManifestRow], redone: set[str], new_folders: set[Path]
+) -> None:
+    """Remove the augmented folders of redone classes that the new ones replace."""
+    for row in old_aug:
+        if row.label in redone:
+            folder = dataset.file(row).parent
+            if folder not in new_folders and folder.parent == dataset.augmented_dir:
+                shutil.rmtree(folder, ignore_errors=True)
+    # A superseded folder with no images (its target was the original count) has no
+    # manifest row to find it by; find it by name.
+    if dataset.augmented_dir.is_dir():
+        for folder in dataset.augmented_dir.iterdir():
+            match = _FOLDER_NAME.fullmatch(folder.name)
+            if match and match["label"] in redone and folder not in new_folders:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,8 +29,11 @@ import numpy as np
 
 from cxr_covid import classes as cls
 from cxr_covid.data.dedupe import dhash
-from cxr_covid.data.images import DICOM_SUFFIXES, is_image_name, read_image
+from cxr_covid.data.images import is_image_name, read_image
 from cxr_covid.errors import CxrCovidError, DataError
+from cxr_covid.progress import NULL, Reporter
+
+CHECKING = "Checking images"  # the progress task (cxr_covid.progress)
 
 # Folders that sit between a class folder and its images, or hold something else.
 PASS_THROUGH = {"images", "image", "img", "imgs", "png", "jpg", "files", "data"}
@@ -158,7 +161,7 @@ def build_catalog(
     *,
     classes: Sequence[str] = cls.STUDY_CLASSES,
     class_map: dict[str, str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    reporter: Reporter = NULL,
     workers: int | None = None,
     source_name: str | None = None,
 ) -> Catalog:
@@ -166,82 +169,12 @@ def build_catalog(
 
     `source_name` is what error messages call the images (the user's folder or zip, not
     the dataset's internal `images/` copy); default: root's name."""
-    selected = set(classes)
     where = source_name or root.name
-    relatives = sorted(
-        (
-            Path(folder, name).relative_to(root).as_posix()
-            for folder, _dirs, names in os.walk(root)
-            for name in names
-        ),
-        key=natural_key,
-    )
-    candidates: list[tuple[str, str]] = []
-    skipped: Counter[str] = Counter()
-    unmatched: Counter[str] = Counter()
-    for rel in relatives:
-        if not is_xray(rel):
-            continue
-        label = class_of(rel, class_map)
-        if label is None:
-            unmatched[str(PurePosixPath(rel).parent)] += 1
-        elif label not in selected:
-            skipped[label] += 1
-        else:
-            candidates.append((rel, label))
-    found_labels = {label for _rel, label in candidates}
-    missing = [c for c in classes if c not in found_labels]
-    if candidates and missing:
-        names = ", ".join(sorted(unmatched)[:5]) or "none"
-        raise DataError(
-            f"no images of class {', '.join(missing)} under {where} (folders without a "
-            f"class: {names}); map folders with --class-map 'FOLDER=CLASS,...' or choose "
-            "the classes present with --classes"
-        )
+    relatives = _files_under(root)
+    candidates, skipped, unmatched = _classify(relatives, set(classes), class_map)
+    _check_classes_found(candidates, unmatched, classes, where)
     layout = detect_layout([rel for rel, _ in candidates] + relatives[:2000])
-    if not candidates:
-        found = ", ".join(sorted(unmatched)[:5]) or "no image files at all"
-        raise DataError(
-            f"no images of the selected classes ({', '.join(classes)}) under {where}: "
-            f"folders found: {found}; name class folders like covid/ normal/ "
-            "viral_pneumonia/, or map them with --class-map 'FOLDER=CLASS,...'"
-        )
-
-    def check(entry: tuple[str, str]) -> Item | tuple[str, str]:
-        rel, label = entry
-        path = root / rel
-        try:
-            data = path.read_bytes()
-            pixels = read_image(data if path.suffix.lower() not in DICOM_SUFFIXES else path)
-        except CxrCovidError as exc:
-            return (rel, str(exc).replace("<bytes>: ", ""))
-        except OSError as exc:
-            return (rel, f"cannot read ({exc.strerror or exc})")
-        return Item(
-            path=rel,
-            label=label,
-            sha256=hashlib.sha256(data).hexdigest(),
-            width=int(pixels.shape[1]),
-            height=int(pixels.shape[0]),
-            patient=patient_id(PurePosixPath(rel).name),
-            phash=dhash(np.asarray(pixels)),
-        )
-
-    items: list[Item] = []
-    excluded: list[tuple[str, str]] = []
-    # Pillow releases the GIL while decoding, so threads give a real speed-up here.
-    pool = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 1))
-    try:
-        for index, result in enumerate(pool.map(check, candidates), 1):
-            if isinstance(result, Item):
-                items.append(result)
-            else:
-                excluded.append(result)
-            if progress is not None:
-                progress(index, len(candidates))
-    finally:
-        # On Ctrl-C or an error, drop the queued images instead of decoding all of them.
-        pool.shutdown(wait=True, cancel_futures=True)
+    items, excluded = _decode_all(root, candidates, workers, reporter)
     if not items:
         raise DataError(
             f"none of the {len(candidates)} images under {where} could be decoded "
@@ -259,3 +192,106 @@ def build_catalog(
         unmatched=dict(unmatched),
         duplicates=duplicates,
     )
+
+
+def _files_under(root: Path) -> list[str]:
+    """Every file under `root`, relative, in natural order."""
+    return sorted(
+        (
+            Path(folder, name).relative_to(root).as_posix()
+            for folder, _dirs, names in os.walk(root)
+            for name in names
+        ),
+        key=natural_key,
+    )
+
+
+def _classify(
+    relatives: list[str], selected: set[str], class_map: dict[str, str] | None
+) -> tuple[list[tuple[str, str]], Counter[str], Counter[str]]:
+    """(image, class) of the selected classes; images per other class (skipped); images
+    per folder that names no class (unmatched)."""
+    candidates: list[tuple[str, str]] = []
+    skipped: Counter[str] = Counter()
+    unmatched: Counter[str] = Counter()
+    for rel in relatives:
+        if not is_xray(rel):
+            continue
+        label = class_of(rel, class_map)
+        if label is None:
+            unmatched[str(PurePosixPath(rel).parent)] += 1
+        elif label not in selected:
+            skipped[label] += 1
+        else:
+            candidates.append((rel, label))
+    return candidates, skipped, unmatched
+
+
+def _check_classes_found(
+    candidates: list[tuple[str, str]],
+    unmatched: Counter[str],
+    classes: Sequence[str],
+    where: str,
+) -> None:
+    """DataError unless every selected class has images, saying how to map folders."""
+    found_labels = {label for _rel, label in candidates}
+    missing = [c for c in classes if c not in found_labels]
+    if candidates and missing:
+        names = ", ".join(sorted(unmatched)[:5]) or "none"
+        raise DataError(
+            f"no images of class {', '.join(missing)} under {where} (folders without a "
+            f"class: {names}); map folders with --class-map 'FOLDER=CLASS,...' or choose "
+            "the classes present with --classes"
+        )
+    if not candidates:
+        found = ", ".join(sorted(unmatched)[:5]) or "no image files at all"
+        raise DataError(
+            f"no images of the selected classes ({', '.join(classes)}) under {where}: "
+            f"folders found: {found}; name class folders like covid/ normal/ "
+            "viral_pneumonia/, or map them with --class-map 'FOLDER=CLASS,...'"
+        )
+
+
+def _check_image(root: Path, entry: tuple[str, str]) -> Item | tuple[str, str]:
+    """The catalogue item of one image, or (image, why it cannot be used)."""
+    rel, label = entry
+    path = root / rel
+    try:
+        data = path.read_bytes()
+        pixels = read_image(data if path.suffix.lower() not in (".dcm", ".dicom") else path)
+    except CxrCovidError as exc:
+        return (rel, str(exc).replace("<bytes>: ", ""))
+    except OSError as exc:
+        return (rel, f"cannot read ({exc.strerror or exc})")
+    return Item(
+        path=rel,
+        label=label,
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=int(pixels.shape[1]),
+        height=int(pixels.shape[0]),
+        patient=patient_id(PurePosixPath(rel).name),
+        phash=dhash(np.asarray(pixels)),
+    )
+
+
+def _decode_all(
+    root: Path, candidates: list[tuple[str, str]], workers: int | None, reporter: Reporter
+) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Decode-check every candidate in parallel: (usable items, excluded with reasons)."""
+    items: list[Item] = []
+    excluded: list[tuple[str, str]] = []
+    reporter.start(CHECKING, total=len(candidates), unit="images")
+    # Pillow releases the GIL while decoding, so threads give a real speed-up here.
+    pool = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 1))
+    try:
+        for index, result in enumerate(pool.map(lambda e: _check_image(root, e), candidates), 1):
+            if isinstance(result, Item):
+                items.append(result)
+            else:
+                excluded.append(result)
+            reporter.advance(CHECKING, index)
+    finally:
+        # On Ctrl-C or an error, drop the queued images instead of decoding all of them.
+        pool.shutdown(wait=True, cancel_futures=True)
+        reporter.finish(CHECKING)
+    return items, excluded

@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from cxr_covid.errors import ArchiveError
+from cxr_covid.progress import NULL, Reporter
+
+# Progress task names (cxr_covid.progress).
+UNPACKING = "Unpacking"
+COPYING = "Copying"
 
 MAX_BYTES_ENV = "CXR_COVID_MAX_UNZIPPED_BYTES"
 MAX_MEMBERS_ENV = "CXR_COVID_MAX_ZIP_MEMBERS"
@@ -158,7 +163,7 @@ def safe_extract(
     *,
     limits: Limits | None = None,
     keep: Callable[[str], bool] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    reporter: Reporter = NULL,
 ) -> list[Path]:
     """Extract the regular files of `zip_path` under `dest` (which should be a fresh temporary
     folder); `keep(name)` can skip members (they are still checked). Returns the files written.
@@ -173,6 +178,7 @@ def safe_extract(
             # Counted on the bytes really written: members may lie about their sizes.
             budget = limits.unpacked_cap(archive_size)
             dest_root = dest.resolve()
+            reporter.start(UNPACKING, total=len(files), unit="files")
             for index, info in enumerate(files, 1):
                 target = (dest_root / info.filename.replace("\\", "/")).resolve()
                 if dest_root not in target.parents:  # belt and braces after member_problem
@@ -180,8 +186,8 @@ def safe_extract(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 budget = _copy_member(archive, info, target, budget, limits, archive_size)
                 written.append(target)
-                if progress is not None:
-                    progress(index, len(files))
+                reporter.advance(UNPACKING, index)
+            reporter.finish(UNPACKING)
     except ArchiveError:
         raise
     except FileNotFoundError as exc:
@@ -246,7 +252,7 @@ def copy_tree(
     source: Path,
     dest: Path,
     keep: Callable[[Path], bool],
-    progress: Callable[[int, int], None] | None = None,
+    reporter: Reporter = NULL,
     *,
     check: Callable[[Path, bytes], str | None] | None = None,
 ) -> CopyResult:
@@ -262,6 +268,7 @@ def copy_tree(
     root = source.resolve()
     files = sorted(p for p in _walk(source) if keep(p))
     result = CopyResult()
+    reporter.start(COPYING, total=len(files), unit="files")
     for index, path in enumerate(files, 1):
         rel = path.relative_to(source).as_posix()
         real = path.resolve()
@@ -276,8 +283,8 @@ def copy_tree(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
                 result.written.append(target)
-        if progress is not None:
-            progress(index, len(files))
+        reporter.advance(COPYING, index)
+    reporter.finish(COPYING)
     return result
 
 

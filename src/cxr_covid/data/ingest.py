@@ -60,9 +60,10 @@ from cxr_covid.data.splits import (
     check_dataset_fractions,
 )
 from cxr_covid.errors import CxrCovidError, DataError, DownloadError, UsageError
+from cxr_covid.progress import NULL, Reporter
 
-Progress = Callable[[str, int, int | None], None]
 IMAGES = "images"
+DOWNLOADING = "Downloading"  # the progress task of the transfer (cxr_covid.progress)
 SPLIT_PROTOCOL = (
     "sklearn train_test_split(test_size=1-train, stratify=class, random_state=seed), "
     "then the held-out part split the same way into val and test"
@@ -197,7 +198,7 @@ def download_dataset(
     dedupe: bool = False,
     force: bool = False,
     class_map: dict[str, str] | None = None,
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
     sha256: str | None = None,
     near_distance: int = dd.DEFAULT_MAX_DISTANCE,
     limits: Limits | None = None,
@@ -206,7 +207,8 @@ def download_dataset(
     """Get a dataset into the home as `<home>/datasets/<name>/`, verified and split.
 
     `sources`: a `path,source[,age_group]` CSV saying where each image comes from (see
-    data/provenance.py); read before anything is downloaded."""
+    data/provenance.py); read before anything is downloaded. `reporter` sees the stages:
+    Downloading (bytes), Unpacking or Copying (files), Checking images."""
     selected = parse_classes(classes)
     if len(selected) < 2:
         raise UsageError(
@@ -218,114 +220,36 @@ def download_dataset(
         check_name(name)  # '' included: it would silently become the default name
     sources_file = prov.read_sources_csv(sources) if sources is not None else None
     source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
-    if sha256 is not None:
-        sha256 = sha256.strip().lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            raise UsageError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
-        if source.kind == "dir":
-            raise UsageError("--sha256 checks a zip: use it with --from-zip, --url or Kaggle")
+    sha256 = _checked_sha256(sha256, source)
     target = dataset_path(name or source.default_name)
     if target.exists() and not force:
         raise UsageError(
             f"a dataset named {target.name!r} exists; add --force to replace it, "
             "or choose another --name"
         )
-    report = progress or (lambda stage, done, total: None)
-
-    def keep_member(name: str) -> bool:
-        # Extract what the dataset needs: images of the selected classes (and of folders we
-        # cannot classify, so the error message can name them), metadata; never masks.
-        rel = name.replace("\\", "/")
-        if not is_candidate(rel):
-            return not PurePosixPath(rel).name.startswith(".") and (
-                PurePosixPath(rel).suffix.lower() in (".csv", ".xlsx", ".txt", ".md")
-            )
-        label = class_of(rel, class_map)
-        parts = {p.lower() for p in PurePosixPath(rel).parts[:-1]}
-        if any(is_ignored_folder(p) for p in parts - MASK_FOLDERS):
-            return False
-        if parts & MASK_FOLDERS:
-            # Lung masks stay beside their images for the lung field (cxr_covid.data.lungs); the
-            # catalogue never takes them for X-rays.
-            folders = [
-                "images" if f.lower() in MASK_FOLDERS else f for f in PurePosixPath(rel).parts[:-1]
-            ]
-            owner = class_of("/".join([*folders, PurePosixPath(rel).name]), class_map)
-            return owner in selected
-        return label is None or label in selected
-
+    keep_member = _member_filter(selected, class_map)
     downloaded: Path | None = None
     held = contextlib.ExitStack()  # the download lock, released after the cleanup below
-    refused: list[tuple[str, str]] = []  # (source path, reason): --from-dir files not copied
     try:
         with atomic.building_dir(target, replace=force) as tmp:
             images = tmp / IMAGES
             images.mkdir()
             if source.kind in ("kaggle", "url"):
-                archive_path = paths.ensure(paths.home() / "downloads") / source.download_key
-                # Held until the archive is unpacked and deleted, so a second run of the same
-                # download can neither share the .part file nor delete the archive under us.
-                held.enter_context(download_lock(archive_path))
-                downloaded = archive_path
-                fetch(
-                    source.location,
-                    downloaded,
-                    credentials=find_credentials() if source.kind == "kaggle" else None,
-                    sha256=sha256,
-                    progress=lambda done, total: report("download", done, total),
-                    lock=False,
-                    access_help=CREDENTIALS_HELP if source.kind == "kaggle" else MIRROR_ACCESS_HELP,
-                )
-                archive: Path | None = downloaded
-            elif source.kind == "zip":
-                archive = Path(source.location)
-            else:
-                archive = None
-            # The source archive's identity, kept in dataset.json: which exact file this is.
-            archive_info = (
-                {"sha256": sha256_file(archive), "bytes": archive.stat().st_size}
-                if archive is not None
-                else None
-            )
-            if source.kind == "zip" and sha256 and archive_info is not None:
-                # (was silently ignored for a local zip)
-                digest = archive_info["sha256"]
-                if digest != sha256:
-                    raise DownloadError(
-                        f"{Path(source.location).name} has sha256 {digest}, expected {sha256}: "
-                        "not the file you meant, or a damaged download"
-                    )
+                # Set before the transfer, so a failed one still has its folder tidied.
+                downloaded = paths.ensure(paths.home() / "downloads") / source.download_key
+                _fetch_archive(source, downloaded, sha256, held, reporter)
+            archive = downloaded if downloaded is not None else _local_zip(source)
+            archive_info = _archive_identity(archive, source, sha256)
+            refused: list[tuple[str, str]] = []  # (source path, reason): files not copied
             if archive is not None:
-                safe_extract(
-                    archive,
-                    images,
-                    limits=limits,
-                    keep=keep_member,
-                    progress=lambda done, total: report("extract", done, total),
-                )
+                safe_extract(archive, images, limits=limits, keep=keep_member, reporter=reporter)
             else:
-                root = Path(source.location)
-                copied = copy_tree(
-                    root,
-                    images,
-                    keep=lambda p: (
-                        p.suffix.lower() in IMAGE_SUFFIXES
-                        and keep_member(p.relative_to(root).as_posix())
-                    ),
-                    progress=lambda done, total: report("copy", done, total),
-                    check=_decode_problem,
-                )
-                refused = [(str(root / rel), reason) for rel, reason in copied.skipped]
-                if not copied.written and refused:
-                    raise DataError(
-                        f"none of the {len(refused)} image files under {root} can be used "
-                        f"(first: {refused[0][0]}: {refused[0][1]})"
-                    )
+                refused = _copy_folder(Path(source.location), images, keep_member, reporter)
             catalog = build_catalog(
                 images,
                 classes=selected,
                 class_map=class_map,
-                progress=lambda done, total: report("check", done, total),
+                reporter=reporter,
                 source_name=(
                     str(source.location)
                     if source.kind in ("zip", "dir")
@@ -355,17 +279,129 @@ def download_dataset(
             f"a dataset named {target.name!r} appeared while downloading; add --force to replace it"
         ) from None
     finally:
-        # The archive (not a `.part` of an interrupted transfer, which stays for resuming)
-        # is only needed until it is unpacked: successful or refused, it goes.
-        if downloaded is not None:
-            with contextlib.suppress(FileNotFoundError):
-                downloaded.unlink()
-        held.close()
-        if downloaded is not None:
-            with contextlib.suppress(OSError):
-                downloaded.parent.rmdir()  # only if empty: a kept .part stays
+        _drop_archive(downloaded, held)
     result.dataset = Dataset(target)
     return result
+
+
+def _checked_sha256(sha256: str | None, source: Source) -> str | None:
+    """--sha256 normalised, refused unless it is 64 hex digits checking a zip."""
+    if sha256 is None:
+        return None
+    sha256 = sha256.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise UsageError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
+    if source.kind == "dir":
+        raise UsageError("--sha256 checks a zip: use it with --from-zip, --url or Kaggle")
+    return sha256
+
+
+def _member_filter(
+    selected: tuple[str, ...], class_map: dict[str, str] | None
+) -> Callable[[str], bool]:
+    """Which archive members (or folder files) the dataset needs: images of the selected
+    classes (and of folders we cannot classify, so the error message can name them), the
+    lung masks of those images, metadata; never macOS resource forks."""
+
+    def keep_member(name: str) -> bool:
+        rel = name.replace("\\", "/")
+        if not is_candidate(rel):
+            return not PurePosixPath(rel).name.startswith(".") and (
+                PurePosixPath(rel).suffix.lower() in (".csv", ".xlsx", ".txt", ".md")
+            )
+        label = class_of(rel, class_map)
+        parts = {p.lower() for p in PurePosixPath(rel).parts[:-1]}
+        if any(is_ignored_folder(p) for p in parts - MASK_FOLDERS):
+            return False
+        if parts & MASK_FOLDERS:
+            # Lung masks stay beside their images for the lung field (cxr_covid.data.lungs); the
+            # catalogue never takes them for X-rays (catalog.is_xray).
+            folders = [
+                "images" if f.lower() in MASK_FOLDERS else f for f in PurePosixPath(rel).parts[:-1]
+            ]
+            owner = class_of("/".join([*folders, PurePosixPath(rel).name]), class_map)
+            return owner in selected
+        return label is None or label in selected
+
+    return keep_member
+
+
+def _fetch_archive(
+    source: Source,
+    archive_path: Path,
+    sha256: str | None,
+    held: contextlib.ExitStack,
+    reporter: Reporter,
+) -> None:
+    """Download the source's archive to `archive_path` (resumable), holding its lock in
+    `held` until the archive is unpacked and deleted, so a second run of the same download
+    can neither share the .part file nor delete the archive under us."""
+    held.enter_context(download_lock(archive_path))
+    reporter.start(DOWNLOADING, unit="bytes")
+    fetch(
+        source.location,
+        archive_path,
+        credentials=find_credentials() if source.kind == "kaggle" else None,
+        sha256=sha256,
+        progress=lambda done, total: reporter.advance(DOWNLOADING, done, total),
+        lock=False,
+        access_help=CREDENTIALS_HELP if source.kind == "kaggle" else MIRROR_ACCESS_HELP,
+    )
+    reporter.finish(DOWNLOADING)
+
+
+def _local_zip(source: Source) -> Path | None:
+    return Path(source.location) if source.kind == "zip" else None
+
+
+def _archive_identity(
+    archive: Path | None, source: Source, sha256: str | None
+) -> dict[str, Any] | None:
+    """The source archive's identity, kept in dataset.json (which exact file this is); a
+    local zip whose digest is not --sha256 is refused."""
+    if archive is None:
+        return None
+    info: dict[str, Any] = {"sha256": sha256_file(archive), "bytes": archive.stat().st_size}
+    if source.kind == "zip" and sha256 and info["sha256"] != sha256:
+        raise DownloadError(
+            f"{Path(source.location).name} has sha256 {info['sha256']}, expected {sha256}: "
+            "not the file you meant, or a damaged download"
+        )
+    return info
+
+
+def _copy_folder(
+    root: Path, images: Path, keep_member: Callable[[str], bool], reporter: Reporter
+) -> list[tuple[str, str]]:
+    """Copy the wanted images of a --from-dir folder; the files refused, with the reason."""
+    copied = copy_tree(
+        root,
+        images,
+        keep=lambda p: (
+            p.suffix.lower() in IMAGE_SUFFIXES and keep_member(p.relative_to(root).as_posix())
+        ),
+        reporter=reporter,
+        check=_decode_problem,
+    )
+    refused = [(str(root / rel), reason) for rel, reason in copied.skipped]
+    if not copied.written and refused:
+        raise DataError(
+            f"none of the {len(refused)} image files under {root} can be used "
+            f"(first: {refused[0][0]}: {refused[0][1]})"
+        )
+    return refused
+
+
+def _drop_archive(downloaded: Path | None, held: contextlib.ExitStack) -> None:
+    """The archive (not a `.part` of an interrupted transfer, which stays for resuming) is
+    only needed until it is unpacked: successful or refused, it goes; then the lock."""
+    if downloaded is not None:
+        with contextlib.suppress(FileNotFoundError):
+            downloaded.unlink()
+    held.close()
+    if downloaded is not None:
+        with contextlib.suppress(OSError):
+            downloaded.parent.rmdir()  # only if empty: a kept .part stays
 
 
 def _finish(

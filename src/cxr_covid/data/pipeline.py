@@ -38,13 +38,12 @@ from cxr_covid.data.dataset import Dataset
 from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.data.manifest import AUGMENTED, ManifestRow, manifest_hash, select
 from cxr_covid.errors import CxrCovidError, DataError
+from cxr_covid.progress import NULL, Reporter
 
 CACHE_FORMAT = 1
 # Images decoded per chunk while building: bounds the memory of a build to a few MB
 # whatever the data set's size, while keeping every decode thread busy.
 _BUILD_CHUNK = 64
-
-CacheProgress = Callable[[str, int, int], None]  # (split, done, total)
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,7 @@ def cache_split(
     rows: Sequence[ManifestRow] | None = None,
     classes: Sequence[str] | None = None,
     workers: int | None = None,
-    progress: CacheProgress | None = None,
+    reporter: Reporter = NULL,
 ) -> CachedSplit:
     """The split's cache entry, built (in parallel, atomically) unless a valid one exists."""
     all_rows = list(rows) if rows is not None else dataset.rows()
@@ -200,13 +199,11 @@ def cache_split(
     }
     labels = np.array([index[r.label] for r in chosen], dtype=np.int32)
     if not _valid(meta_path, pixels_path, labels_path, expected):
-        _build(dataset, chosen, prep, pixels_path, split, workers, progress)
+        _build(dataset, chosen, prep, pixels_path, split, workers, reporter)
         with atomic.open_for_write(labels_path, "wb") as handle:
             np.save(handle, labels, allow_pickle=False)
         # Written last: its presence (with matching fields) marks a complete entry.
         atomic.write_json(meta_path, {**expected, "order": [r.path for r in chosen]})
-    elif progress:
-        progress(split, len(chosen), len(chosen))
     return CachedSplit(split, pixels_path, labels, prep.image_size, tuple(classes))
 
 
@@ -217,11 +214,11 @@ def _build(
     target: Path,
     split: str,
     workers: int | None,
-    progress: CacheProgress | None,
+    reporter: Reporter,
 ) -> None:
     workers = workers or max(2, min(8, os.cpu_count() or 2))
-    if progress:
-        progress(split, 0, len(rows))
+    task = f"Caching {split} images"
+    reporter.start(task, total=len(rows), unit="images")
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache") as pool,
         atomic.open_for_write(target, "wb") as handle,
@@ -233,8 +230,8 @@ def _build(
             for pixels in pool.map(lambda r: _decode(dataset, r, prep), chunk):
                 handle.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
             done += len(chunk)
-            if progress:
-                progress(split, done, len(rows))
+            reporter.advance(task, done)
+    reporter.finish(task)
 
 
 # --- tf.data -----------------------------------------------------------------------------

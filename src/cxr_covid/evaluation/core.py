@@ -14,7 +14,7 @@ probabilities are the same in both commands.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,14 +28,13 @@ from cxr_covid.errors import DataError, ModelError, UsageError
 from cxr_covid.evaluation.subgroups import Subgroup, compute_subgroups
 from cxr_covid.models import store
 from cxr_covid.models.records import SavedEvaluation
+from cxr_covid.progress import NULL, Reporter
 
 if TYPE_CHECKING:
     from cxr_covid.evaluation.decisions import Decisions
 
 EXTERNAL = "external"
 EVAL_SPLITS: tuple[str, ...] = ("test", "val", "train")
-
-Progress = Callable[[str, int, int], None]  # (model id, images done, images total)
 
 
 # --- what is evaluated ----------------------------------------------------------------------
@@ -469,7 +468,7 @@ def evaluate_model(
     seed: int = 42,
     batch_size: int = 32,
     warnings: Sequence[str] = (),
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
     operating_point: str | None = None,
 ) -> ModelEvaluation:
     """Predict every image of `test_set` with one stored model and compute its metrics."""
@@ -495,6 +494,7 @@ def evaluate_model(
     kept_groups: list[str] = []
     probabilities: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
+    reporter.start(record.id, total=total, unit="images")
     for done, prediction in enumerate(
         predict_paths(model, list(test_set.paths), record.prep, batch_size, scorer=scorer),
         start=1,
@@ -512,8 +512,8 @@ def evaluate_model(
             kept_groups.append(test_set.group_of(prediction.index))
             probabilities.append(prediction.probabilities)
             collected.add(prediction)
-        if progress is not None:
-            progress(record.id, done, total)
+        reporter.advance(record.id, done)
+    reporter.finish(record.id)
     notes = list(warnings)
     if failed:
         notes.append(f"{len(failed)} of {total} images could not be read and were left out")
@@ -598,7 +598,7 @@ def evaluate(
     seed: int = 42,
     batch_size: int = 32,
     save: bool = True,
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
     operating_point: str | None = None,
     save_operating_point: bool = False,
 ) -> EvaluationReport:
@@ -685,7 +685,7 @@ def evaluate(
             seed=seed,
             batch_size=batch_size,
             warnings=warnings,
-            progress=progress,
+            reporter=reporter,
             operating_point=operating_point,
         )
         evaluation.overlaps = overlaps

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
 from cxr_covid.errors import CxrCovidError, DependencyError, UsageError, WriteError
 from cxr_covid.inference.files import output_stems
 from cxr_covid.models.store import StoredModel
+from cxr_covid.progress import NULL, Reporter
 
 # A perceptual map (even steps of heat look like even steps of colour, unlike jet's bands),
 # drawn with an opacity that follows the heat: cold regions show the film untouched.
@@ -38,6 +39,7 @@ DEFAULT_COLORMAP = "inferno"
 DEFAULT_ALPHA = 0.6  # opacity where the map is hottest
 HEATMAP_SUFFIX = ".heatmap.png"
 PANEL_SUFFIX = ".panel.png"
+HEATMAP_TASK = "heatmap"  # the progress task (cxr_covid.progress)
 # Panels show images at most this many pixels on a side: a 4000 px radiograph gains nothing
 # on screen and would make the figure slow to render.
 PANEL_MAX_SIDE = 1024
@@ -394,7 +396,7 @@ def heatmap_files(
     layer: str | None = None,
     colormap: str = DEFAULT_COLORMAP,
     alpha: float = DEFAULT_ALPHA,
-    progress: Callable[[int, int], None] | None = None,
+    reporter: Reporter = NULL,
 ) -> HeatmapSummary:
     """Write `<stem>.heatmap.png` and `<stem>.panel.png` for each image (atomically).
 
@@ -417,6 +419,7 @@ def heatmap_files(
     scorer = _scorer(model, record)
     prep: Preprocessing = record.prep
     summary = HeatmapSummary(record.id, chosen_layer)
+    reporter.start(HEATMAP_TASK, total=len(paths), unit="images")
     for done, (path, (heat_path, panel_path)) in enumerate(
         zip(paths, destinations, strict=True), 1
     ):
@@ -447,8 +450,8 @@ def heatmap_files(
         except Exception as exc:  # one bad image must not end the run
             result.error = f"{path}: {type(exc).__name__}: {exc}"
         summary.results.append(result)
-        if progress is not None:
-            progress(done, len(paths))
+        reporter.advance(HEATMAP_TASK, done)
+    reporter.finish(HEATMAP_TASK)
     return summary
 
 

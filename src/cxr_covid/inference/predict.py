@@ -44,12 +44,13 @@ from cxr_covid.inference.operating_point import (
 )
 from cxr_covid.inference.scoring import Scorer, probabilities_label
 from cxr_covid.models.store import ModelRecord, StoredModel
+from cxr_covid.progress import NULL, Reporter
 
 FORMATS = ("csv", "jsonl")
 STDOUT = "-"
 
 # (done, total) after each batch; `done` counts rows written in this run.
-ProgressCallback = Callable[[int, int], None]
+PREDICT_TASK = "predict"  # the progress task (cxr_covid.progress)
 
 
 def columns(classes: Sequence[str], rule: str = ARGMAX_RULE) -> list[str]:
@@ -266,8 +267,7 @@ def predict_to_file(
     resume: bool = False,
     overwrite: bool = False,
     batch_size: int = 32,
-    progress: ProgressCallback | None = None,
-    on_start: Callable[[PredictSummary], None] | None = None,
+    reporter: Reporter = NULL,
     threshold: str | None = None,
 ) -> PredictSummary:
     """Predict every file in `paths` with `stored`, writing one row each to `out` (or "-"
@@ -318,8 +318,10 @@ def predict_to_file(
         size = record.prep.image_size
         scorer(np.zeros((1, size, size, 3), np.uint8))
         summary.ood_checked = scorer.guard is not None
-    if on_start is not None:  # after loading, so a progress bar's rate counts images only
-        on_start(summary)
+    if summary.skipped:
+        reporter.message(f"resume: {summary.skipped} input(s) already in {out}, skipped")
+    # Started after loading, so a progress bar's rate counts images only.
+    reporter.start(PREDICT_TASK, total=len(todo), unit="img")
     start = time.perf_counter()
     if out_path is None:
         _write_all(
@@ -332,7 +334,7 @@ def predict_to_file(
             fmt,
             batch_size,
             summary,
-            progress,
+            reporter,
             decision,
         )
     else:
@@ -350,10 +352,11 @@ def predict_to_file(
                 fmt,
                 batch_size,
                 summary,
-                progress,
+                reporter,
                 decision,
             ),
         )
+    reporter.finish(PREDICT_TASK)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -398,7 +401,7 @@ def _write_all(
     fmt: str,
     batch_size: int,
     summary: PredictSummary,
-    progress: ProgressCallback | None,
+    reporter: Reporter,
     decision: tuple[int, float] | None,
 ) -> None:
     writer = RowWriter(
@@ -430,8 +433,7 @@ def _write_all(
                 if p.ood_score is not None and p.ood_score > FLAG_ABOVE:
                     summary.ood_flagged += 1
         pending.clear()
-        if progress is not None:
-            progress(summary.written, len(todo))
+        reporter.advance(PREDICT_TASK, summary.written)
 
     for prediction in predict_paths(None, todo, record.prep, batch_size, scorer=scorer):
         pending.append(prediction)

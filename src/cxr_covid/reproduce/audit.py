@@ -8,11 +8,12 @@ control measures the dataset, which all three rows share.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cxr_covid import classes
+from cxr_covid.progress import Reporter
 
 AUDITED_KEY = "baseline-noaug"
 FOLDER = "audit"
@@ -25,7 +26,7 @@ def audit_step(
     external: Sequence[Path],
     class_map: dict[str, str],
     control_epochs: int | None,
-    tell: Callable[[str], None],
+    reporter: Reporter,
 ) -> dict[str, Any]:
     """The audit's summary (audit.json's content), computed unless this run already has it."""
     from cxr_covid.audit.run import DEFAULT_CONTROL_EPOCHS, AuditOptions, run_audit
@@ -33,12 +34,12 @@ def audit_step(
     folder = run_dir / FOLDER
     saved = folder / "audit.json"
     if state.step("audit") is not None and saved.is_file():
-        tell(f"audit: done ({folder})")
+        reporter.message(f"audit: done ({folder})")
         return dict(json.loads(saved.read_text(encoding="utf-8")))
     if saved.is_file():  # written, but the run stopped before recording it
         data = dict(json.loads(saved.read_text(encoding="utf-8")))
     else:
-        tell(f"audit: {trained[AUDITED_KEY]} (lungs hidden / only, lung-blind control)")
+        reporter.message(f"audit: {trained[AUDITED_KEY]} (lungs hidden / only, lung-blind control)")
         result = run_audit(
             AuditOptions(
                 model=trained[AUDITED_KEY],
@@ -46,7 +47,8 @@ def audit_step(
                 class_map=dict(class_map),
                 control_epochs=control_epochs or DEFAULT_CONTROL_EPOCHS,
                 out=folder,
-            )
+            ),
+            reporter,
         )
         data = result.to_dict()
     state.finish("audit", folder=str(folder), level=data.get("shortcut_level"))

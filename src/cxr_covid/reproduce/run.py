@@ -22,7 +22,6 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from cxr_covid.errors import DataError, UsageError
 from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
 from cxr_covid.evaluation.seeds import SeedSummary
 from cxr_covid.models import store
+from cxr_covid.progress import NULL, Reporter
 from cxr_covid.reproduce import seeds as reproduce_seeds
 from cxr_covid.text import format_duration
 
@@ -65,20 +65,6 @@ class ReproduceOptions:
     external: list[Path] = field(default_factory=list)
     class_map: dict[str, str] = field(default_factory=dict)
     control_epochs: int | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    """Progress for the CLI: a message, or a counter (done of total) for a stage."""
-
-    stage: str  # plan, download, augment, estimate, train, eval, write, skip, warning
-    message: str = ""
-    done: int | None = None
-    total: int | None = None
-    key: str = ""  # which model, for train/eval counters
-
-
-Notify = Callable[[Event], None]
 
 
 @dataclass(frozen=True)
@@ -311,7 +297,7 @@ def _train_step(state: RunState, key: str, seed: int | None) -> str:
 
 
 def _ensure_dataset(
-    options: ReproduceOptions, settings: dict[str, Any], state: RunState, notify: Notify
+    options: ReproduceOptions, settings: dict[str, Any], state: RunState, reporter: Reporter
 ) -> Any:
     from cxr_covid.data.dataset import resolve_dataset
 
@@ -323,9 +309,9 @@ def _ensure_dataset(
         dataset = None
     if dataset is not None:
         if done is None:
-            notify(Event("skip", f"dataset {name!r} is already in the home: using it"))
+            reporter.message(f"dataset {name!r} is already in the home: using it")
         else:
-            notify(Event("skip", f"download: done ({name})"))
+            reporter.message(f"download: done ({name})")
         if done is None:
             state.finish("download", dataset=name, reused=True)
         return dataset
@@ -342,10 +328,7 @@ def _ensure_dataset(
         if "kaggle_release" in source
         else source.get("zip") or source.get("url")
     )
-    notify(Event("download", f"download: {what} -> dataset {name!r}, split 70/15/15 seed 42"))
-
-    def progress(stage: str, done_: int, total: int | None) -> None:
-        notify(Event("download", done=done_, total=total, key=stage))
+    reporter.message(f"download: {what} -> dataset {name!r}, split 70/15/15 seed 42")
 
     result = download_dataset(
         release=source.get("kaggle_release"),
@@ -355,11 +338,11 @@ def _ensure_dataset(
         classes=classes.STUDY_CLASSES,
         split=(0.7, 0.15, 0.15),
         seed=study.STUDY_SEED,
-        progress=progress,
+        reporter=reporter,
     )
     excluded = len(getattr(result, "excluded", []) or [])
     if excluded:
-        notify(Event("warning", f"{excluded} image(s) did not decode and were left out"))
+        reporter.message(f"{excluded} image(s) did not decode and were left out")
     state.finish("download", dataset=name, counts=getattr(result, "counts", {}))
     return result.dataset
 
@@ -377,26 +360,23 @@ def _check_reachable(source: dict[str, Any]) -> None:
 
 
 def _ensure_augmented(
-    dataset: Any, settings: dict[str, Any], state: RunState, notify: Notify
+    dataset: Any, settings: dict[str, Any], state: RunState, reporter: Reporter
 ) -> None:
     if state.step("augment") is not None:
-        notify(Event("skip", "augment: done"))
+        reporter.message("augment: done")
         return
     from cxr_covid.data.augment import augment_dataset
 
     factor = settings["augment_factor"]
-    notify(Event("augment", f"augment: COVID-19 training images x{factor} (flips, rotations)"))
-
-    def progress(done: int, total: int) -> None:
-        notify(Event("augment", done=done, total=total))
+    reporter.message(f"augment: COVID-19 training images x{factor} (flips, rotations)")
 
     result = augment_dataset(
-        dataset, factor=factor, classes=(classes.COVID,), seed=settings["seed"], progress=progress
+        dataset, factor=factor, classes=(classes.COVID,), seed=settings["seed"], reporter=reporter
     )
     before = getattr(result, "before", {}).get(classes.COVID)
     after = getattr(result, "after", {}).get(classes.COVID)
     if before is not None and after is not None:
-        notify(Event("augment", f"augment: COVID-19 training images {before} -> {after}"))
+        reporter.message(f"augment: COVID-19 training images {before} -> {after}")
     state.finish(
         "augment", before=getattr(result, "before", {}), after=getattr(result, "after", {})
     )
@@ -446,7 +426,7 @@ def estimate_time(
     counts: tuple[int, int, int],
     settings: dict[str, Any],
     keys: list[str],
-    notify: Notify,
+    reporter: Reporter,
     step_cache: dict[str, float] | None = None,
 ) -> TimeEstimate:
     """Measured seconds per training step x the steps each model will take."""
@@ -458,7 +438,7 @@ def estimate_time(
     for key in keys:
         spec = study.study_model(key)
         if spec.architecture not in per_step:
-            notify(Event("estimate", f"estimate: timing a few {spec.architecture} steps..."))
+            reporter.message(f"estimate: timing a few {spec.architecture} steps...")
             per_step[spec.architecture] = measure_step_seconds(spec.architecture, size, batch)
         images = original + (augmented if spec.augment else 0)
         n_steps = math.ceil(images / batch) * epochs
@@ -481,7 +461,7 @@ def _train_one(
     name: str,
     dataset_name: str,
     settings: dict[str, Any],
-    notify: Notify,
+    reporter: Reporter,
     *,
     seed: int | None = None,
     group: str | None = None,
@@ -490,36 +470,26 @@ def _train_one(
     from cxr_covid.training import run as training
 
     val_images: list[int] = []  # from the RunInfo sent before the first epoch
+    task = f"train {spec.key}"  # epochs done; training's own tasks show the steps
 
-    def on_start(info: Any) -> None:
+    def on_start(info: training.RunInfo) -> None:
         val_images[:] = [int(info.val_images)]
+        reporter.start(task, total=info.epochs, unit="epochs")
+        reporter.advance(task, info.first_epoch - 1)
 
-    def progress(report: Any) -> None:
-        notify(
-            Event(
-                "train",
-                done=int(getattr(report, "epoch", 0)),
-                total=int(getattr(report, "epochs", settings["epochs"])),
-                key=spec.key,
-                message=(
-                    f"{spec.key}: epoch {report.epoch}/{report.epochs} "
-                    f"val accuracy {_with_interval(report.val_accuracy, val_images)}"
-                    if hasattr(report, "val_accuracy")
-                    else ""
-                ),
-            )
+    def on_epoch(report: training.EpochReport) -> None:
+        reporter.advance(task, report.epoch, report.epochs)
+        reporter.message(
+            f"{spec.key}: epoch {report.epoch}/{report.epochs} "
+            f"val accuracy {_with_interval(report.val_accuracy, val_images)}"
         )
-
-    def on_step(step: int, steps: int) -> None:
-        # An epoch of inception at 224 px takes minutes on a CPU: show the steps within it.
-        notify(Event("train", done=step, total=steps, key=f"{spec.key} (steps of the epoch)"))
 
     interrupted = paths.runs_dir() / name / "state.json"
     if interrupted.is_file():
-        notify(Event("train", f"train {spec.label}: continuing interrupted run {name}"))
-        result = training.resume(name, progress, on_start=on_start, on_step=on_step)
+        reporter.message(f"train {spec.label}: continuing interrupted run {name}")
+        result = training.resume(name, reporter, on_start=on_start, on_epoch=on_epoch)
     else:
-        notify(Event("train", f"train {spec.label} -> model {name}"))
+        reporter.message(f"train {spec.label} -> model {name}")
         result = training.train(
             training.TrainConfig(
                 arch=spec.architecture,
@@ -535,15 +505,16 @@ def _train_one(
                 group=group,
                 **settings.get("recipe", {}),
             ),
-            progress,
+            reporter,
             on_start=on_start,
-            on_step=on_step,
+            on_epoch=on_epoch,
         )
+    reporter.finish(task)
     return str(result.model.id)
 
 
 def _trained_models(
-    state: RunState, notify: Notify, seed: int | None = None
+    state: RunState, reporter: Reporter, seed: int | None = None
 ) -> tuple[dict[str, str], list[study.StudyModel]]:
     """Models this run already trained (by study key), and those still to train."""
     trained: dict[str, str] = {}
@@ -553,12 +524,12 @@ def _trained_models(
         done = state.step(step)
         name = model_name(state, spec.key, seed)
         if done is not None and store.model_dir(done["model"]).is_dir():
-            notify(Event("skip", f"train {spec.label}: done (model {done['model']})"))
+            reporter.message(f"train {spec.label}: done (model {done['model']})")
             trained[spec.key] = done["model"]
         elif store.model_dir(name).is_dir():
             # Trained, but the run stopped before recording it.
             state.finish(step, model=name)
-            notify(Event("skip", f"train {spec.label}: done (model {name})"))
+            reporter.message(f"train {spec.label}: done (model {name})")
             trained[spec.key] = name
         else:
             todo.append(spec)
@@ -608,9 +579,11 @@ def compare_with_study(
 # --- the whole run --------------------------------------------------------------------------
 
 
-def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceResult:
-    """Reproduce the study (see module doc). Returns our table beside the published one."""
-    tell: Notify = notify or (lambda event: None)
+def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult:
+    """Reproduce the study (see module doc). Returns our table beside the published one.
+
+    `reporter` hears every stage: messages (plan, estimate, skips), and the download,
+    augmentation, training and evaluation as tasks."""
     preset = study.preset(options.preset)
     if options.from_zip is not None and options.url is not None:
         raise UsageError("give at most one of --from-zip and --url")
@@ -627,33 +600,27 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     run_dir = run_dir.resolve()
     state = RunState.open(run_dir, settings, options.restart)
 
-    tell(Event("plan", f"run folder: {run_dir}"))
+    reporter.message(f"run folder: {run_dir}")
     if settings["study_protocol"]:
-        tell(
-            Event(
-                "plan",
-                f"preset {preset.name}: {preset.description}. Training inception at 224 px for "
-                "30 epochs on a 2-core CPU takes hours (the baseline less); the estimate below "
-                "is measured on this machine. `--preset quick` is a minutes-long stand-in.",
-            )
+        reporter.message(
+            f"preset {preset.name}: {preset.description}. Training inception at 224 px for "
+            "30 epochs on a 2-core CPU takes hours (the baseline less); the estimate below "
+            "is measured on this machine. `--preset quick` is a minutes-long stand-in."
         )
     else:
-        tell(
-            Event(
-                "plan",
-                f"preset {preset.name}: {settings['image_size']} px, {settings['epochs']} "
-                f"epochs, batch {settings['batch_size']}. NOT the study's protocol (224 px, 30 "
-                "epochs, batch 32): its numbers are not comparable with the study's.",
-            )
+        reporter.message(
+            f"preset {preset.name}: {settings['image_size']} px, {settings['epochs']} "
+            f"epochs, batch {settings['batch_size']}. NOT the study's protocol (224 px, 30 "
+            "epochs, batch 32): its numbers are not comparable with the study's."
         )
 
     seed_list = reproduce_seeds.seeds_of(settings["seed"], options.seeds)
     if len(seed_list) > 1:
-        tell(Event("plan", reproduce_seeds.plan_message(seed_list, settings)))
+        reporter.message(reproduce_seeds.plan_message(seed_list, settings))
     trained_by_seed: dict[int, dict[str, str]] = {}
     todo: list[tuple[int, study.StudyModel]] = []
     for seed in seed_list:
-        done_models, left = _trained_models(state, tell, seed)
+        done_models, left = _trained_models(state, reporter, seed)
         trained_by_seed[seed] = done_models
         todo += [(seed, spec) for spec in left]
     trained = trained_by_seed[seed_list[0]]
@@ -666,28 +633,28 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
         expected = expected_counts(settings)
         if expected is not None:
             timing = reproduce_seeds.for_seeds(
-                estimate_time(expected, settings, keys, tell, step_cache), todo
+                estimate_time(expected, settings, keys, reporter, step_cache), todo
             )
             basis = "before download, assuming the first release's 2905 images"
-            tell(Event("estimate", format_estimate(timing, basis)))
-            reproduce_seeds.warn_if_long(timing, settings, tell)
+            reporter.message(format_estimate(timing, basis))
+            reproduce_seeds.warn_if_long(timing, settings, reporter)
 
-    dataset = _ensure_dataset(options, settings, state, tell)
-    _ensure_augmented(dataset, settings, state, tell)
+    dataset = _ensure_dataset(options, settings, state, reporter)
+    _ensure_augmented(dataset, settings, state, reporter)
 
     if todo and options.estimate:
         timing = reproduce_seeds.for_seeds(
-            estimate_time(_train_counts(dataset), settings, keys, tell, step_cache), todo
+            estimate_time(_train_counts(dataset), settings, keys, reporter, step_cache), todo
         )
-        tell(Event("estimate", format_estimate(timing)))
-        reproduce_seeds.warn_if_long(timing, settings, tell)
+        reporter.message(format_estimate(timing))
+        reproduce_seeds.warn_if_long(timing, settings, reporter)
     for seed, spec in todo:
         model_id = _train_one(
             spec,
             model_name(state, spec.key, seed),
             dataset.name,
             settings,
-            tell,
+            reporter,
             seed=seed,
             group=group_name(state),
             deterministic=options.deterministic,
@@ -695,7 +662,7 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
         state.finish(_train_step(state, spec.key, seed), model=model_id)
         trained_by_seed[seed][spec.key] = model_id
 
-    report = reproduce_seeds.evaluate_seeds(state, trained_by_seed, options.bootstrap, tell)
+    report = reproduce_seeds.evaluate_seeds(state, trained_by_seed, options.bootstrap, reporter)
     by_id = {e.model_id: e for e in report.evaluations}
     rows = compare_with_study(by_id, trained)
     audit = None
@@ -709,7 +676,7 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
             options.external,
             options.class_map,
             options.control_epochs,
-            lambda message: tell(Event("audit", message)),
+            reporter,
         )
     source = dataset.info().get("source")
     result = ReproduceResult(
@@ -732,7 +699,7 @@ def run(options: ReproduceOptions, notify: Notify | None = None) -> ReproduceRes
     state.finish(
         "eval", models=trained, evaluated=evaluated, seeds=seed_list, inside=inside, judged=judged
     )
-    tell(Event("write", f"wrote {len(result.files)} files to {run_dir}"))
+    reporter.message(f"wrote {len(result.files)} files to {run_dir}")
     return result
 
 

@@ -14,17 +14,19 @@ seeds, evaluation per seed, the spread across seeds and its files); the statisti
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr_covid import atomic, study
 from cxr_covid.evaluation import seeds
+from cxr_covid.text import format_duration
 from cxr_covid.training.seeds import seeds_of
 
 if TYPE_CHECKING:
     from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
-    from cxr_covid.reproduce.run import Event, ReproduceResult, RunState, TimeEstimate
+    from cxr_covid.progress import Reporter
+    from cxr_covid.reproduce.run import ReproduceResult, RunState, TimeEstimate
 
 __all__ = ["seeds_of"]
 
@@ -65,23 +67,15 @@ def for_seeds(timing: TimeEstimate, todo: Sequence[tuple[int, study.StudyModel]]
     )
 
 
-def warn_if_long(
-    timing: TimeEstimate, settings: dict[str, Any], tell: Callable[[Event], None]
-) -> None:
-    from cxr_covid.reproduce.run import Event
-    from cxr_covid.text import format_duration
-
+def warn_if_long(timing: TimeEstimate, settings: dict[str, Any], reporter: Reporter) -> None:
     if timing.total_seconds < LONG_RUN_SECONDS:
         return
     total = format_duration(timing.total_seconds, rough=True)
-    tell(
-        Event(
-            "warning",
-            f"this run will take many hours: about {total} of "
-            f"training on this machine ({timing.cpus} CPU cores). It is resumable: stop it "
-            "with Ctrl-C and rerun the same command to continue at the seed and epoch where "
-            "it stopped. `--preset quick` takes minutes; a GPU takes far less.",
-        )
+    reporter.message(
+        f"this run will take many hours: about {total} of "
+        f"training on this machine ({timing.cpus} CPU cores). It is resumable: stop it "
+        "with Ctrl-C and rerun the same command to continue at the seed and epoch where "
+        "it stopped. `--preset quick` takes minutes; a GPU takes far less."
     )
 
 
@@ -89,26 +83,22 @@ def evaluate_seeds(
     state: RunState,
     trained_by_seed: dict[int, dict[str, str]],
     bootstrap: int,
-    tell: Callable[[Event], None],
+    reporter: Reporter,
 ) -> EvaluationReport:
     """Evaluate each seed's three models on the test split (McNemar within each seed).
 
     Each evaluation is saved into its model's record once: a rerun recomputes the same
     numbers, so only models this run has not evaluated before are saved."""
     from cxr_covid.evaluation.core import EvaluationReport, evaluate
-    from cxr_covid.reproduce.run import Event
 
     done = state.step("eval") or {}
     saved = set(done.get("evaluated") or dict(done.get("models") or {}).values())
     n = len(trained_by_seed)
     seed = state.data["settings"]["seed"]
-    tell(
-        Event(
-            "eval",
-            "eval: the three models on the same test split"
-            if n == 1
-            else f"eval: the three models x {n} seeds on the same test split",
-        )
+    reporter.message(
+        "eval: the three models on the same test split"
+        if n == 1
+        else f"eval: the three models x {n} seeds on the same test split"
     )
     reports = []
     for models in trained_by_seed.values():
@@ -120,9 +110,7 @@ def evaluate_seeds(
                 bootstrap=bootstrap,
                 seed=seed,
                 save=not set(ids) <= saved,
-                progress=lambda model_id, d, total: tell(
-                    Event("eval", done=d, total=total, key=model_id)
-                ),
+                reporter=reporter,
             )
         )
     if len(reports) == 1:

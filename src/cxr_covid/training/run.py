@@ -1,6 +1,6 @@
 """Train one of the study's networks from scratch into the model store.
 
-    result = train(TrainConfig(arch="baseline", epochs=30), progress=print)
+    result = train(TrainConfig(arch="baseline", epochs=30), LoggingReporter(), on_epoch=print)
 
 The study's recipe: Adam (rate 1e-3), sparse categorical cross-entropy, 30 epochs, batch 32,
 keeping the weights of the epoch with the best validation accuracy. Input comes from the
@@ -37,6 +37,7 @@ from cxr_covid.models import store
 from cxr_covid.models.flops import ArchSummary
 from cxr_covid.models.flops import summarize as _summarize
 from cxr_covid.models.records import History
+from cxr_covid.progress import NULL, Reporter
 from cxr_covid.training import limits, resume_state
 from cxr_covid.training.distribute import PRECISIONS, STRATEGIES, Placement
 
@@ -125,7 +126,7 @@ def _check_range(option: str, value: int, low: int, high: int) -> None:
 
 @dataclass(frozen=True)
 class EpochReport:
-    """Sent to the progress callback after every completed (and checkpointed) epoch."""
+    """Sent to the `on_epoch` hook after every completed (and checkpointed) epoch."""
 
     run_id: str
     epoch: int  # 1-based
@@ -144,7 +145,7 @@ class EpochReport:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Sent once before the first epoch: what is about to be trained, on what."""
+    """Sent to the `on_start` hook once before the first epoch: what is trained, on what."""
 
     run_id: str
     architecture: str
@@ -197,9 +198,11 @@ class TrainingInterrupted(CxrCovidError):
         )
 
 
-Progress = Callable[[EpochReport], None]
-StepProgress = Callable[[int, int], None]  # (step within the epoch, steps per epoch)
-StartCallback = Callable[[RunInfo], None]
+# Typed hooks beside the Reporter, for callers that show per-epoch figures (the CLI's table,
+# reproduce's log) or the run's set-up; the steps within an epoch and the cache building go
+# through the Reporter.
+EpochHook = Callable[[EpochReport], None]
+StartHook = Callable[[RunInfo], None]
 
 
 def summarize(arch: str, image_size: int, num_classes: int = 3) -> ArchSummary:
@@ -308,13 +311,15 @@ def _state_problem(state: _State) -> str | None:
 
 def train(
     config: TrainConfig,
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
     *,
-    on_start: StartCallback | None = None,
-    on_step: StepProgress | None = None,
-    on_cache: pipeline.CacheProgress | None = None,
+    on_start: StartHook | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
-    """Train a new model as `config` says and save it in the store."""
+    """Train a new model as `config` says and save it in the store.
+
+    `reporter` sees the cache being built and the steps of each epoch ("Epoch 3/30");
+    `on_start` gets the run's set-up, `on_epoch` each finished epoch's figures."""
     config.validate()
     dataset = resolve_dataset(config.dataset)
     # Pin the dataset by name, so --resume never drifts to a newer "newest" dataset.
@@ -327,7 +332,8 @@ def train(
             f"`cxr-covid train --resume {run_id}` or delete {run_dir(run_id)}"
         )
     try:
-        return _run(config, run_id, dataset, _State(), None, progress, on_start, on_step, on_cache)
+        run = _RunContext(config, run_id, dataset, _State(), None, reporter, on_start, on_epoch)
+        return _run(run)
     except TrainingInterrupted as exc:
         if exc.epochs_done == 0 and _drop_unstarted_run(run_id):
             raise KeyboardInterrupt from None  # nothing to resume: the caller's plain Ctrl-C
@@ -353,12 +359,11 @@ def _drop_unstarted_run(run_id: str) -> bool:
 
 def resume(
     model_or_run_id: str,
-    progress: Progress | None = None,
+    reporter: Reporter = NULL,
     *,
     name: str | None = None,
-    on_start: StartCallback | None = None,
-    on_step: StepProgress | None = None,
-    on_cache: pipeline.CacheProgress | None = None,
+    on_start: StartHook | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Continue an interrupted run from its last completed epoch.
 
@@ -385,7 +390,9 @@ def resume(
     checkpoint = folder / CHECKPOINT_FILE if state.epochs_done else None
     state.resumed += 1
     return _run(
-        config, model_or_run_id, dataset, state, checkpoint, progress, on_start, on_step, on_cache
+        _RunContext(
+            config, model_or_run_id, dataset, state, checkpoint, reporter, on_start, on_epoch
+        )
     )
 
 
@@ -499,26 +506,45 @@ def _datasets(
     )
 
 
-def _run(
-    config: TrainConfig,
-    run_id: str,
-    dataset: Dataset,
-    state: _State,
-    checkpoint: Path | None,
-    progress: Progress | None,
-    on_start: StartCallback | None,
-    on_step: StepProgress | None,
-    on_cache: pipeline.CacheProgress | None,
-) -> TrainResult:
+@dataclass
+class _RunContext:
+    """One training run as every level of the loop sees it: what to train, where it stands,
+    and who hears about it (instead of the same arguments passed down three levels)."""
+
+    config: TrainConfig
+    run_id: str
+    dataset: Dataset
+    state: _State
+    checkpoint: Path | None  # the run's checkpoint when resuming from a completed epoch
+    reporter: Reporter = NULL
+    on_start: StartHook | None = None
+    on_epoch: EpochHook | None = None
+
+    @property
+    def folder(self) -> Path:
+        return run_dir(self.run_id)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The dataset's rows, checked for training: the whole manifest and the two splits."""
+
+    all: list[Any]
+    digest: str
+    classes: list[str]
+    train: list[Any]
+    val: list[Any]
+    augmented: int
+
+
+def _run(run: _RunContext) -> TrainResult:
     """`_train_run`, leaving the process's global TensorFlow settings as it found them
     (precision policy, op determinism), so a caller can train again with other options."""
     from cxr_covid.training import distribute
 
     was_deterministic = _op_determinism(None)
     try:
-        return _train_run(
-            config, run_id, dataset, state, checkpoint, progress, on_start, on_step, on_cache
-        )
+        return _train_run(run)
     finally:
         distribute.reset_precision()
         _op_determinism(was_deterministic)
@@ -544,22 +570,47 @@ def _op_determinism(enable: bool | None) -> bool:
     return bool(framework_config.is_op_determinism_enabled())
 
 
-def _train_run(
-    config: TrainConfig,
-    run_id: str,
-    dataset: Dataset,
-    state: _State,
-    checkpoint: Path | None,
-    progress: Progress | None,
-    on_start: StartCallback | None,
-    on_step: StepProgress | None,
-    on_cache: pipeline.CacheProgress | None,
-) -> TrainResult:
-    import keras
-
-    from cxr_covid.training import distribute
-
+def _train_run(run: _RunContext) -> TrainResult:
+    """Check the data, place the work, cache the splits, build or load, fit, record, save."""
     started = time.perf_counter()
+    config = run.config
+    rows = _checked_rows(run)
+    placement = _place(config)
+    prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
+    recipe, composition = _recipe(config, rows.train)
+    cache_args: dict[str, Any] = {"rows": rows.all, "classes": rows.classes}
+    cache_args["reporter"] = run.reporter
+    train_split = pipeline.cache_split(
+        run.dataset, "train", prep, include_augmented=config.augment, **cache_args
+    )
+    val_split = pipeline.cache_split(run.dataset, "val", prep, **cache_args)
+    model, best_weights = _build_or_load(run, placement, rows.classes)
+    best_weights = _fit_epochs(
+        run, placement, model, best_weights, train_split, val_split, recipe, started
+    )
+    final, guards = _final_model(run, placement, rows, best_weights, train_split, val_split)
+    record = _record(run, placement, prep, rows, composition, train_split, val_split)
+    if guards is not None:
+        from cxr_covid.inference import scoring
+
+        scoring.apply(record, guards)
+        record.training["calibration_seconds"] = round(guards.seconds, 3)
+    stored = _save(run, placement, final, record)
+    state = run.state
+    return TrainResult(
+        model=stored,
+        record=record,
+        best_epoch=state.best_epoch,
+        best_val_accuracy=state.best_val_accuracy,
+        seconds=state.total_seconds,
+        images_per_second=_images_per_second(state),
+    )
+
+
+def _checked_rows(run: _RunContext) -> _Rows:
+    """The dataset's rows, refused when they changed since the run started, have fewer than
+    two classes, lack a split, or lack the augmented images --augment asks for."""
+    dataset, config, state = run.dataset, run.config, run.state
     rows = dataset.rows()
     digest = manifest_hash(rows)
     if state.manifest_sha256 and state.manifest_sha256 != digest:
@@ -583,73 +634,65 @@ def _train_run(
         raise DataError(
             f"dataset {dataset.name!r} has no augmented images: run `cxr-covid augment` first"
         )
+    return _Rows(list(rows), digest, classes, train_rows, val_rows, augmented)
+
+
+def _place(config: TrainConfig) -> Placement:
+    """The devices and strategy, with the seed and op determinism set before any model."""
+    import keras
+
+    from cxr_covid.training import distribute
 
     placement = distribute.place(config.strategy, config.precision)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         _op_determinism(True)
+    return placement
 
-    prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
-    recipe, composition = _recipe(config, train_rows)
-    cache_args: dict[str, Any] = {"rows": rows, "classes": classes, "progress": on_cache}
-    train_split = pipeline.cache_split(
-        dataset, "train", prep, include_augmented=config.augment, **cache_args
-    )
-    val_split = pipeline.cache_split(dataset, "val", prep, **cache_args)
 
-    arch = models.get(config.arch)
+def _build_or_load(
+    run: _RunContext, placement: Placement, classes: list[str]
+) -> tuple[Any, list[np.ndarray] | None]:
+    """A new compiled model, or the run's checkpoint (with its RNG state and best weights);
+    a new run's folder is written before the first epoch, so its name is taken."""
+    config, checkpoint = run.config, run.checkpoint
     with placement.strategy.scope():
         if checkpoint is not None:
-            model = _load_checkpoint(checkpoint, run_id)
+            model = _load_checkpoint(checkpoint, run.run_id)
             if (checkpoint.parent / RNG_FILE).is_file():  # older run folders lack it
                 resume_state.restore_rng_state(model, checkpoint.parent / RNG_FILE)
         else:
             model = models.build(config.arch, config.image_size, len(classes))
             _compile(model, config.learning_rate)
-
-    folder = run_dir(run_id)
+    folder = run.folder
     best_weights: list[np.ndarray] | None = None
     if checkpoint is not None and (folder / BEST_FILE).is_file():
-        best_weights = _load_best_weights(folder / BEST_FILE, model, run_id)
-    if placement.is_chief and checkpoint is None and state.epochs_done == 0:
-        _write_run(folder, run_id, config, state, None, None)
+        best_weights = _load_best_weights(folder / BEST_FILE, model, run.run_id)
+    if placement.is_chief and checkpoint is None and run.state.epochs_done == 0:
+        _write_run(folder, run.run_id, config, run.state, None, None)
+    return model, best_weights
 
+
+def _fit_epochs(
+    run: _RunContext,
+    placement: Placement,
+    model: Any,
+    best_weights: list[np.ndarray] | None,
+    train_split: pipeline.CachedSplit,
+    val_split: pipeline.CachedSplit,
+    recipe: dict[str, Any],
+    started: float,
+) -> list[np.ndarray]:
+    """Fit the remaining epochs (checkpointed one by one); the best epoch's weights."""
+    config, state = run.config, run.state
     first_epoch = state.epochs_done
     with train_split.reader() as train_reader, val_split.reader() as val_reader:
         train_data, val_data, steps, val_steps = _datasets(
             placement, config, train_split, val_split, train_reader, val_reader, first_epoch, recipe
         )
-        if on_start:
-            on_start(
-                RunInfo(
-                    run_id=run_id,
-                    architecture=config.arch,
-                    dataset=dataset.name,
-                    train_images=train_split.count,
-                    val_images=val_split.count,
-                    classes=classes,
-                    first_epoch=first_epoch + 1,
-                    epochs=config.epochs,
-                    steps_per_epoch=steps,
-                    strategy=placement.name,
-                    replicas=placement.replicas,
-                    device=placement.device,
-                    precision=placement.precision,
-                    notes=placement.notes,
-                )
-            )
-        tracker = _tracker_class()(
-            run_id,
-            config,
-            state,
-            best_weights,
-            placement,
-            steps,
-            train_split.count,
-            folder,
-            started,
-        )
-        tracker.progress, tracker.on_step = progress, on_step
+        if run.on_start:
+            run.on_start(_run_info(run, placement, train_split, val_split, steps))
+        tracker = _tracker_class()(run, best_weights, placement, steps, train_split.count, started)
         try:
             if first_epoch < config.epochs and not _stopped_early(config, state):
                 _fit(
@@ -667,38 +710,93 @@ def _train_run(
                 )
         except KeyboardInterrupt:
             # The epochs safely on disk: an interrupt can land while a checkpoint is written.
-            raise TrainingInterrupted(run_id, tracker.saved_epochs) from None
+            raise TrainingInterrupted(run.run_id, tracker.saved_epochs) from None
     tracker.finish_timing()
-    best_weights = tracker.best_weights
-    if best_weights is None:  # pragma: no cover - fit always completes one epoch here
+    if tracker.best_weights is None:  # pragma: no cover - fit always completes one epoch here
         raise ModelError("training produced no epoch to keep")
+    return list(tracker.best_weights)
 
+
+def _run_info(
+    run: _RunContext,
+    placement: Placement,
+    train_split: pipeline.CachedSplit,
+    val_split: pipeline.CachedSplit,
+    steps: int,
+) -> RunInfo:
+    return RunInfo(
+        run_id=run.run_id,
+        architecture=run.config.arch,
+        dataset=run.dataset.name,
+        train_images=train_split.count,
+        val_images=val_split.count,
+        classes=list(train_split.classes),
+        first_epoch=run.state.epochs_done + 1,
+        epochs=run.config.epochs,
+        steps_per_epoch=steps,
+        strategy=placement.name,
+        replicas=placement.replicas,
+        device=placement.device,
+        precision=placement.precision,
+        notes=placement.notes,
+    )
+
+
+def _final_model(
+    run: _RunContext,
+    placement: Placement,
+    rows: _Rows,
+    best_weights: list[np.ndarray],
+    train_split: pipeline.CachedSplit,
+    val_split: pipeline.CachedSplit,
+) -> tuple[Any, Any]:
+    """The model to store, and its calibration and OOD guard (None with --no-calibrate)."""
+    from cxr_covid.training import distribute
+
+    config = run.config
     # The stored copy is a fresh float32 model without optimizer state: a third of the size,
     # and loadable anywhere whatever precision policy the training used.
     distribute.reset_precision()
-    final = models.build(config.arch, config.image_size, len(classes))
+    final = models.build(config.arch, config.image_size, len(rows.classes))
     final.set_weights(best_weights)
-    guards = _fit_guards(config, placement, final, train_split, val_split, dataset.name)
-    images_per_second = state.timed_images / state.train_seconds if state.train_seconds else 0.0
-    record = store.ModelRecord(
-        id=run_id,
+    guards = _fit_guards(config, placement, final, train_split, val_split, run.dataset.name)
+    return final, guards
+
+
+def _images_per_second(state: _State) -> float:
+    return state.timed_images / state.train_seconds if state.train_seconds else 0.0
+
+
+def _record(
+    run: _RunContext,
+    placement: Placement,
+    prep: Preprocessing,
+    rows: _Rows,
+    composition: dict[str, dict[str, int]],
+    train_split: pipeline.CachedSplit,
+    val_split: pipeline.CachedSplit,
+) -> store.ModelRecord:
+    """The model record: what was trained, on which data, how, and how it went."""
+    config, state, dataset = run.config, run.state, run.dataset
+    return store.ModelRecord(
+        id=run.run_id,
         architecture=config.arch,
-        classes=classes,
+        classes=rows.classes,
         preprocessing=prep.to_dict(),
-        last_conv_layer=arch.last_conv,
+        last_conv_layer=models.get(config.arch).last_conv,
         dataset={
             "name": dataset.name,
-            "manifest_sha256": digest,
-            "split_sha256": split_hash(rows),
+            "manifest_sha256": rows.digest,
+            "split_sha256": split_hash(rows.all),
             "train_images": train_split.count,
             "val_images": val_split.count,
-            "augmented_train_images": augmented,
+            "augmented_train_images": rows.augmented,
             **({"train_collections": composition} if composition else {}),
         },
         training={
             **config.to_dict(),
             "dataset": dataset.name,
-            "name": run_id,
+            "name": run.run_id,
             "optimizer": "adam",
             "loss": "sparse_categorical_crossentropy",
             "keep": "best val_accuracy",
@@ -706,7 +804,7 @@ def _train_run(
             "stopped_early": state.epochs_done < config.epochs,
             "started": state.started,
             "seconds": round(state.total_seconds, 3),
-            "images_per_second": round(images_per_second, 2),
+            "images_per_second": round(_images_per_second(state), 2),
             "resumed": state.resumed,
             "device": placement.device,
             "strategy_used": placement.name,
@@ -723,25 +821,18 @@ def _train_run(
         },
         versions=store.library_versions(),
     )
-    if guards is not None:
-        from cxr_covid.inference import scoring
 
-        scoring.apply(record, guards)
-        record.training["calibration_seconds"] = round(guards.seconds, 3)
-    if placement.is_chief:
-        _check_name_free(run_id)  # taken while this run trained: keep the run, say how
-        stored = store.save(final, record)
-        shutil.rmtree(folder, ignore_errors=True)
-    else:
-        stored = store.StoredModel(store.model_dir(run_id))
-    return TrainResult(
-        model=stored,
-        record=record,
-        best_epoch=state.best_epoch,
-        best_val_accuracy=state.best_val_accuracy,
-        seconds=state.total_seconds,
-        images_per_second=images_per_second,
-    )
+
+def _save(
+    run: _RunContext, placement: Placement, final: Any, record: store.ModelRecord
+) -> store.StoredModel:
+    """Store the model (chief only) and drop the run folder it no longer needs."""
+    if not placement.is_chief:
+        return store.StoredModel(store.model_dir(run.run_id))
+    _check_name_free(run.run_id)  # taken while this run trained: keep the run, say how
+    stored = store.save(final, record)
+    shutil.rmtree(run.folder, ignore_errors=True)
+    return stored
 
 
 def _fit_guards(
@@ -811,29 +902,26 @@ def _tracker_class() -> type:
 
         def __init__(
             self,
-            run_id: str,
-            config: TrainConfig,
-            state: _State,
+            run: _RunContext,
             best_weights: list[np.ndarray] | None,
             placement: Placement,
             steps: int,
             train_images: int,
-            folder: Path,
             started: float,
         ) -> None:
             super().__init__()
             self._mark = started  # wall time is added to state.total_seconds epoch by epoch
-            self.run_id, self.config, self.state = run_id, config, state
+            self.run = run
+            self.run_id, self.config, self.state = run.run_id, run.config, run.state
             self.best_weights = best_weights
             self.placement, self.steps, self.train_images = placement, steps, train_images
-            self.folder = folder
-            self.progress: Progress | None = None
-            self.on_step: StepProgress | None = None
+            self.folder = run.folder
+            self._task = ""
             self._epoch_start = 0.0
             self._train_end = 0.0
             self._epochs_this_process = 0
             self.first_epoch_train_time = 0.0
-            self.saved_epochs = state.epochs_done
+            self.saved_epochs = run.state.epochs_done
 
         def finish_timing(self) -> None:
             now = time.perf_counter()
@@ -846,16 +934,18 @@ def _tracker_class() -> type:
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self._epoch_start = time.perf_counter()
             self._train_end = 0.0
+            self._task = f"Epoch {epoch + 1}/{self.config.epochs}"
+            self.run.reporter.start(self._task, total=self.steps, unit="steps")
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            if self.on_step:
-                self.on_step(batch + 1, self.steps)
+            self.run.reporter.advance(self._task, batch + 1)
 
         def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
             self._train_end = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = logs or {}
+            self.run.reporter.finish(self._task)
             now = time.perf_counter()
             seconds = now - self._epoch_start
             state = self.state
@@ -905,11 +995,11 @@ def _tracker_class() -> type:
                     self.model.save(scratch / CHECKPOINT_FILE)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
-            if self.progress:
+            if self.run.on_epoch:
                 durations = state.history["seconds"]
                 recent = durations[-3:] if len(durations) > 1 else durations
                 remaining = 0 if stopping else self.config.epochs - state.epochs_done
-                self.progress(
+                self.run.on_epoch(
                     EpochReport(
                         run_id=self.run_id,
                         epoch=epoch + 1,

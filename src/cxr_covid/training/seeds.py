@@ -21,6 +21,7 @@ import numpy as np
 from cxr_covid.data.dataset import check_name
 from cxr_covid.errors import UsageError
 from cxr_covid.models import store
+from cxr_covid.progress import NULL, Reporter
 
 # Options that must match for a stored model to be reused as one seed of a group.
 _SAME_RECIPE = (
@@ -124,10 +125,9 @@ def train_group(
     config: Any,
     seeds: int,
     *,
-    progress: Callable[[Any], None] | None = None,
+    reporter: Reporter = NULL,
     on_start: Callable[[Any], None] | None = None,
-    on_step: Callable[[int, int], None] | None = None,
-    on_cache: Callable[[str, int, int], None] | None = None,
+    on_epoch: Callable[[Any], None] | None = None,
     on_model: Callable[[int, str, str], None] | None = None,
 ) -> GroupTrainResult:
     """Train (or reuse, or resume) one model per seed; `config.name` names the group.
@@ -146,7 +146,7 @@ def train_group(
     result = GroupTrainResult(group)
     for seed in seeds_of(config.seed, seeds):
         model_id = seed_model_id(group, seed)
-        callbacks: dict[str, Any] = {"on_start": on_start, "on_step": on_step, "on_cache": on_cache}
+        hooks: dict[str, Any] = {"on_start": on_start, "on_epoch": on_epoch}
         if store.model_dir(model_id).is_dir():
             if on_model:
                 on_model(seed, model_id, "reuse")
@@ -165,12 +165,12 @@ def train_group(
         if (training.run_dir(model_id) / training.STATE_FILE).is_file():
             if on_model:
                 on_model(seed, model_id, "resume")
-            trained = training.resume(model_id, progress, **callbacks)
+            trained = training.resume(model_id, reporter, **hooks)
         else:
             if on_model:
                 on_model(seed, model_id, "train")
             trained = training.train(
-                replace(config, seed=seed, name=model_id, group=group), progress, **callbacks
+                replace(config, seed=seed, name=model_id, group=group), reporter, **hooks
             )
         result.models.append(
             SeedModel(
