@@ -31,27 +31,20 @@ def import_tensorflow_quietly() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get(TF_LOGS_ENV):
-        import tensorflow  # noqa: F401
-
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    with native_stderr_silenced():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 @contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null inside the block: what native code (TensorFlow's
+    and LiteRT's C++ runtimes) writes there is dropped, while Python errors still raise.
+    `CXR_COVID_TF_LOGS=1` keeps it, for debugging."""
+    if os.environ.get(TF_LOGS_ENV):
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -80,7 +73,7 @@ class _QuietLoader(importlib.abc.Loader):
         module.__loader__ = self._loader
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
-        with _stderr_silenced():
+        with native_stderr_silenced():
             self._loader.exec_module(module)
             module.config.list_physical_devices()
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cxr_covid.cli.choices import Fill
 from cxr_covid.cli.console import err, out, print_json
+from cxr_covid.cli.options import ExternalClassMap, ExternalFolders
 
 if TYPE_CHECKING:
     from cxr_covid.audit.run import AuditResult
@@ -27,24 +28,8 @@ def audit(
         str | None,
         typer.Argument(help="Model id or folder (default: the newest model).", show_default=False),
     ] = None,
-    external: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--external",
-            help="A labelled folder from another hospital or cohort (one sub-folder per "
-            "class). Repeatable.",
-            file_okay=False,
-            show_default=False,
-        ),
-    ] = None,
-    class_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--class-map",
-            help="With --external: map a folder to a class, FOLDER=CLASS (or FOLDER=skip).",
-            show_default=False,
-        ),
-    ] = None,
+    external: ExternalFolders = None,
+    class_map: ExternalClassMap = None,
     control: Annotated[
         bool,
         typer.Option(

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cxr_covid.cli.choices import EvalSplit
 from cxr_covid.cli.console import MAX_SEED, err, out
+from cxr_covid.cli.options import DataClassMap
 from cxr_covid.training.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 
 if TYPE_CHECKING:
@@ -45,14 +46,7 @@ def evaluate(
             file_okay=False,
         ),
     ] = None,
-    class_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--class-map",
-            help="With --data: map a folder to a class, FOLDER=CLASS (or FOLDER=skip). Repeatable.",
-            show_default=False,
-        ),
-    ] = None,
+    class_map: DataClassMap = None,
     as_json: Annotated[
         bool,
         typer.Option(

@@ -119,17 +119,7 @@ def pack(
 
     result = pack_model(store.resolve(model or None), out_file, force=force)
     if as_json:
-        print_json(
-            {
-                "model_id": result.model_id,
-                "path": str(result.path),
-                "sha256": result.sha256,
-                "bytes": result.bytes,
-                "weights_bytes": result.weights_bytes,
-                "recorded": result.recorded,
-            },
-            schema="models-pack",
-        )
+        print_json(result.to_dict(), schema="models-pack")
         return
     out.print(
         escape(f"packed {result.model_id} into {result.path} ({result.bytes:,} bytes)"),
@@ -189,17 +179,7 @@ def import_(
             progress=lambda done, total: reporter.advance("download", done, total),
         )
     if as_json:
-        print_json(
-            {
-                "model_id": result.model.id,
-                "path": str(result.model.root),
-                "source": result.source,
-                "sha256": result.sha256,
-                "bytes": result.bytes,
-                "replaced": result.replaced,
-            },
-            schema="models-import",
-        )
+        print_json(result.to_dict(), schema="models-import")
         return
     verb = "replaced" if result.replaced else "imported"
     out.print(escape(f"{verb} model {result.model.id} from {result.source}"), soft_wrap=True)

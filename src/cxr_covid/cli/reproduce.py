@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cxr_covid.cli.choices import Preset
 from cxr_covid.cli.console import MAX_SEED, out, print_json
+from cxr_covid.cli.options import ExternalClassMap, ExternalFolders
 from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
     MAX_BOOTSTRAP,
@@ -138,23 +139,8 @@ def reproduce(
             "--audit/--no-audit", help="Run the shortcut audit and put its verdict in the report."
         ),
     ] = True,
-    external: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--external",
-            help="A labelled folder from another hospital or cohort for the audit. Repeatable.",
-            file_okay=False,
-            show_default=False,
-        ),
-    ] = None,
-    class_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--class-map",
-            help="With --external: map a folder to a class, FOLDER=CLASS (or FOLDER=skip).",
-            show_default=False,
-        ),
-    ] = None,
+    external: ExternalFolders = None,
+    class_map: ExternalClassMap = None,
     control_epochs: Annotated[
         int | None,
         typer.Option("--control-epochs", min=1, help="Epochs of the audit's lung-blind control."),

@@ -323,11 +323,12 @@ def predict_to_file(
     # Started after loading, so a progress bar's rate counts images only.
     reporter.start(PREDICT_TASK, total=len(todo), unit="img")
     start = time.perf_counter()
-    if out_path is None:
+
+    def write_rows(stream: IO[str], durable: bool, header: bool) -> None:
         _write_all(
-            sys.stdout,
-            False,
-            True,
+            stream,
+            durable,
+            header,
             todo,
             scorer,
             record,
@@ -337,25 +338,11 @@ def predict_to_file(
             reporter,
             decision,
         )
+
+    if out_path is None:
+        write_rows(sys.stdout, False, True)
     else:
-        _write_file(
-            out_path,
-            resume,
-            summary,
-            lambda handle, durable, header: _write_all(
-                handle,
-                durable,
-                header,
-                todo,
-                scorer,
-                record,
-                fmt,
-                batch_size,
-                summary,
-                reporter,
-                decision,
-            ),
-        )
+        _write_file(out_path, resume, summary, write_rows)
     reporter.finish(PREDICT_TASK)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import shutil
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from cxr_covid.about import __version__
 from cxr_covid.data.images import is_image_file, load_for_model
 from cxr_covid.errors import DependencyError, ModelError, UsageError
 from cxr_covid.models.store import ModelRecord, StoredModel
-from cxr_covid.tf_runtime import TF_LOGS_ENV
+from cxr_covid.tf_runtime import native_stderr_silenced
 
 TOLERANCE = 1e-4
 CHECK_IMAGES = 8
@@ -292,7 +290,7 @@ def run_artifact(fmt: str, artifact: Path, tensors: np.ndarray) -> np.ndarray:
     if fmt == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        with _quiet_native_stderr():  # LiteRT's C++ INFO line about its CPU delegate
+        with native_stderr_silenced():  # LiteRT's C++ INFO line about its CPU delegate
             interpreter = Interpreter(model_path=str(artifact))
             inp = interpreter.get_input_details()[0]
             interpreter.resize_tensor_input(inp["index"], list(tensors.shape))
@@ -305,23 +303,3 @@ def run_artifact(fmt: str, artifact: Path, tensors: np.ndarray) -> np.ndarray:
 
     loaded = tf.saved_model.load(str(artifact))
     return np.asarray(loaded.serve(tf.constant(tensors)), dtype=np.float32)
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence what native code writes to file descriptor 2 (errors still raise in Python);
-    CXR_COVID_TF_LOGS=1 keeps it, as for TensorFlow (tf_runtime.py)."""
-    if os.environ.get(TF_LOGS_ENV):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

@@ -63,6 +63,17 @@ class PackResult:
     weights_bytes: int  # model.keras alone
     recorded: bool = True  # the sha256 was added to the model record
 
+    def to_dict(self) -> dict[str, Any]:
+        """`models pack --json`."""
+        return {
+            "model_id": self.model_id,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "weights_bytes": self.weights_bytes,
+            "recorded": self.recorded,
+        }
+
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -71,6 +82,17 @@ class ImportResult:
     sha256: str
     bytes: int
     replaced: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """`models import --json`."""
+        return {
+            "model_id": self.model.id,
+            "path": str(self.model.root),
+            "source": self.source,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "replaced": self.replaced,
+        }
 
 
 def check_sha256(value: str | None) -> str | None:

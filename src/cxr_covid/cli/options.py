@@ -1,0 +1,31 @@
+"""Options that several commands share, written once so their names and help agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_CLASS_MAP_HELP = "map a folder to a class, FOLDER=CLASS (or FOLDER=skip). Repeatable."
+
+# `audit` and `reproduce`: labelled folders from other hospitals or cohorts.
+ExternalFolders = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--external",
+        help="A labelled folder from another hospital or cohort (one sub-folder per class), "
+        "for the shortcut audit. Repeatable.",
+        file_okay=False,
+        show_default=False,
+    ),
+]
+ExternalClassMap = Annotated[
+    list[str] | None,
+    typer.Option("--class-map", help=f"With --external: {_CLASS_MAP_HELP}", show_default=False),
+]
+# `eval --data DIR`.
+DataClassMap = Annotated[
+    list[str] | None,
+    typer.Option("--class-map", help=f"With --data: {_CLASS_MAP_HELP}", show_default=False),
+]
