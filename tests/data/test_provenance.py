@@ -596,3 +596,43 @@ def test_real_adult_normals_attach_by_trailing_path(dev_sources: Path, tmp_path:
     assert result.summary.collections == {"covid": {"unknown": 8}, "normal": {"rsna": 120}}
     assert result.summary.age_groups == {"covid": {"unknown": 8}, "normal": {"adult": 120}}
     assert result.report.basis == {"sources-csv": 120, "unchanged": 8}
+
+
+def test_eval_caveats_say_what_an_accuracy_may_measure() -> None:
+    # Confounded: every warning is passed on, prefixed for the eval table.
+    confounded = _rows({"covid": {"a": 10}, "normal": {"k": 10}}, {"a": "adult", "k": "child"})
+    caveats = prov.accuracy_caveats(confounded, "dev")
+    assert len(caveats) == 2 and all(
+        c.startswith("what this accuracy may measure:") for c in caveats
+    )
+    # Nothing recorded: say that nobody can tell, and how to find out.
+    unknown = _rows({"covid": {"unknown": 5}, "normal": {"unknown": 5}})
+    (caveat,) = prov.accuracy_caveats(unknown, "dev")
+    assert "is not recorded" in caveat and "--sources FILE.csv --dataset dev" in caveat
+    # Sources recorded and shared enough: nothing to say.
+    mixed = _rows({"covid": {"a": 5, "k": 5}, "normal": {"a": 5, "k": 5}})
+    assert prov.accuracy_caveats(mixed, "dev") == []
+
+
+def test_eval_on_a_confounded_dataset_warns_beside_its_table(
+    dev_sources: Path, cxr_home: Path
+) -> None:
+    zip_path = SHARED_DATA / "cxr-dev" / "covid19-radiography-dev.zip"
+    if not zip_path.is_file():
+        pytest.skip(f"development archive not available at {zip_path}")
+    from typer.testing import CliRunner
+
+    from cxr_covid.cli import app
+
+    runner = CliRunner()
+    args = ["download", "--from-zip", str(zip_path), "--sources", str(dev_sources), "--name", "dev"]
+    assert runner.invoke(app, args).exit_code == 0
+    trained = runner.invoke(
+        app, ["train", "-d", "dev", "-e", "1", "--image-size", "16", "--no-calibrate"]
+    )
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(app, ["eval", "--no-save", "--bootstrap", "0"])
+    assert result.exit_code == 0, result.output
+    assert "what this accuracy may measure: Covid-19 and Healthy share no collection" in (
+        result.stderr
+    )

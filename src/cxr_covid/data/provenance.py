@@ -583,6 +583,22 @@ def confounding_warnings(manifest_rows: Iterable[ManifestRow]) -> list[str]:
     )
 
 
+def accuracy_caveats(manifest_rows: Iterable[ManifestRow], dataset_name: str) -> list[str]:
+    """What an accuracy on this dataset may be measuring besides disease, for `eval` to say
+    beside its table: the confounding warnings, or, when no image's source is recorded, that
+    nobody can tell (the study's data confounds class with source and age)."""
+    rows = [r for r in manifest_rows if r.origin == ORIGINAL]
+    if rows and all(r.collection == UNKNOWN and r.age_group == UNKNOWN for r in rows):
+        return [
+            f"where the images of dataset {dataset_name!r} come from is not recorded, so "
+            "cxr-covid cannot tell whether this accuracy measures disease or the source and "
+            "age of each class (in the study's data they coincide: docs/provenance.md); attach "
+            f"them with `cxr-covid download --sources FILE.csv --dataset {dataset_name}`, and "
+            "run `cxr-covid audit`"
+        ]
+    return [f"what this accuracy may measure: {w}" for w in confounding_warnings(rows)]
+
+
 @dataclass
 class ProvenanceSummary:
     """What `download` shows: class x collection and class x age group counts, warnings."""

@@ -566,6 +566,14 @@ def evaluate_model(
     )
 
 
+def dataset_caveats(dataset_name: str) -> list[str]:
+    """The dataset's provenance caveats (data/provenance.py): what its accuracy may measure."""
+    from cxr_covid.data.dataset import resolve_dataset
+    from cxr_covid.data.provenance import accuracy_caveats
+
+    return accuracy_caveats(resolve_dataset(dataset_name).rows(), dataset_name)
+
+
 def check_split(record: store.ModelRecord, test_set: EvalImages, allow_change: bool) -> list[str]:
     """Refuse (or, when allowed, warn) when the dataset was re-split after training: its
     test images may then include the model's own training images."""
@@ -633,6 +641,7 @@ def evaluate(
         for m in unique:
             parse_spec(operating_point, m.record().classes)
     test_sets: dict[tuple[str, ...], EvalImages] = {}
+    caveats: dict[tuple[str, ...], list[str]] = {}  # what a dataset's accuracy may measure
     overlap_checks: dict[tuple[str, ...], OverlapCheck] = {}
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
@@ -676,7 +685,8 @@ def evaluate(
             key = (str(name), split)
             if key not in test_sets:
                 test_sets[key] = dataset_test_set(str(name), split)
-            warnings = check_split(record, test_sets[key], allow_split_change)
+                caveats[key] = dataset_caveats(str(name))
+            warnings = check_split(record, test_sets[key], allow_split_change) + caveats[key]
         evaluation = evaluate_model(
             stored,
             test_sets[key],
