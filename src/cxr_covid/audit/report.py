@@ -5,7 +5,6 @@ Numbers come from `cxr_covid.audit.run`'s dataclasses; this module only renders 
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 
 from cxr_covid import atomic, classes, stats
 from cxr_covid.about import DISCLAIMER
+from cxr_covid.evaluation.plots import new_figure, save_png
 
 if TYPE_CHECKING:
     from cxr_covid.audit.run import AttentionResult, AuditResult, ViewResult
@@ -137,24 +137,9 @@ def to_markdown(result: AuditResult) -> str:
     return "\n".join(lines)
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic.write_bytes(path, buffer.getvalue())
-
-
 def write_plots(folder: Path, result: AuditResult) -> None:
     rows = view_rows(result)
-    figure = _figure(7, 3.6)
+    figure = new_figure(7, 3.6)
     axis = figure.subplots()
     values = [v.accuracy.value for _, v in rows]
     errors = np.array(
@@ -167,10 +152,10 @@ def write_plots(folder: Path, result: AuditResult) -> None:
     axis.set_ylabel("test accuracy (95 % Wilson)")
     axis.legend(loc="upper right")
     axis.set_title(f"{result.model_id}: test split, four ways")
-    _save(figure, folder / "views.png")
+    save_png(figure, folder / "views.png")
     if result.attention is not None and result.attention.per_image:
         per_class = result.attention.per_class()
-        figure = _figure(6, 3.6)
+        figure = new_figure(6, 3.6)
         axis = figure.subplots()
         data = [[s for _, c, s in result.attention.per_image if c == cls] for cls in per_class]
         axis.boxplot(data, tick_labels=[classes.display_name(c) for c in per_class])
@@ -178,7 +163,7 @@ def write_plots(folder: Path, result: AuditResult) -> None:
         axis.set_ylim(0, 1)
         axis.set_ylabel("Grad-CAM mass inside the lung field")
         axis.legend(loc="lower right")
-        _save(figure, folder / "attention.png")
+        save_png(figure, folder / "attention.png")
 
 
 def write_panels(

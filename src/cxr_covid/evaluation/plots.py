@@ -20,7 +20,8 @@ from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
 PLOT_KINDS = ("confusion", "roc", "reliability")
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib figure drawn off-screen (Agg, no pyplot state): every plot of the tool."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -29,7 +30,8 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
-def _save(figure: Any, path: Path) -> Path:
+def save_png(figure: Any, path: Path) -> Path:
+    """The figure as a PNG, written atomically."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     atomic.write_bytes(path, buffer.getvalue())
@@ -45,7 +47,7 @@ def confusion_figure(evaluation: ModelEvaluation) -> Any:
     names = [classes.display_name(c) for c in evaluation.classes]
     support = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, support, out=np.zeros(cm.shape, dtype=float), where=support > 0)
-    figure = _figure(1.6 + 1.3 * len(names), 1.2 + 1.2 * len(names))
+    figure = new_figure(1.6 + 1.3 * len(names), 1.2 + 1.2 * len(names))
     ax = figure.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(cm.shape[0]):
@@ -67,7 +69,7 @@ def confusion_figure(evaluation: ModelEvaluation) -> Any:
 
 
 def roc_figure(evaluation: ModelEvaluation) -> Any:
-    figure = _figure(5.0, 4.6)
+    figure = new_figure(5.0, 4.6)
     ax = figure.add_subplot()
     for j, cls in enumerate(evaluation.classes):
         positive = evaluation.y_true == j
@@ -90,7 +92,7 @@ def roc_figure(evaluation: ModelEvaluation) -> Any:
 
 
 def reliability_figure(evaluation: ModelEvaluation) -> Any:
-    figure = _figure(5.0, 5.4)
+    figure = new_figure(5.0, 5.4)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     bins = evaluation.calibration
     centres = [(b.low + b.high) / 2 for b in bins]
@@ -135,10 +137,10 @@ def write_plots(report: EvaluationReport, folder: Path) -> list[Path]:
     written = []
     for evaluation in report.evaluations:
         stem = _safe(evaluation.model_id)
-        written.append(_save(confusion_figure(evaluation), folder / f"{stem}-confusion.png"))
+        written.append(save_png(confusion_figure(evaluation), folder / f"{stem}-confusion.png"))
         if evaluation.n:
-            written.append(_save(roc_figure(evaluation), folder / f"{stem}-roc.png"))
+            written.append(save_png(roc_figure(evaluation), folder / f"{stem}-roc.png"))
             written.append(
-                _save(reliability_figure(evaluation), folder / f"{stem}-reliability.png")
+                save_png(reliability_figure(evaluation), folder / f"{stem}-reliability.png")
             )
     return written

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid.evaluation.plots import _figure, _save
+from cxr_covid.evaluation.plots import new_figure, save_png
 from cxr_covid.evaluation.seeds import SeedSummary, column_name
 
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
@@ -23,7 +23,7 @@ def seed_figure(summary: SeedSummary, title: str = "Test accuracy across seeds")
     """One panel per column (Total, then each class); in each, one position per recipe."""
     columns = summary.columns
     rows = summary.rows
-    figure = _figure(2.0 + 2.6 * len(columns), 4.6)
+    figure = new_figure(2.0 + 2.6 * len(columns), 4.6)
     axes = figure.subplots(1, len(columns), sharey=True, squeeze=False)[0]
     rng = np.random.default_rng(0)  # jitter only, so overlapping seeds stay visible
     published_drawn = False
@@ -80,4 +80,4 @@ def seed_figure(summary: SeedSummary, title: str = "Test accuracy across seeds")
 
 
 def write_seed_plot(summary: SeedSummary, path: Path, title: str | None = None) -> Path:
-    return _save(seed_figure(summary, title or "Test accuracy across seeds"), path)
+    return save_png(seed_figure(summary, title or "Test accuracy across seeds"), path)
