@@ -36,9 +36,6 @@ def _probabilities(pred: np.ndarray, seed: int = 0) -> np.ndarray:
 def _evaluation(model_id: str, pred: np.ndarray, seed: int = 0) -> ModelEvaluation:
     probs = _probabilities(pred, seed)
     metrics = compute_metrics(Y_TRUE, probs, CLASSES, bootstrap=200, seed=1)
-    overall, per_class, cm = metrics.accuracy, metrics.per_class, metrics.confusion
-    balanced, macro = metrics.balanced_accuracy, metrics.macro_f1
-    bins, ece = metrics.calibration, metrics.ece
     paths = [f"/x/{i}.png" for i in range(len(Y_TRUE))]
     return ModelEvaluation(
         model_id=model_id,
@@ -53,13 +50,7 @@ def _evaluation(model_id: str, pred: np.ndarray, seed: int = 0) -> ModelEvaluati
             source="dataset hand, test split",
             dataset="hand",
         ),
-        accuracy=overall,
-        per_class=per_class,
-        confusion=cm,
-        balanced_accuracy=balanced,
-        macro_f1=macro,
-        calibration=bins,
-        ece=ece,
+        **metrics.by_name(),
         paths=paths,  # type: ignore[arg-type]
         y_true=Y_TRUE,
         probabilities=probs,

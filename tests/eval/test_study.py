@@ -70,27 +70,18 @@ def _evaluation(model_id: str, per_class_correct: dict[int, tuple[int, int]]) ->
     probs[np.arange(len(y_true)), y_pred] = 0.8
     labels = list(classes.STUDY_CLASSES)
     metrics = compute_metrics(np.array(y_true), probs, labels, bootstrap=0)
-    overall, per_class, cm = metrics.accuracy, metrics.per_class, metrics.confusion
-    balanced, macro = metrics.balanced_accuracy, metrics.macro_f1
-    bins, ece = metrics.calibration, metrics.ece
     paths = [Path(f"/t/{i}.png") for i in range(len(y_true))]
     return ModelEvaluation(
-        model_id,
-        "baseline",
-        False,
-        224,
-        labels,
-        EvalImages(tuple(paths), tuple(labels[t] for t in y_true), "test", "dataset d"),
-        overall,
-        per_class,
-        cm,
-        balanced,
-        macro,
-        bins,
-        ece,
-        paths,
-        np.array(y_true),
-        probs,
+        model_id=model_id,
+        architecture="baseline",
+        augmented=False,
+        image_size=224,
+        classes=labels,
+        test_set=EvalImages(tuple(paths), tuple(labels[t] for t in y_true), "test", "dataset d"),
+        **metrics.by_name(),
+        paths=paths,
+        y_true=np.array(y_true),
+        probabilities=probs,
     )
 
 

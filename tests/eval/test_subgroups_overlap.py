@@ -65,9 +65,6 @@ def _evaluation_with_subgroups() -> ModelEvaluation:
     probs = np.full((len(y_true), 3), 0.1)
     probs[np.arange(len(y_true)), y_pred] = 0.8
     metrics = compute_metrics(y_true, probs, CLASSES, bootstrap=0)
-    overall, per_class, cm = metrics.accuracy, metrics.per_class, metrics.confusion
-    balanced, macro = metrics.balanced_accuracy, metrics.macro_f1
-    bins, ece = metrics.calibration, metrics.ece
     groups = ["kaggle-covid"] * 3 + ["kermany", "rsna", "rsna"] + ["kermany"] * 2
     return ModelEvaluation(
         model_id="m",
@@ -82,13 +79,7 @@ def _evaluation_with_subgroups() -> ModelEvaluation:
             source="dataset hand, test split",
             groups=tuple(groups),
         ),
-        accuracy=overall,
-        per_class=per_class,
-        confusion=cm,
-        balanced_accuracy=balanced,
-        macro_f1=macro,
-        calibration=bins,
-        ece=ece,
+        **metrics.by_name(),
         paths=[Path(f"/x/{i}.png") for i in range(len(y_true))],
         y_true=y_true,
         probabilities=probs,

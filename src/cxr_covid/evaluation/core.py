@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -399,6 +400,11 @@ class Metrics:
     calibration: list[stats.CalibrationBin]
     ece: float  # expected calibration error of the top class's probability
 
+    def by_name(self) -> dict[str, Any]:
+        """The figures by name, unconverted: `ModelEvaluation(..., **metrics.by_name())`
+        (ModelEvaluation carries the same fields, under the same names)."""
+        return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+
 
 def compute_metrics(
     y_true: np.ndarray,
@@ -548,13 +554,7 @@ def evaluate_model(
         image_size=record.prep.image_size,
         classes=model_classes,
         test_set=test_set,
-        accuracy=metrics.accuracy,
-        per_class=metrics.per_class,
-        confusion=metrics.confusion,
-        balanced_accuracy=metrics.balanced_accuracy,
-        macro_f1=metrics.macro_f1,
-        calibration=metrics.calibration,
-        ece=metrics.ece,
+        **metrics.by_name(),
         paths=kept_paths,
         y_true=y_true,
         probabilities=probs,
