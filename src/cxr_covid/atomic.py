@@ -62,6 +62,18 @@ def writing(path: Path | str) -> Iterator[None]:
         raise write_error(path, exc) from exc
 
 
+@contextlib.contextmanager
+def disk_errors(path: Path | str) -> Iterator[None]:
+    """Around the caller's own code: only a full, read-only or forbidden file system becomes
+    a WriteError naming `path`; any other OSError is the caller's and passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from exc
+        raise
+
+
 def _is_special(path: Path) -> bool:
     """An existing device or pipe (/dev/null, /dev/stdout, a FIFO): written in place, since
     renaming a file over it would replace the device itself, not write to it."""
@@ -160,12 +172,8 @@ def open_for_write(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
         with writing(path):
             handle = open(tmp, mode, **kwargs)  # noqa: SIM115 - closed below
         with handle:
-            try:
+            with disk_errors(path):
                 yield handle
-            except OSError as exc:
-                if exc.errno in WRITE_ERRNOS:
-                    raise write_error(path, exc) from exc
-                raise
             with writing(path):
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -219,14 +227,10 @@ def building_dir(target: Path, *, replace: bool = False) -> Iterator[Path]:
     """`with building_dir(final) as tmp:` fill `tmp`; on success it becomes `final`."""
     tmp = temp_dir_beside(target)
     try:
-        try:
+        # Whatever fills the folder (Keras saving a model, an extraction) may hit a full or
+        # read-only disk: an environment problem, said as one line.
+        with disk_errors(target):
             yield tmp
-        except OSError as exc:
-            # Whatever filled the folder (Keras saving a model, an extraction) hit a full or
-            # read-only disk: an environment problem, said as one line.
-            if exc.errno in WRITE_ERRNOS:
-                raise write_error(target, exc) from exc
-            raise
         commit_dir(tmp, target, replace=replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

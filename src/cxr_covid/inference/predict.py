@@ -364,13 +364,8 @@ def _write_file(
         with atomic.writing(out_path):
             out_path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(out_path, "a" if appending else "w", encoding="utf-8", newline="")  # noqa: SIM115
-        try:
-            with handle:
-                write_rows(handle, durable, not appending)
-        except OSError as exc:
-            if exc.errno in atomic.WRITE_ERRNOS:
-                raise atomic.write_error(out_path, exc) from exc
-            raise
+        with atomic.disk_errors(out_path), handle:
+            write_rows(handle, durable, not appending)
     except BaseException:
         if created and summary.written == 0:
             with contextlib.suppress(OSError):
