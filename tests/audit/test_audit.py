@@ -51,7 +51,14 @@ def film(label: str, shortcut: bool, rng: np.random.Generator) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def build(home: Path, name: str, shortcut: bool, per_class: int = 30) -> Dataset:
+def build(
+    home: Path,
+    name: str,
+    shortcut: bool,
+    per_class: int = 30,
+    origins: dict[str, tuple[str, str]] | None = None,
+) -> Dataset:
+    """`origins`: class -> (collection, age group) recorded in the manifest."""
     root = home / "datasets" / name
     rng = np.random.default_rng(4)
     rows = []
@@ -69,6 +76,8 @@ def build(home: Path, name: str, shortcut: bool, per_class: int = 30) -> Dataset
                     SIZE,
                     SIZE,
                     split,
+                    collection=(origins or {}).get(label, ("unknown", "unknown"))[0],
+                    age_group=(origins or {}).get(label, ("unknown", "unknown"))[1],
                 )
             )
     dataset = Dataset(root)
@@ -173,6 +182,33 @@ def test_without_the_control_the_verdict_says_what_it_rests_on(cxr_home: Path) -
     assert "control was skipped" in result.verdict_basis
     assert "masked views" in result.verdict_basis
     assert not (cxr_home / "audit" / "controls").exists()
+    # No image's origin is recorded: no origin-only yardstick, and the verdict does not invent one.
+    assert result.origin_only is None and "sees no pixel" not in result.verdict
+
+
+def test_the_audit_says_how_far_the_images_origins_alone_carry(cxr_home: Path) -> None:
+    # The study's confounding: COVID-19 adults from one collection, the other two classes
+    # Kermany children. A rule that knows only the origin calls every Kermany child by the
+    # training split's majority there (a tie: Healthy, first in the study's order).
+    origins = {
+        classes.COVID: ("kaggle-covid", "adult"),
+        classes.NORMAL: ("kermany", "child"),
+        classes.VIRAL_PNEUMONIA: ("kermany", "child"),
+    }
+    dataset = build(cxr_home, "confounded", shortcut=True, per_class=20, origins=origins)
+    model_id = train("confounded", epochs=1)
+    result = run_audit(AuditOptions(model=model_id, control=False, attention=False))
+    origin = result.origin_only
+    assert origin is not None
+    test_labels = [r.label for r in dataset.rows() if r.split == "test"]
+    expected = sum(label != classes.VIRAL_PNEUMONIA for label in test_labels)
+    assert (origin.accuracy.successes, origin.accuracy.n) == (expected, len(test_labels))
+    assert origin.per_class[classes.VIRAL_PNEUMONIA].successes == 0
+    assert origin.predicted == {classes.COVID: 4, classes.NORMAL: 8, classes.VIRAL_PNEUMONIA: 0}
+    assert "sees no pixel" in result.verdict and "give much away" in result.verdict
+    saved = json.loads((result.folder / "audit.json").read_text())
+    assert saved["origin_only"]["accuracy"]["successes"] == expected
+    assert audit.ORIGIN_VIEW in (result.folder / "report.md").read_text()
 
 
 def test_an_interrupted_audit_leaves_no_report(

@@ -636,3 +636,38 @@ def test_eval_on_a_confounded_dataset_warns_beside_its_table(
     assert "what this accuracy may measure: Covid-19 and Healthy share no collection" in (
         result.stderr
     )
+
+
+def _row(label: str, collection: str, age: str = "unknown", split: str = "train") -> ManifestRow:
+    return ManifestRow(f"{label}/{collection}-{age}", label, "0" * 64, 8, 8, split, "original",
+                       collection=collection, age_group=age)  # fmt: skip
+
+
+def test_origin_only_rule_calls_each_image_by_where_it_comes_from() -> None:
+    # The study's mix with adult normals: COVID-19 adults from one collection, normals from
+    # Kermany (children) and RSNA (adults), pneumonia Kermany children.
+    train = (
+        [_row("covid", "kaggle-covid", "adult")] * 5
+        + [_row("normal", "kermany", "child")] * 4
+        + [_row("normal", "rsna", "adult")] * 3
+        + [_row("viral_pneumonia", "kermany", "child")] * 3
+    )
+    test = [
+        _row("covid", "kaggle-covid", "adult", "test"),
+        _row("normal", "rsna", "adult", "test"),
+        _row("viral_pneumonia", "kermany", "child", "test"),  # Kermany children: mostly normal
+        _row("covid", "hannover", "adult", "test"),  # unseen collection: by age group
+        _row("normal", "kermany", "unknown", "test"),  # unknown age: by collection
+        _row("covid", "unknown", "unknown", "test"),  # nothing known: the largest class
+    ]
+    calls = prov.origin_only_predictions(train, test)
+    assert calls == ["covid", "normal", "normal", "covid", "normal", "normal"]
+
+
+def test_origin_only_rule_breaks_ties_in_the_study_order_and_needs_recorded_origins() -> None:
+    tied = [_row("viral_pneumonia", "kermany", "child"), _row("normal", "kermany", "child")]
+    assert prov.origin_only_predictions(tied, [_row("normal", "kermany", "child", "test")]) == [
+        "normal"
+    ]
+    unknown = [_row("covid", "unknown"), _row("normal", "unknown")]
+    assert prov.origin_only_predictions(unknown, [_row("covid", "unknown", split="test")]) is None

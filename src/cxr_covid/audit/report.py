@@ -39,6 +39,8 @@ def view_rows(result: AuditResult) -> list[tuple[str, ViewResult]]:
     rows: list[tuple[str, ViewResult]] = [(v.view, v) for v in result.views]
     if result.control is not None:
         rows.append(("lung-blind control", result.control.view))
+    if result.origin_only is not None:
+        rows.append((result.origin_only.view, result.origin_only))
     return rows
 
 

@@ -48,6 +48,7 @@ from cxr_covid.progress import NULL, Reporter
 DEFAULT_CONTROL_EPOCHS = 3
 DEFAULT_PANELS = 4
 VIEWS: tuple[str, ...] = ("full", "lungs hidden", "lungs only")
+ORIGIN_VIEW = "image origin only (no pixels)"
 AUDIT_FORMAT = 1
 
 # Progress tasks (cxr_covid.progress).
@@ -209,6 +210,7 @@ class AuditResult:
     control: ControlResult | None
     attention: AttentionResult | None
     external: list[ExternalResult]
+    origin_only: ViewResult | None  # a rule that knows only where each image comes from
     verdict: str
     verdict_basis: str
     level: str  # strong / moderate / weak / none / unknown
@@ -231,6 +233,7 @@ class AuditResult:
             "majority_share": self.majority,
             "views": [v.to_dict() for v in self.views],
             "control": self.control.to_dict() if self.control else None,
+            "origin_only": self.origin_only.to_dict() if self.origin_only else None,
             "attention": self.attention.to_dict() if self.attention else None,
             "external": [e.to_dict() for e in self.external],
             "verdict": self.verdict,
@@ -487,6 +490,7 @@ def verdict(
     attention: AttentionResult | None,
     external: Sequence[ExternalResult],
     chance: float,
+    origin_only: ViewResult | None = None,
 ) -> tuple[str, str, str]:
     """(verdict in plain words with the numbers, what it rests on, shortcut level)."""
     sentences: list[str] = []
@@ -524,6 +528,8 @@ def verdict(
             "model confused by an unfamiliar image; run the audit with the control"
         )
         sentences.append(f"The model reaches {_ci(full.accuracy)} test accuracy.")
+    if origin_only is not None:
+        sentences.append(_origin_sentence(origin_only, control, chance))
     for view in (hidden, only):
         if view.collapsed:
             top = max(view.predicted, key=lambda c: view.predicted[c])
@@ -559,6 +565,22 @@ def verdict(
     return " ".join(sentences), basis, level
 
 
+def _origin_sentence(origin: ViewResult, control: ControlResult | None, chance: float) -> str:
+    words = (
+        f"A rule that sees no pixel, only where each image comes from (its collection and age "
+        f"group, class by majority in the training split), scores {_ci(origin.accuracy)}"
+    )
+    if origin.accuracy.low <= chance:
+        return words + ": the images' origins alone do not give the classes away."
+    words += f" against {_pct(chance)} chance: the images' origins alone give much away"
+    if control is not None and control.view.accuracy.high >= origin.accuracy.value:
+        words += (
+            ", and the lung-blind model's accuracy is within reach of it: it may have learnt "
+            "little beyond where each image comes from"
+        )
+    return words + "."
+
+
 # --- the audit -------------------------------------------------------------------------------
 
 
@@ -579,6 +601,22 @@ def _mask_warnings(dataset: str, images: Sequence[Path], mask_dir: Path | None) 
         f"warning: {len(stray)} lung mask(s) match no image by name and were ignored "
         f"(first: {stray[0]})"
     ]
+
+
+def _origin_only(
+    dataset: str, y_true: np.ndarray, index: dict[str, int], model_classes: Sequence[str]
+) -> ViewResult | None:
+    """The test split as a rule that knows only each image's origin would call it."""
+    from cxr_covid.data.dataset import resolve_dataset
+    from cxr_covid.data.manifest import select
+    from cxr_covid.data.provenance import origin_only_predictions
+
+    rows = resolve_dataset(dataset).rows()
+    calls = origin_only_predictions(select(rows, "train"), select(rows, "test"))
+    if calls is None or len(calls) != len(y_true) or any(c not in index for c in calls):
+        return None
+    y_pred = np.array([index[c] for c in calls])
+    return _view_result(ORIGIN_VIEW, y_true, y_pred, model_classes)
 
 
 def default_folder(model_id: str) -> Path:
@@ -667,7 +705,10 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
                 )
             )
         reporter.finish(EXTERNAL_TASK)
-    text, basis, level = verdict(views[0], views[1], views[2], control, attention, external, chance)
+    origin_only = _origin_only(str(name), y_true, index, model_classes)
+    text, basis, level = verdict(
+        views[0], views[1], views[2], control, attention, external, chance, origin_only
+    )
     result = AuditResult(
         model_id=record.id,
         dataset=str(name),
@@ -680,6 +721,7 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
         control=control,
         attention=attention,
         external=external,
+        origin_only=origin_only,
         verdict=text,
         verdict_basis=basis,
         level=level,

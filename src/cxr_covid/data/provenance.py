@@ -599,6 +599,48 @@ def accuracy_caveats(manifest_rows: Iterable[ManifestRow], dataset_name: str) ->
     return [f"what this accuracy may measure: {w}" for w in confounding_warnings(rows)]
 
 
+def origin_only_predictions(
+    train_rows: Sequence[ManifestRow], test_rows: Sequence[ManifestRow]
+) -> list[str] | None:
+    """What a rule that sees no pixel would call each test image: the class most frequent
+    among the training images of the same collection and age group.
+
+    The yardstick for a lung-blind model: when the classes come from different places, this
+    rule alone scores far above chance, and a model that matches it may have learnt nothing
+    else. An origin the training split never showed backs off to the collection, then to the
+    age group, then to the training split's most frequent class; ties go to the class first
+    in the study's order. None when no training image's origin is recorded (the rule would
+    only be "always the largest class", which says nothing about the data's origins).
+    """
+    train = [r for r in train_rows if r.origin == ORIGINAL]
+    if not train or all(r.collection == UNKNOWN and r.age_group == UNKNOWN for r in train):
+        return None
+    order = {c: i for i, c in enumerate(cls.label_order(sorted({r.label for r in train})))}
+
+    def most_frequent(counts: Counter[str]) -> str:
+        return min(counts, key=lambda c: (-counts[c], order[c]))
+
+    def keys(row: ManifestRow) -> list[tuple[str, ...]]:
+        # From the most to the least specific origin; () is the whole training split.
+        return [(row.collection, row.age_group), (row.collection,), (row.age_group,), ()]
+
+    tables: list[dict[tuple[str, ...], Counter[str]]] = [{}, {}, {}, {}]
+    for row in train:
+        for table, key in zip(tables, keys(row), strict=True):
+            table.setdefault(key, Counter())[row.label] += 1
+
+    def predict(row: ManifestRow) -> str:
+        for table, key in zip(tables, keys(row), strict=True):
+            # An unknown origin says nothing: only the whole split may answer for it.
+            if key and UNKNOWN in key:
+                continue
+            if key in table:
+                return most_frequent(table[key])
+        return most_frequent(tables[-1][()])  # pragma: no cover - the last table always answers
+
+    return [predict(r) for r in test_rows]
+
+
 @dataclass
 class ProvenanceSummary:
     """What `download` shows: class x collection and class x age group counts, warnings."""
