@@ -11,8 +11,8 @@ from rich.table import Table
 
 from cxr_covid.cli.choices import EvalSplit
 from cxr_covid.cli.console import MAX_SEED, err, out
-from cxr_covid.cli.options import DataClassMap
-from cxr_covid.training.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
+from cxr_covid.cli.options import BootstrapResamples, DataClassMap
+from cxr_covid.training.limits import MAX_BATCH_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -97,15 +97,7 @@ def evaluate(
             help="Evaluate even if the dataset was re-split after training (warns).",
         ),
     ] = False,
-    bootstrap: Annotated[
-        int,
-        typer.Option(
-            "--bootstrap",
-            min=0,
-            max=MAX_BOOTSTRAP,
-            help="Bootstrap resamples for AUC/F1 intervals.",
-        ),
-    ] = 1000,
+    bootstrap: BootstrapResamples = 1000,
     seed: Annotated[
         int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap.")
     ] = 42,

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cxr_covid.training.limits import MAX_BOOTSTRAP
+
 _CLASS_MAP_HELP = "map a folder to a class, FOLDER=CLASS (or FOLDER=skip). Repeatable."
 
 # `audit` and `reproduce`: labelled folders from other hospitals or cohorts.
@@ -28,4 +30,11 @@ ExternalClassMap = Annotated[
 DataClassMap = Annotated[
     list[str] | None,
     typer.Option("--class-map", help=f"With --data: {_CLASS_MAP_HELP}", show_default=False),
+]
+# `eval` and `reproduce`: resamples behind the bootstrap intervals.
+BootstrapResamples = Annotated[
+    int,
+    typer.Option(
+        "--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Bootstrap resamples for AUC/F1 intervals."
+    ),
 ]

@@ -11,10 +11,9 @@ from rich.table import Table
 
 from cxr_covid.cli.choices import Preset
 from cxr_covid.cli.console import MAX_SEED, out, print_json
-from cxr_covid.cli.options import ExternalClassMap, ExternalFolders
+from cxr_covid.cli.options import BootstrapResamples, ExternalClassMap, ExternalFolders
 from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
-    MAX_BOOTSTRAP,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
@@ -98,15 +97,7 @@ def reproduce(
             "--seed", min=0, max=MAX_SEED, help="Training and bootstrap seed (default 42)."
         ),
     ] = None,
-    bootstrap: Annotated[
-        int,
-        typer.Option(
-            "--bootstrap",
-            min=0,
-            max=MAX_BOOTSTRAP,
-            help="Bootstrap resamples for AUC/F1 intervals.",
-        ),
-    ] = 1000,
+    bootstrap: BootstrapResamples = 1000,
     estimate: Annotated[
         bool,
         typer.Option("--estimate/--no-estimate", help="Time a few training steps first."),
