@@ -146,16 +146,12 @@ class BinaryMetrics:
 def binary_metrics(
     decided_positive: np.ndarray, positive: np.ndarray, confidence: float = stats.DEFAULT_CONFIDENCE
 ) -> BinaryMetrics:
-    d = np.asarray(decided_positive, dtype=bool)
-    t = np.asarray(positive, dtype=bool)
-    tp, fp = int((d & t).sum()), int((d & ~t).sum())
-    fn, tn = int((~d & t).sum()), int((~d & ~t).sum())
-    return BinaryMetrics(
-        sensitivity=stats.proportion(tp, tp + fn, confidence),
-        specificity=stats.proportion(tn, tn + fp, confidence),
-        ppv=stats.proportion(tp, tp + fp, confidence),
-        npv=stats.proportion(tn, tn + fn, confidence),
-    )
+    """Sensitivity, specificity, PPV and NPV of a yes/no decision (stats.one_vs_rest on the
+    2x2 table, class 0 = positive)."""
+    not_positive = (~np.asarray(positive, dtype=bool)).astype(np.int64)
+    not_decided = (~np.asarray(decided_positive, dtype=bool)).astype(np.int64)
+    yes = stats.one_vs_rest(stats.confusion_matrix(not_positive, not_decided, 2), confidence)[0]
+    return BinaryMetrics(yes.sensitivity, yes.specificity, yes.ppv, yes.npv)
 
 
 @dataclass(frozen=True)
