@@ -137,11 +137,11 @@ def test_old_records_load_and_say_uncalibrated() -> None:
 
 
 def test_binary_metrics_count_the_two_by_two_table() -> None:
-    # 3 positives (2 decided yes), 5 negatives (1 decided yes): tp 2, fn 1, fp 1, tn 4.
-    positive = np.array([1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
-    decided = np.array([1, 1, 0, 1, 0, 0, 0, 0], dtype=bool)
+    # 4 positives (3 decided yes), 4 negatives (2 decided yes): tp 3, fn 1, fp 2, tn 2.
+    positive = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    decided = np.array([1, 1, 1, 0, 1, 1, 0, 0], dtype=bool)
     m = operating_point.binary_metrics(decided, positive)
-    assert (m.sensitivity.successes, m.sensitivity.n) == (2, 3)
-    assert (m.specificity.successes, m.specificity.n) == (4, 5)
-    assert (m.ppv.successes, m.ppv.n) == (2, 3)
-    assert (m.npv.successes, m.npv.n) == (4, 5)
+    assert (m.sensitivity.successes, m.sensitivity.n) == (3, 4)
+    assert (m.specificity.successes, m.specificity.n) == (2, 4)
+    assert (m.ppv.successes, m.ppv.n) == (3, 5)
+    assert (m.npv.successes, m.npv.n) == (2, 3)
