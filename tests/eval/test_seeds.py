@@ -8,6 +8,7 @@ import io
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -351,6 +352,11 @@ def test_train_seeds_then_eval_group(cxr_home: Path) -> None:
         app, [*args, "--seeds", "2", "--seed", "7", "--name", "grp", "--epochs", "2"]
     )
     assert clash.exit_code == 2 and "not seed 7 of this recipe" in clash.output
+    # A recipe option is part of the recipe too: plain seeds never pass as balanced ones.
+    recipe = runner.invoke(
+        app, [*args, "--seeds", "2", "--seed", "7", "--name", "grp", "--balance-sources"]
+    )
+    assert recipe.exit_code == 2 and "differs in: balance_sources" in recipe.output
 
 
 # --- the time estimate over every seed ------------------------------------------------------
@@ -436,3 +442,49 @@ def test_train_group_interrupted_continues_at_the_seed_and_epoch(cxr_home: Path)
     record = json.loads((cxr_home / "models" / "g2-s4" / "model.json").read_text())
     assert record["training"]["resumed"] == 1 and len(record["history"]["loss"]) == 2
     assert record["training"]["group"] == "g2" and record["training"]["seed"] == 4
+
+
+def test_recipe_differences_cover_every_training_option_but_naming_and_placement() -> None:
+    from cxr_covid.training.run import TrainConfig
+    from cxr_covid.training.seeds import recipe_differences
+
+    plain = TrainConfig(dataset="d", epochs=3)
+    stored = plain.to_dict()
+    assert recipe_differences(stored, plain) == []
+    # Naming, seed and where or how exactly it ran do not make another recipe ...
+    assert recipe_differences(stored, replace(plain, seed=9, name="x", strategy="default")) == []
+    # ... every option that changes what the model learns does.
+    changed = replace(plain, balance_sources=True, augment_acquisition=True, input="lungs")
+    assert recipe_differences(stored, changed) == [
+        "balance_sources",
+        "augment_acquisition",
+        "input",
+    ]
+    # A record written before an option existed counts as that option's default.
+    older = {k: v for k, v in stored.items() if k not in ("balance_sources", "input")}
+    assert recipe_differences(older, plain) == []
+    assert recipe_differences(older, changed) == [
+        "balance_sources",
+        "augment_acquisition",
+        "input",
+    ]
+
+
+def test_an_interrupted_seed_of_another_recipe_is_not_resumed(cxr_home: Path) -> None:
+    from cxr_covid.errors import UsageError
+    from cxr_covid.training import run as training
+    from cxr_covid.training.seeds import train_group
+
+    build_dataset(cxr_home, "blobs", per_class=10, size=16)
+    plain = training.TrainConfig(dataset="blobs", epochs=3, image_size=16, batch_size=8)
+    plain = replace(plain, name="grp")
+
+    def ctrl_c(_: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(training.TrainingInterrupted):
+        train_group(plain, 1, on_epoch=ctrl_c)
+    assert (training.run_dir("grp-s42") / training.STATE_FILE).is_file()
+    with pytest.raises(UsageError, match="differs in: augment_acquisition"):
+        train_group(replace(plain, augment_acquisition=True), 1)
+    assert (training.run_dir("grp-s42") / training.STATE_FILE).is_file()  # left as it was

@@ -269,6 +269,11 @@ def _write_run(
         atomic.write_json(tmp / STATE_FILE, asdict(state))
 
 
+def run_config(run_id: str) -> TrainConfig:
+    """The options an interrupted run was started with."""
+    return _read_run(run_id)[0]
+
+
 def _read_run(run_id: str) -> tuple[TrainConfig, _State, Path]:
     folder = run_dir(run_id)
     try:

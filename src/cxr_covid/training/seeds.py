@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -23,19 +23,21 @@ from cxr_covid.errors import UsageError
 from cxr_covid.models import store
 from cxr_covid.progress import NULL, Reporter
 
-# Options that must match for a stored model to be reused as one seed of a group.
-_SAME_RECIPE = (
-    "arch",
-    "dataset",
-    "epochs",
-    "batch_size",
-    "image_size",
-    "learning_rate",
-    "early_stopping",
-    "augment",
-    "resize",
-    "precision",
-)
+# TrainConfig fields that name a model or only change how it is trained, not what it learns
+# from: every other field must match for a stored model to be reused as one seed of a group.
+# Derived rather than listed, so a new training option (as --balance-sources was) cannot be
+# forgotten here and let a model of another recipe pass as a seed.
+_NOT_RECIPE = frozenset({"seed", "name", "group", "deterministic", "strategy", "calibrate"})
+
+
+def recipe_differences(training: dict[str, Any], config: Any) -> list[str]:
+    """The recipe options in which a stored model's `training` record differs from `config`;
+    an option older records lack counts as its default."""
+    return [
+        f.name
+        for f in fields(config)
+        if f.name not in _NOT_RECIPE and training.get(f.name, f.default) != getattr(config, f.name)
+    ]
 
 
 def seeds_of(first: int, count: int) -> list[int]:
@@ -111,7 +113,7 @@ def default_group(config: Any) -> str:
 def _check_reusable(model_id: str, group: str, seed: int, config: Any) -> store.ModelRecord:
     record = store.StoredModel(store.model_dir(model_id)).record()
     t = record.training
-    different = [k for k in _SAME_RECIPE if t.get(k) != getattr(config, k)]
+    different = recipe_differences(t, config)
     if t.get("group") != group or t.get("seed") != seed or different:
         why = ", ".join(different) or "group/seed"
         raise UsageError(
@@ -119,6 +121,18 @@ def _check_reusable(model_id: str, group: str, seed: int, config: Any) -> store.
             f"{why}); choose another --name"
         )
     return record
+
+
+def _check_resumable(model_id: str, seed: int, started: Any, config: Any) -> None:
+    """An interrupted seed is resumed with the options it was started with: refuse when they
+    are another recipe than the group's now."""
+    different = recipe_differences(started.to_dict(), config)
+    if different:
+        raise UsageError(
+            f"the interrupted run {model_id!r} is not seed {seed} of this recipe (differs in: "
+            f"{', '.join(different)}); finish it with `cxr-covid train --resume {model_id}` "
+            "or choose another --name"
+        )
 
 
 def train_group(
@@ -163,6 +177,7 @@ def train_group(
             )
             continue
         if (training.run_dir(model_id) / training.STATE_FILE).is_file():
+            _check_resumable(model_id, seed, training.run_config(model_id), config)
             if on_model:
                 on_model(seed, model_id, "resume")
             trained = training.resume(model_id, reporter, **hooks)
