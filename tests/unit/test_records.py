@@ -115,6 +115,15 @@ def test_a_damaged_record_says_what_is_wrong(field: str, value: object, message:
         store.ModelRecord.from_dict({**OLDER_RECORD, field: value})
 
 
+@pytest.mark.parametrize("field", ["calibration", "ood", "operating_point", "sharing"])
+def test_a_damaged_decision_or_sharing_field_is_a_broken_record(tmp_path: Path, field: str) -> None:
+    stored = store.StoredModel(tmp_path / "old-1")
+    stored.root.mkdir()
+    stored.record_path.write_text(_json({**OLDER_RECORD, field: []}))
+    with pytest.raises(ModelError, match=f"broken model record: {field} should be a dict"):
+        stored.record()
+
+
 def test_a_new_evaluation_writes_its_keys_in_order() -> None:
     entry = SavedEvaluation(split="test", accuracy=0.5, n=2, created="now")
     assert list(entry.to_dict()) == ["split", "created", "accuracy", "n"]

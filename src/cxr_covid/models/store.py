@@ -94,7 +94,11 @@ _FIELD_TYPES: dict[str, type] = {
     "history": History,
     "metrics": dict,
     "evaluations": list,
+    "calibration": dict,
+    "ood": dict,
+    "operating_point": dict,
     "versions": dict,
+    "sharing": dict,
 }
 
 
