@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxr_covid.data.lungs import INPUTS
 from cxr_covid.errors import DependencyError, ImageError
 
 # Clinical chest X-rays are at most ~4300x4300 (18 MP). Anything far beyond is refused
@@ -64,8 +65,8 @@ class Preprocessing:
             raise ValueError(
                 f"unknown resize method {self.resize!r} (known: {', '.join(RESIZE_METHODS)})"
             )
-        if self.input not in ("full", "lungs", "no-lungs"):
-            raise ValueError(f"unknown input {self.input!r}")
+        if self.input not in INPUTS:
+            raise ValueError(f"unknown input {self.input!r} (known: {', '.join(INPUTS)})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,6 +31,7 @@ from cxr_covid import atomic, models, paths
 from cxr_covid.data import pipeline
 from cxr_covid.data.dataset import Dataset, check_name, resolve_dataset
 from cxr_covid.data.images import RESIZE_METHODS, Preprocessing
+from cxr_covid.data.lungs import INPUTS
 from cxr_covid.data.manifest import AUGMENTED, manifest_hash, split_hash
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.models import store
@@ -113,7 +114,7 @@ class TrainConfig:
             raise UsageError(
                 f"unknown resize method {self.resize!r} (choose from: {', '.join(RESIZE_METHODS)})"
             )
-        if self.input not in ("full", "lungs", "no-lungs"):
+        if self.input not in INPUTS:  # "no-lungs" is the audit's lung-blind control
             raise UsageError(f"unknown --input {self.input!r} (choose from: full, lungs)")
         if self.name is not None:
             check_name(self.name)
