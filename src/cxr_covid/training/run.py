@@ -37,7 +37,7 @@ from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelEr
 from cxr_covid.models import store
 from cxr_covid.models.flops import ArchSummary
 from cxr_covid.models.flops import summarize as _summarize
-from cxr_covid.models.records import History
+from cxr_covid.models.records import HISTORY_COLUMNS, History
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.training import limits, resume_state
 from cxr_covid.training.distribute import PRECISIONS, STRATEGIES, Placement
@@ -47,7 +47,6 @@ STATE_FILE = "state.json"
 CHECKPOINT_FILE = "checkpoint.keras"
 BEST_FILE = "best-weights.npz"
 RNG_FILE = "rng-state.npz"  # the layers' seed generators: see cxr_covid.training.resume_state
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
 @dataclass
@@ -233,7 +232,9 @@ class _State:
     """What a checkpoint holds besides the weights; state.json."""
 
     epochs_done: int = 0
-    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {k: [] for k in HISTORY_COLUMNS}
+    )
     best_epoch: int = 0
     best_val_accuracy: float = -1.0
     best_val_loss: float = float("inf")
@@ -973,7 +974,7 @@ def _tracker_class() -> type:
                 "val_accuracy": float(logs.get("val_accuracy", float("nan"))),
                 "seconds": round(seconds, 3),
             }
-            for key in HISTORY_KEYS:
+            for key in HISTORY_COLUMNS:
                 state.history.setdefault(key, []).append(values[key])
             state.epochs_done = epoch + 1
             improved = values["val_accuracy"] > state.best_val_accuracy
@@ -1003,7 +1004,7 @@ def _tracker_class() -> type:
                     shutil.rmtree(scratch, ignore_errors=True)
             if self.run.on_epoch:
                 durations = state.history["seconds"]
-                recent = durations[-3:] if len(durations) > 1 else durations
+                recent = durations[-3:]  # the ETA follows the last three epochs
                 remaining = 0 if stopping else self.config.epochs - state.epochs_done
                 self.run.on_epoch(
                     EpochReport(
