@@ -133,9 +133,6 @@ def _quiet_broken_pipe() -> NoReturn:
     Python's documented recipe: point stdout at /dev/null so the interpreter's final flush
     cannot fail again, then exit with the code a shell gives any program killed by SIGPIPE.
     """
-    import os
-    import sys
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
