@@ -488,3 +488,31 @@ def test_an_interrupted_seed_of_another_recipe_is_not_resumed(cxr_home: Path) ->
     with pytest.raises(UsageError, match="differs in: augment_acquisition"):
         train_group(replace(plain, augment_acquisition=True), 1)
     assert (training.run_dir("grp-s42") / training.STATE_FILE).is_file()  # left as it was
+
+
+def test_the_recipe_options_are_every_training_option_but_naming_and_placement() -> None:
+    from dataclasses import fields
+
+    from cxr_covid.models.records import RECIPE_DEFAULTS
+    from cxr_covid.training.run import TrainConfig
+
+    placement = {"seed", "name", "group", "deterministic", "strategy", "calibrate"}
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name not in placement}
+    assert RECIPE_DEFAULTS == defaults
+
+
+def test_eval_group_keeps_recipes_that_differ_only_in_a_recipe_option_apart() -> None:
+    from cxr_covid.evaluation.seeds import recipe_of
+    from cxr_covid.models import store
+
+    def record(**training: object) -> store.ModelRecord:
+        return store.ModelRecord(
+            id="m", architecture="baseline", classes=["covid", "normal"],
+            preprocessing={"image_size": 16}, last_conv_layer="c",
+            training={"arch": "baseline", "dataset": "d", "seed": 1, **training},
+        )  # fmt: skip
+
+    plain, balanced = recipe_of(record()), recipe_of(record(balance_sources=True))
+    assert plain[0] != balanced[0]
+    # A record written before the option existed is the plain recipe.
+    assert recipe_of(record(balance_sources=False)) == plain

@@ -35,6 +35,7 @@ import numpy as np
 from cxr_covid import classes, stats
 from cxr_covid.errors import DataError, ModelError
 from cxr_covid.models import store
+from cxr_covid.models.records import recipe_of_training
 
 TOTAL = "total"
 DEFAULT_PERMUTATIONS = 10000
@@ -675,21 +676,6 @@ def group_models(name: str) -> list[store.StoredModel]:
     return found
 
 
-# Training options that make two models of a group the same recipe (all but seed and name).
-RECIPE_OPTIONS = (
-    "arch",
-    "dataset",
-    "augment",
-    "image_size",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "early_stopping",
-    "resize",
-    "precision",
-)
-
-
 def recipe_of(record: store.ModelRecord) -> tuple[str, str]:
     """(key, label) of a model's recipe: what its group's models share but the seed."""
     t = record.training
@@ -702,7 +688,7 @@ def recipe_of(record: store.ModelRecord) -> tuple[str, str]:
     else:
         base_key = f"{arch}{'-aug' if augment else ''}"
         base_label = f"{arch}, {'augmentation' if augment else 'no augmentation'}"
-    details = [f"{k}={t.get(k)}" for k in RECIPE_OPTIONS if k not in ("arch", "augment")]
+    details = [f"{k}={v}" for k, v in recipe_of_training(t).items() if k not in ("arch", "augment")]
     return f"{base_key}|{'|'.join(details)}", base_label
 
 

@@ -17,6 +17,32 @@ JsonObject = dict[str, Any]  # a JSON object as json.loads returns it
 
 HISTORY_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
+# The training options that define a recipe, with the value a record written before the option
+# existed stands for: two models are seeds of one recipe when these agree. Every TrainConfig
+# field is here except the ones that name a model or only say where and how exactly it ran
+# (seed, name, group, deterministic, strategy, calibrate); a test checks both against
+# TrainConfig, so a new training option cannot be left out.
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "arch": "baseline",
+    "dataset": None,
+    "epochs": 30,
+    "batch_size": 32,
+    "image_size": 224,
+    "learning_rate": 1e-3,
+    "early_stopping": None,
+    "augment": False,
+    "precision": "float32",
+    "resize": "nearest",
+    "balance_sources": False,
+    "augment_acquisition": False,
+    "input": "full",
+}
+
+
+def recipe_of_training(training: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe options of a record's `training` (or a TrainConfig's dict)."""
+    return {name: training.get(name, default) for name, default in RECIPE_DEFAULTS.items()}
+
 
 def _number(where: str, value: object) -> float | None:
     if value is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,23 +21,15 @@ import numpy as np
 from cxr_covid.data.dataset import check_name
 from cxr_covid.errors import UsageError
 from cxr_covid.models import store
+from cxr_covid.models.records import recipe_of_training
 from cxr_covid.progress import NULL, Reporter
-
-# TrainConfig fields that name a model or only change how it is trained, not what it learns
-# from: every other field must match for a stored model to be reused as one seed of a group.
-# Derived rather than listed, so a new training option (as --balance-sources was) cannot be
-# forgotten here and let a model of another recipe pass as a seed.
-_NOT_RECIPE = frozenset({"seed", "name", "group", "deterministic", "strategy", "calibrate"})
 
 
 def recipe_differences(training: dict[str, Any], config: Any) -> list[str]:
-    """The recipe options in which a stored model's `training` record differs from `config`;
-    an option older records lack counts as its default."""
-    return [
-        f.name
-        for f in fields(config)
-        if f.name not in _NOT_RECIPE and training.get(f.name, f.default) != getattr(config, f.name)
-    ]
+    """The recipe options (records.RECIPE_DEFAULTS) in which a stored model's `training`
+    record differs from `config`; an option older records lack counts as its default."""
+    stored, wanted = recipe_of_training(training), recipe_of_training(config.to_dict())
+    return [name for name in wanted if stored[name] != wanted[name]]
 
 
 def seeds_of(first: int, count: int) -> list[int]:
