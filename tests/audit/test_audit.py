@@ -86,9 +86,15 @@ def build(
     return dataset
 
 
-def train(name: str, epochs: int = 5) -> str:
+def train(name: str, epochs: int = 5, group: str | None = None) -> str:
     config = training.TrainConfig(
-        dataset=name, epochs=epochs, batch_size=16, image_size=SIZE, seed=3, name=f"m-{name}"
+        dataset=name,
+        epochs=epochs,
+        batch_size=16,
+        image_size=SIZE,
+        seed=3,
+        name=f"m-{name}",
+        group=group,
     )
     return training.train(config).model.id
 
@@ -97,7 +103,7 @@ def test_shortcut_outside_the_lungs_gives_a_damning_verdict_and_a_cached_control
     cxr_home: Path, tmp_path: Path
 ) -> None:
     dataset = build(cxr_home, "corners", shortcut=True)
-    model_id = train("corners")
+    model_id = train("corners", group="seeds")
     # An external folder holding one of the model's own training images (left out) and new ones.
     external = tmp_path / "external"
     rng = np.random.default_rng(9)
@@ -125,6 +131,9 @@ def test_shortcut_outside_the_lungs_gives_a_damning_verdict_and_a_cached_control
     # The marker lies outside the lungs: hiding the lungs keeps accuracy, the control learns it.
     assert hidden.accuracy.value >= 0.9
     assert result.control is not None and not result.control.reused
+    # The control copies the model's recipe, never its place in a group of seeds.
+    control_record = json.loads((Path(result.control.path) / "model.json").read_text())
+    assert control_record["training"]["group"] is None
     assert result.control.view.accuracy.value >= 0.8
     assert result.level in ("strong", "moderate")
     assert "lung-blind model" in result.verdict and "shortcut" in result.verdict

@@ -344,13 +344,13 @@ def ensure_control(
         return store.StoredModel(target), True
     name = f"lungblind-{key}"
     if not (store.model_dir(name) / store.RECORD_FILE).is_file():
-        base = {k: v for k, v in record.training.items() if k in training.TrainConfig().to_dict()}
         config = replace(
-            training.TrainConfig.from_dict(base),
+            training.TrainConfig.from_dict(record.training),
             dataset=str(record.dataset.get("name") or ""),
             epochs=epochs,
             early_stopping=None,
             name=name,
+            group=None,  # never one of the audited model's seeds (eval --group)
             input="no-lungs",
             strategy="auto",
             precision="float32",
