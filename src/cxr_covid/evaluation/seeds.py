@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from cxr_covid import classes, stats
+from cxr_covid import classes, csv_safe, stats
 from cxr_covid.errors import DataError, ModelError
 from cxr_covid.models import store
 from cxr_covid.models.records import recipe_of_training
@@ -635,16 +635,10 @@ def to_markdown(summary: SeedSummary, title: str = "Across seeds", level: int = 
 
 
 def to_csv(summary: SeedSummary) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
+    """The per-seed rows as CSV, through csv_safe like every CSV the tool writes."""
     fields = ["row", "seed", "model", "column", "accuracy", "successes", "n", "ci_low", "ci_high"]
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for record in per_seed_records(summary):
-        writer.writerow({k: "" if v is None else v for k, v in record.items()})
-    return buffer.getvalue()
+    rows = [["" if r[k] is None else r[k] for k in fields] for r in per_seed_records(summary)]
+    return csv_safe.to_text([fields, *rows])
 
 
 # --- groups of stored models ----------------------------------------------------------------
