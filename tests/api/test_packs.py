@@ -299,3 +299,21 @@ def test_record_that_does_not_fit_the_model_is_refused(
     code, _out, err = _import(str(repacked), "--name", "misfit")
     assert code == EXIT_MODEL and "record says 32x32x3" in err
     assert _models(cxr_home) == [TINY_ID]
+
+
+def test_a_model_folder_that_cannot_be_written_still_packs(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model given by a read-only path: the pack and its .sha256 are written, the record
+    cannot take the pack's hash, and the command says so instead of failing."""
+    from cxr_covid import atomic
+
+    def read_only(path: Path, data: object) -> None:
+        raise atomic.write_error(path, OSError(30, "Read-only file system"))
+
+    monkeypatch.setattr(atomic, "write_json", read_only)
+    out = tmp_path / "x.cxr-model.zip"
+    result = runner.invoke(app, ["models", "pack", TINY_ID, "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "(the model record is read-only)" in result.stderr
+    assert out.is_file() and out.with_name(out.name + ".sha256").is_file()

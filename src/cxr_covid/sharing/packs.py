@@ -40,7 +40,7 @@ from cxr_covid.data.dataset import check_name
 from cxr_covid.data.download import fetch
 from cxr_covid.data.extract import Limits, safe_extract
 from cxr_covid.data.manifest import sha256_file
-from cxr_covid.errors import DownloadError, ModelError, UsageError
+from cxr_covid.errors import DownloadError, ModelError, UsageError, WriteError
 from cxr_covid.models import store
 from cxr_covid.sharing.card import CARD_FILE, dataset_info_for, render
 from cxr_covid.sharing.export import PREPROCESSING_FILE, preprocessing_spec
@@ -164,7 +164,9 @@ def pack_model(
     try:
         stored.write_record(record)
         recorded = True
-    except OSError:  # a read-only model folder given by path: the .sha256 file still has it
+    # A read-only model folder given by path: the .sha256 file still has the hash. The
+    # record's write reports it as a WriteError (atomic.writing).
+    except (OSError, WriteError):
         recorded = False
     return PackResult(record.id, target, digest, size, files[store.MODEL_FILE]["bytes"], recorded)
 
