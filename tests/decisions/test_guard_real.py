@@ -131,6 +131,17 @@ def test_eval_operating_point_calibration_and_predict_decision(home: Path, tmp_p
     assert point["test"]["sensitivity"]["n"] == 18 and len(point["test"]["ppv"]["ci"]) == 2
     assert (tmp_path / "plots" / f"{MODEL}-reliability.png").is_file()
 
+    # Chosen on and judged on the validation split (the images eval just scored): the same
+    # figures both ways.
+    on_val = tmp_path / "v.json"
+    _invoke(
+        "eval", MODEL, "--split", "val", "--operating-point", "covid:sensitivity=0.9",
+        "--json-out", str(on_val), "--bootstrap", "0", "--no-save",
+    )  # fmt: skip
+    val_point = json.loads(on_val.read_text())["models"][0]["operating_point"]
+    assert val_point["threshold"] == point["threshold"]
+    assert val_point["test"] == point["validation"]
+
     record = json.loads((home / "models" / MODEL / "model.json").read_text())
     threshold = record["operating_point"]["threshold"]
     assert threshold == point["threshold"]

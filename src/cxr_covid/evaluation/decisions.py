@@ -175,14 +175,18 @@ def _operating_point(
                 f"model {record.id} does not record its dataset, so there is no validation "
                 "split to choose the threshold on (give covid:threshold=T instead)"
             )
-        val = dataset_test_set(str(name), "val")
-        kept, labels = [], []
-        for p in predict_paths(None, list(val.paths), record.prep, batch_size, scorer=scorer):
-            if p.probabilities is not None:
-                kept.append(p.probabilities)
-                labels.append(record.classes.index(val.labels[p.index]))
-        val_probs = np.stack(kept) if kept else val_probs
-        val_true = np.asarray(labels, dtype=np.int64)
+        if test_set.split == "val" and test_set.dataset == name:
+            # `eval --split val`: the images just scored are the validation split.
+            val_probs, val_true = probabilities, y_true
+        else:
+            val = dataset_test_set(str(name), "val")
+            kept, labels = [], []
+            for p in predict_paths(None, list(val.paths), record.prep, batch_size, scorer=scorer):
+                if p.probabilities is not None:
+                    kept.append(p.probabilities)
+                    labels.append(record.classes.index(val.labels[p.index]))
+            val_probs = np.stack(kept) if kept else val_probs
+            val_true = np.asarray(labels, dtype=np.int64)
         if spec.criterion != "threshold":
             chosen_on = f"dataset {name}, val split ({len(val_true)} images)"
     threshold = choose_threshold(val_probs[:, index], val_true == index, spec)
