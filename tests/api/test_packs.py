@@ -297,7 +297,7 @@ def test_record_that_does_not_fit_the_model_is_refused(
     repacked = tmp_path / "repacked.zip"
     repacked.write_bytes(_zip(members))
     code, _out, err = _import(str(repacked), "--name", "misfit")
-    assert code == EXIT_MODEL and "record says 32x32x3" in err
+    assert code == EXIT_MODEL and "record says 32x32 px inputs but the network takes 24x24" in err
     assert _models(cxr_home) == [TINY_ID]
 
 

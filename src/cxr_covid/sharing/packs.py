@@ -242,15 +242,7 @@ def verify_model_folder(folder: Path, name: str) -> store.ModelRecord:
     except ModelError as exc:
         raise ModelError(f"{name}: {exc}") from exc
     model = store.load_keras_file(stored.model_path)  # safe_mode=True: no code runs
-    size = record.prep.image_size
-    shape = tuple(model.inputs[0].shape[1:])
-    if shape != (size, size, 3):
-        raise ModelError(f"{name}: the model takes {shape}, its record says {size}x{size}x3")
-    outputs = model.outputs[0].shape[-1]
-    if outputs != len(record.classes):
-        raise ModelError(
-            f"{name}: the model has {outputs} outputs for {len(record.classes)} classes"
-        )
+    store.check_network_matches(model, record, Path(name))
     return record
 
 
