@@ -49,16 +49,22 @@ def wilson_interval(
         raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
     if n == 0:
         return (math.nan, math.nan)
+    low, high = wilson_rate_interval(successes / n, n, confidence)
+    # Clamp rounding noise only: at k = 0 or k = n the exact bound is 0 or 1.
+    return (0.0 if successes == 0 else low, 1.0 if successes == n else high)
+
+
+def wilson_rate_interval(
+    rate: float, n: int, confidence: float = DEFAULT_CONFIDENCE
+) -> tuple[float, float]:
+    """The Wilson score interval for a rate over n items that need not be a whole count of
+    successes (an accuracy averaged over seeds); n > 0."""
     z = _z(confidence)
-    p = successes / n
     z2 = z * z
     denominator = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
-    # Clamp rounding noise only: at k = 0 or k = n the exact bound is 0 or 1.
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return (low, high)
+    centre = (rate + z2 / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(rate * (1.0 - rate) / n + z2 / (4.0 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,7 @@ def seed_averaged_intervals(
     if correct.size == 0:
         return [(math.nan, math.nan) for _ in masks]
     wilson = [
-        _wilson(float(correct[:, mask].mean()), int(mask.sum()), confidence)
+        stats.wilson_rate_interval(float(correct[:, mask].mean()), int(mask.sum()), confidence)
         if mask.any()
         else (math.nan, math.nan)
         for mask in masks
@@ -285,18 +285,6 @@ def seed_averaged_intervals(
         low, high = np.quantile(column, [alpha, 1.0 - alpha])
         intervals.append((min(float(low), wilson[j][0]), max(float(high), wilson[j][1])))
     return intervals
-
-
-def _wilson(rate: float, n: int, confidence: float) -> tuple[float, float]:
-    """Wilson score interval for a rate over n items (stats.wilson_interval, for a rate that
-    need not be a whole count: the seed-averaged accuracy)."""
-    from statistics import NormalDist
-
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    denominator = 1.0 + z * z / n
-    centre = (rate + z * z / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(rate * (1.0 - rate) / n + z * z / (4.0 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def paired_permutation_test(

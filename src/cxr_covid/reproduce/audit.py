@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import classes
+from cxr_covid import classes, stats
+from cxr_covid.audit import report as audit_report
 from cxr_covid.progress import Reporter
 
 AUDITED_KEY = "baseline-noaug"
@@ -56,13 +57,8 @@ def audit_step(
 
 
 def _cell(p: dict[str, Any]) -> str:
-    """A proportion from audit.json: `87.9 % (29/33) [72.7-95.2]`."""
-    if not p.get("n") or p.get("value") is None:
-        return "-"
-    low, high = p["ci"]
-    return (
-        f"{100 * p['value']:.1f} % ({p['successes']}/{p['n']}) [{100 * low:.1f}-{100 * high:.1f}]"
-    )
+    """A proportion from audit.json, written as the audit's own report writes it."""
+    return audit_report.cell(stats.proportion(int(p.get("successes") or 0), int(p.get("n") or 0)))
 
 
 def markdown(audit: dict[str, Any]) -> list[str]:
