@@ -20,7 +20,6 @@ def fit_for_stored(
     batch_size: int = 32,
     quantile: float = ood.DEFAULT_QUANTILE,
     allow_split_change: bool = False,
-    calibrate: bool = True,
 ) -> tuple[scoring.FittedGuards, list[str]]:
     """`cxr-covid calibrate`: fit temperature and guard from the model's own dataset (read
     from the image files), and save them in its record."""
@@ -52,6 +51,6 @@ def fit_for_stored(
         quantile,
     )
     record = stored.record()  # re-read: keep anything written meanwhile
-    notes += scoring.apply(record, fitted, calibrate=calibrate)
+    notes += scoring.apply(record, fitted)
     stored.write_record(record)
     return fitted, notes

@@ -109,7 +109,6 @@ class Scorer:
         self.features = feature_step(model)
         self.calibration = Calibration.from_record(_field(record, "calibration"))
         self.guard = OodGuard.from_record(_field(record, "ood"))
-        self.operating_point = OperatingPoint.from_record(_field(record, "operating_point"))
         self.temperature = self.calibration.temperature if self.calibration else 1.0
 
     @property
@@ -248,21 +247,20 @@ def fit_from_features(
     return FittedGuards(cal, guard, accuracy)
 
 
-def apply(record: store.ModelRecord, fitted: FittedGuards, *, calibrate: bool = True) -> list[str]:
+def apply(record: store.ModelRecord, fitted: FittedGuards) -> list[str]:
     """Write the fitted guards into `record` (in memory). Returns notes for the user."""
     notes: list[str] = []
-    if calibrate:
-        record.calibration = fitted.calibration.to_dict()
-        point = OperatingPoint.from_record(_field(record, "operating_point"))
-        if point is not None and point.temperature != fitted.calibration.temperature:
-            # Its threshold was chosen on other probabilities: applying it to these would
-            # silently move the sensitivity it promised.
-            record.operating_point = {}
-            notes.append(
-                f"the stored operating point ({point.cls} >= {point.threshold:.4g}) was chosen "
-                "on the previous probabilities and has been removed; choose it again with "
-                "`cxr-covid eval --operating-point ... --save-operating-point`"
-            )
+    record.calibration = fitted.calibration.to_dict()
+    point = OperatingPoint.from_record(_field(record, "operating_point"))
+    if point is not None and point.temperature != fitted.calibration.temperature:
+        # Its threshold was chosen on other probabilities: applying it to these would
+        # silently move the sensitivity it promised.
+        record.operating_point = {}
+        notes.append(
+            f"the stored operating point ({point.cls} >= {point.threshold:.4g}) was chosen "
+            "on the previous probabilities and has been removed; choose it again with "
+            "`cxr-covid eval --operating-point ... --save-operating-point`"
+        )
     if fitted.guard is not None:
         record.ood = fitted.guard.to_dict()
     return notes
