@@ -12,6 +12,7 @@ record only), so `import cxr_covid` and listing models stay instant.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -233,12 +234,17 @@ class Model:
             self._scorer_cache = Scorer(self.keras_model, self.record)
         return self._scorer_cache
 
-    def _result(self, source: str, probs: np.ndarray, ood_score: float | None) -> ImageResult:
+    @functools.cached_property
+    def _rule(self) -> tuple[int, float] | None:
+        """The stored operating point as (class index, threshold); None: the argmax decides."""
         from cxr_covid.inference.predict import decision_rule
 
+        return decision_rule(self.record, None)
+
+    def _result(self, source: str, probs: np.ndarray, ood_score: float | None) -> ImageResult:
         classes = self.classes
         mapping = {c: float(p) for c, p in zip(classes, probs, strict=True)}
-        rule = decision_rule(self.record, None)
+        rule = self._rule
         decided = int(np.argmax(probs))
         if rule is not None:
             from cxr_covid.inference.operating_point import decide

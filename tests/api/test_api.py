@@ -159,3 +159,27 @@ def test_list_models_and_datasets(tiny: Path, cxr_home: Path) -> None:
     build_dataset(cxr_home, "blobs", per_class=3)
     [dataset] = cxr_covid.list_datasets()
     assert dataset.name == "blobs" and dataset.images == 9
+
+
+def test_a_stored_operating_point_decides_and_the_label_stays_the_argmax(
+    tiny: Path, xrays: list[Path]
+) -> None:
+    from cxr_covid.inference.operating_point import OperatingPoint
+    from cxr_covid.models import store
+
+    plain = cxr_covid.load_model(TINY_ID).predict(xrays)
+    assert [r.decision for r in plain] == [r.label for r in plain]  # no point: the argmax
+    assert all(r.ood is None and r.ood_score is None for r in plain)  # no guard fitted
+
+    stored = store.resolve(TINY_ID)
+    record = stored.record()
+    # COVID-19 from a probability of 0 up: every image is decided COVID-19.
+    record.operating_point = OperatingPoint(
+        cls="covid", criterion="threshold", target=0.0, threshold=0.0, temperature=1.0,
+        chosen_on="threshold given", validation=None, created="now",
+    ).to_dict()  # fmt: skip
+    stored.write_record(record)
+    decided = cxr_covid.load_model(TINY_ID).predict(xrays)
+    assert [r.decision for r in decided] == ["covid"] * len(xrays)
+    assert [r.label for r in decided] == [r.label for r in plain]
+    np.testing.assert_allclose(decided.probabilities, plain.probabilities, atol=1e-6)
