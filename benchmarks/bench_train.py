@@ -81,7 +81,7 @@ def _memory_run(arch: str, size: int, batch: int, epochs: int, seed: int) -> flo
     from cxr_covid.data import pipeline
     from cxr_covid.data.dataset import resolve_dataset
     from cxr_covid.data.images import Preprocessing
-    from cxr_covid.training import run as training
+    from cxr_covid.training import fit
 
     dataset = resolve_dataset("bench")
     prep = Preprocessing(image_size=size)
@@ -94,7 +94,7 @@ def _memory_run(arch: str, size: int, batch: int, epochs: int, seed: int) -> flo
     (x, y), (xv, yv) = arrays
     keras.utils.set_random_seed(seed)
     model = models.build(arch, size, 3)
-    training._compile(model, 1e-3)
+    fit.compile_model(model, 1e-3)
     timer = _PhaseTimer()
     model.fit(
         x,
@@ -112,7 +112,7 @@ def _memory_run(arch: str, size: int, batch: int, epochs: int, seed: int) -> flo
 
 
 class _PhaseTimer:
-    """Times the training phase of each epoch (not validation), like training._Tracker."""
+    """Times the training phase of each epoch (not validation), like training.tracker's callback."""
 
     def __init__(self) -> None:
         self.train_seconds: list[float] = []

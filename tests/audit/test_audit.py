@@ -23,6 +23,7 @@ from cxr_covid.errors import DataError, UsageError
 from cxr_covid.models import store
 from cxr_covid.progress import NullReporter
 from cxr_covid.training import run as training
+from cxr_covid.training import run_folder, tracker
 from tests.json_docs import assert_documented
 
 runner = CliRunner()
@@ -363,7 +364,7 @@ def test_an_audit_interrupted_in_the_control_resumes_it(
     model_id = train("corners", epochs=1)
     record = store.resolve(model_id).record()
     calls = {"n": 0}
-    original = training._tracker_class()
+    original = tracker.tracker_class()
 
     class Interrupting(original):  # type: ignore[misc,valid-type]
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -372,12 +373,12 @@ def test_an_audit_interrupted_in_the_control_resumes_it(
             if calls["n"] == 1:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_tracker_class", lambda: Interrupting)
+    monkeypatch.setattr(tracker, "tracker_class", lambda: Interrupting)
     with pytest.raises(audit.AuditInterrupted, match="rerun the same audit"):
         audit.ensure_control(record, 2)
     name = f"lungblind-{audit.control_key(record, 2)}"
-    assert training.run_dir(name).is_dir()  # the finished epoch is kept
+    assert run_folder.run_dir(name).is_dir()  # the finished epoch is kept
     control, reused = audit.ensure_control(record, 2)
     assert not reused and control.record().training["resumed"] == 1
     assert control.record().training["epochs_run"] == 2
-    assert not training.run_dir(name).exists() and not store.model_dir(name).exists()
+    assert not run_folder.run_dir(name).exists() and not store.model_dir(name).exists()

@@ -337,6 +337,7 @@ def ensure_control(
     it never becomes the "newest model" other commands default to.
     """
     from cxr_covid.training import run as training
+    from cxr_covid.training import run_folder
 
     key = control_key(record, epochs)
     target = controls_dir() / key
@@ -363,7 +364,7 @@ def ensure_control(
 
         reporter.start(CONTROL_TASK, total=epochs, unit="epochs")
         try:
-            if training.run_dir(name).exists():
+            if run_folder.run_dir(name).exists():
                 training.resume(name, reporter, on_epoch=report)
             else:
                 training.train(config, reporter, on_epoch=report)

@@ -141,6 +141,7 @@ def train_group(
     `on_model(seed, model id, action)` is told before each seed: action is "reuse",
     "resume" or "train"."""
     from cxr_covid.training import run as training
+    from cxr_covid.training import run_folder
 
     config.validate()
     group = check_name(config.name) if config.name else default_group(config)
@@ -168,8 +169,8 @@ def train_group(
                 )
             )
             continue
-        if (training.run_dir(model_id) / training.STATE_FILE).is_file():
-            _check_resumable(model_id, seed, training.run_config(model_id), config)
+        if (run_folder.run_dir(model_id) / run_folder.STATE_FILE).is_file():
+            _check_resumable(model_id, seed, run_folder.run_config(model_id), config)
             if on_model:
                 on_model(seed, model_id, "resume")
             trained = training.resume(model_id, reporter, **hooks)
