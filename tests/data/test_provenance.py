@@ -530,7 +530,7 @@ def test_augmented_rows_do_not_count() -> None:
 
 
 def test_reproduce_report_repeats_the_warning() -> None:
-    from cxr_covid.reproduce.run import provenance_lines
+    from cxr_covid.reproduce.report import provenance_lines
 
     class Fake:
         def __init__(self, rows: list[ManifestRow]) -> None:

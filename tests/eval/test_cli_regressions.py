@@ -37,7 +37,7 @@ def test_without_bootstrap_the_notes_do_not_claim_bootstrap_intervals() -> None:
 def test_reproduce_report_says_how_a_run_left_the_protocol() -> None:
     # report.md said "(smaller images and fewer epochs)" for any non-protocol run, e.g. for
     # the paper preset with only --batch-size 16; and printed the source as raw JSON.
-    from cxr_covid.reproduce.run import _protocol_changes, describe_source
+    from cxr_covid.reproduce.report import _protocol_changes, describe_source
 
     paper_but_batch = {"image_size": 224, "epochs": 30, "batch_size": 16}
     assert _protocol_changes(paper_but_batch) == ["batch 16 instead of 32"]
@@ -52,7 +52,7 @@ def test_reproduce_report_says_how_a_run_left_the_protocol() -> None:
 
 def test_reproduce_progress_shows_validation_accuracy_with_its_interval() -> None:
     # "baseline-noaug: epoch 5/5 val accuracy 87.04%" had no count and no interval.
-    from cxr_covid.reproduce.run import _with_interval
+    from cxr_covid.reproduce.report import with_interval as _with_interval
 
     assert _with_interval(47 / 54, [54]) == "87.04% (47/54) [75.6-93.6]"
     assert _with_interval(0.5, []) == "50.00%"

@@ -160,6 +160,7 @@ def test_reproduce_from_zip_interrupted_mid_training_then_resumed(
     the second from its saved epoch, and trains the third."""
     from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError
     from cxr_covid.reproduce import run as reproduce
+    from cxr_covid.reproduce import run_folder
 
     archive = kaggle_like_zip(tmp_path / "archive.zip", per_class=12)
     run_dir = tmp_path / "run"
@@ -184,7 +185,7 @@ def test_reproduce_from_zip_interrupted_mid_training_then_resumed(
     assert caught.value.exit_code == EXIT_INTERRUPTED
     state = json.loads((run_dir / "state.json").read_text())
     assert "train:baseline-noaug" in state["steps"] and "train:baseline-aug" not in state["steps"]
-    interrupted = reproduce.model_name(reproduce.RunState(run_dir, state), "baseline-aug")
+    interrupted = run_folder.model_name(run_folder.RunState(run_dir, state), "baseline-aug")
     assert (cxr_home / "runs" / interrupted / "state.json").is_file()
 
     args = [

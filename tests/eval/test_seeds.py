@@ -206,10 +206,10 @@ def test_reproduce_seeds_spread_from_real_per_seed_evaluations(
 
 
 def summary_group(run_dir: Path) -> str:
-    from cxr_covid.reproduce import run as reproduce
+    from cxr_covid.reproduce import run_folder
 
     state = json.loads((run_dir / "state.json").read_text())
-    return reproduce.group_name(reproduce.RunState(run_dir, state))
+    return run_folder.group_name(run_folder.RunState(run_dir, state))
 
 
 def _weights(home: Path, model_id: str) -> list[np.ndarray]:
@@ -247,6 +247,7 @@ def test_reproduce_seeds_resumes_at_the_seed_and_epoch_where_it_stopped(
     epoch), resumed, gives the per-seed results of an uninterrupted run (--deterministic)."""
     from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError
     from cxr_covid.reproduce import run as reproduce
+    from cxr_covid.reproduce import run_folder
 
     archive = kaggle_like_zip(tmp_path / "archive.zip", per_class=12)
     extra = ["--epochs", "2", "--seeds", "2", "--deterministic", "--no-estimate"]
@@ -293,7 +294,7 @@ def test_reproduce_seeds_resumes_at_the_seed_and_epoch_where_it_stopped(
     assert resumed.exit_code == 0, resumed.output
     assert resumed.output.count(": done (model ") == 4
     assert "continuing interrupted run baseline-aug-" in resumed.output
-    interrupted = reproduce.model_name(reproduce.RunState(run_dir, state), "baseline-aug", 43)
+    interrupted = run_folder.model_name(run_folder.RunState(run_dir, state), "baseline-aug", 43)
     record = json.loads(
         (tmp_path / "home-resumed" / "models" / interrupted / "model.json").read_text()
     )
@@ -366,11 +367,12 @@ def test_train_seeds_then_eval_group(cxr_home: Path) -> None:
 
 
 def test_estimate_covers_every_seed_and_says_many_hours() -> None:
-    from cxr_covid.reproduce import run as reproduce
     from cxr_covid.reproduce import seeds as reproduce_seeds
+    from cxr_covid.reproduce.estimate import format_estimate
+    from cxr_covid.reproduce.results import TimeEstimate
 
     keys = [m.key for m in study.STUDY_MODELS]
-    one_seed = reproduce.TimeEstimate(
+    one_seed = TimeEstimate(
         {"baseline": 0.4, "inception": 1.5},
         dict.fromkeys(keys, 2000),
         {keys[0]: 1500.0, keys[1]: 2900.0, keys[2]: 9000.0},
@@ -379,7 +381,7 @@ def test_estimate_covers_every_seed_and_says_many_hours() -> None:
     todo = [(seed, spec) for seed in range(42, 47) for spec in study.STUDY_MODELS]
     five = reproduce_seeds.for_seeds(one_seed, todo)
     assert five.total_seconds == pytest.approx(5 * one_seed.total_seconds)
-    assert "inception-aug x5" in reproduce.format_estimate(five)
+    assert "inception-aug x5" in format_estimate(five)
     told = _Messages()
     settings = {"study_protocol": True}
     reproduce_seeds.warn_if_long(five, settings, told)
@@ -476,6 +478,7 @@ def test_recipe_differences_cover_every_training_option_but_naming_and_placement
 def test_an_interrupted_seed_of_another_recipe_is_not_resumed(cxr_home: Path) -> None:
     from cxr_covid.errors import UsageError
     from cxr_covid.training import run as training
+    from cxr_covid.training import run_folder
     from cxr_covid.training.seeds import train_group
 
     build_dataset(cxr_home, "blobs", per_class=10, size=16)
@@ -487,10 +490,10 @@ def test_an_interrupted_seed_of_another_recipe_is_not_resumed(cxr_home: Path) ->
 
     with pytest.raises(training.TrainingInterrupted):
         train_group(plain, 1, on_epoch=ctrl_c)
-    assert (training.run_dir("grp-s42") / training.STATE_FILE).is_file()
+    assert (run_folder.run_dir("grp-s42") / run_folder.STATE_FILE).is_file()
     with pytest.raises(UsageError, match="differs in: augment_acquisition"):
         train_group(replace(plain, augment_acquisition=True), 1)
-    assert (training.run_dir("grp-s42") / training.STATE_FILE).is_file()  # left as it was
+    assert (run_folder.run_dir("grp-s42") / run_folder.STATE_FILE).is_file()  # left as it was
 
 
 def test_the_recipe_options_are_every_training_option_but_naming_and_placement() -> None:

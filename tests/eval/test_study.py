@@ -11,7 +11,9 @@ import pytest
 from cxr_covid import classes, stats, study
 from cxr_covid.errors import UsageError
 from cxr_covid.evaluation.core import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
+from cxr_covid.reproduce import report as reproduce_report
 from cxr_covid.reproduce import run as reproduce
+from cxr_covid.reproduce import run_folder
 
 
 def test_published_table_is_the_studys() -> None:
@@ -90,7 +92,7 @@ def test_compare_with_study_gives_a_verdict_per_cell() -> None:
     like_study = _evaluation("m1", {0: (29, 33), 1: (201, 201), 2: (150, 201)})
     perfect = _evaluation("m2", {0: (33, 33), 1: (201, 201), 2: (201, 201)})
     trained = {"baseline-noaug": "m1", "baseline-aug": "m2", "inception-aug": "m1"}
-    rows = reproduce.compare_with_study({"m1": like_study, "m2": perfect}, trained)
+    rows = reproduce_report.compare_with_study({"m1": like_study, "m2": perfect}, trained)
     verdicts = {r.study_model.key: {c.column: c.verdict for c in r.cells} for r in rows}
     assert verdicts["baseline-noaug"] == {
         "total": "outside",  # 380/435 = 87.4 % [83.9-90.2] vs 95.41
@@ -108,7 +110,7 @@ def test_compare_with_study_gives_a_verdict_per_cell() -> None:
 def test_comparison_table_layout(tmp_path: Path) -> None:
     evaluation = _evaluation("m1", {0: (29, 33), 1: (198, 201), 2: (192, 202)})
     trained = {m.key: "m1" for m in study.STUDY_MODELS}
-    rows = reproduce.compare_with_study({"m1": evaluation}, trained)
+    rows = reproduce_report.compare_with_study({"m1": evaluation}, trained)
     result = reproduce.ReproduceResult(
         run_dir=tmp_path,
         settings={
@@ -128,7 +130,7 @@ def test_comparison_table_layout(tmp_path: Path) -> None:
         report=EvaluationReport([evaluation], [], [], 0.95, 0, 42),
         data_source={"kind": "kaggle", "release": 1},
     )
-    assert reproduce.comparison_header() == [
+    assert reproduce_report.comparison_header() == [
         "Model",
         "ours: Total",
         "ours: Covid-19",
@@ -139,7 +141,7 @@ def test_comparison_table_layout(tmp_path: Path) -> None:
         "study: Healthy",
         "study: Pneumonia",
     ]
-    first = reproduce.comparison_rows(result)[0]
+    first = reproduce_report.comparison_rows(result)[0]
     assert first == [
         "Baseline, no augmentation",
         "96.10% (419/436) [93.8-97.6]",
@@ -152,7 +154,7 @@ def test_comparison_table_layout(tmp_path: Path) -> None:
         "95.04% inside",
     ]
     assert result.inside() == (12, 12)
-    markdown = reproduce.to_markdown(result, dataset=None)
+    markdown = reproduce_report.to_markdown(result, dataset=None)
     assert "| Model | ours: Total |" in markdown
     assert "12 of 12 published figures lie inside our 95 % intervals" in markdown
     for caveat in ("33 images", "paediatric", "not a diagnostic device"):
@@ -162,19 +164,19 @@ def test_comparison_table_layout(tmp_path: Path) -> None:
 
 def test_run_state_refuses_other_settings_and_restarts(tmp_path: Path) -> None:
     settings = {"preset": "quick", "epochs": 5}
-    state = reproduce.RunState.open(tmp_path, settings, restart=False)
+    state = run_folder.RunState.open(tmp_path, settings, restart=False)
     state.finish("augment", before={}, after={})
-    again = reproduce.RunState.open(tmp_path, settings, restart=False)
+    again = run_folder.RunState.open(tmp_path, settings, restart=False)
     assert again.step("augment") is not None
     with pytest.raises(UsageError, match="differs in: epochs"):
-        reproduce.RunState.open(tmp_path, {"preset": "quick", "epochs": 6}, restart=False)
-    fresh = reproduce.RunState.open(tmp_path, {"preset": "quick", "epochs": 6}, restart=True)
+        run_folder.RunState.open(tmp_path, {"preset": "quick", "epochs": 6}, restart=False)
+    fresh = run_folder.RunState.open(tmp_path, {"preset": "quick", "epochs": 6}, restart=True)
     assert fresh.step("augment") is None
     # A restart gives new model names, so old models are never adopted as the new run's.
-    assert reproduce.model_name(fresh, "baseline-aug") != reproduce.model_name(
+    assert run_folder.model_name(fresh, "baseline-aug") != run_folder.model_name(
         again, "baseline-aug"
     )
-    assert reproduce.model_name(again, "baseline-aug").startswith("baseline-aug-quick-")
+    assert run_folder.model_name(again, "baseline-aug").startswith("baseline-aug-quick-")
 
 
 def test_reproduce_usage_errors(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from cxr_covid.training.limits import (
 )
 
 if TYPE_CHECKING:
-    from cxr_covid.reproduce.run import ReproduceResult
+    from cxr_covid.reproduce.results import ReproduceResult
 
 HELP = "Run the whole study end to end and compare our table with the published one."
 
@@ -182,7 +182,7 @@ def _verdict_cell(published: float, verdict: str) -> str:
 
 def render(result: ReproduceResult) -> None:
     from cxr_covid.evaluation import report as eval_report
-    from cxr_covid.reproduce.run import caveats, comparison_header
+    from cxr_covid.reproduce.report import caveats, comparison_header
 
     protocol = (
         "the study's protocol" if result.settings["study_protocol"] else "NOT the study's protocol"

@@ -26,7 +26,8 @@ from cxr_covid.training.seeds import seeds_of
 if TYPE_CHECKING:
     from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
     from cxr_covid.progress import Reporter
-    from cxr_covid.reproduce.run import ReproduceResult, RunState, TimeEstimate
+    from cxr_covid.reproduce.results import ReproduceResult, TimeEstimate
+    from cxr_covid.reproduce.run_folder import RunState
 
 __all__ = ["seeds_of"]
 
@@ -54,7 +55,7 @@ def plan_message(seed_list: Sequence[int], settings: dict[str, Any]) -> str:
 
 def for_seeds(timing: TimeEstimate, todo: Sequence[tuple[int, study.StudyModel]]) -> TimeEstimate:
     """The one-model-per-key estimate scaled to every (seed, model) still to train."""
-    from cxr_covid.reproduce.run import TimeEstimate
+    from cxr_covid.reproduce.results import TimeEstimate
 
     counts = Counter(spec.key for _, spec in todo)
     if max(counts.values(), default=1) <= 1:
