@@ -154,12 +154,12 @@ def test_predict_out_under_proc_exits_10_and_leaves_nothing(
 def test_eval_checks_its_outputs_before_computing(
     monkeypatch: pytest.MonkeyPatch, model_home: Path, tmp_path: Path
 ) -> None:
-    import cxr_covid.evaluation.core
+    import cxr_covid.evaluation.evaluate
 
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("evaluated before checking that the outputs can be written")
 
-    monkeypatch.setattr(cxr_covid.evaluation.core, "evaluate", must_not_run)
+    monkeypatch.setattr(cxr_covid.evaluation.evaluate, "evaluate", must_not_run)
     data = write_class_folders(tmp_path / "data", 2, 24)
     model = str(model_home / "models" / "tiny-baseline")
     for flag, target in (

@@ -109,7 +109,7 @@ def test_every_closed_set_of_values_is_a_choice() -> None:
 def test_the_cli_choices_are_the_cores() -> None:
     from cxr_covid import models, study
     from cxr_covid.data import images, lungs
-    from cxr_covid.evaluation import core as evaluation
+    from cxr_covid.evaluation import testsets as evaluation
     from cxr_covid.inference import predict as prediction
     from cxr_covid.sharing import export
     from cxr_covid.training import distribute

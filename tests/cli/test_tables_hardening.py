@@ -85,7 +85,7 @@ def test_eval_one_vs_rest_cells_piped_at_80_columns_are_whole(
 ) -> None:
     from cxr_covid.cli.evaluate import render
     from cxr_covid.evaluation import report as eval_report
-    from cxr_covid.evaluation.core import evaluate
+    from cxr_covid.evaluation.evaluate import evaluate
 
     data = write_class_folders(tmp_path / "data", 4, 24)
     report = evaluate([long_named_model], data_dir=data, bootstrap=50, save=False)

@@ -12,7 +12,7 @@ from cxr_covid import classes
 from cxr_covid.cli.app import app
 from cxr_covid.data.catalog import is_xray
 from cxr_covid.data.dataset import resolve_dataset
-from cxr_covid.evaluation.core import folder_test_set
+from cxr_covid.evaluation.testsets import folder_test_set
 from tests.helpers import write_blob_png, write_class_folders
 
 runner = CliRunner()

@@ -21,8 +21,8 @@ def test_eval_and_reproduce_refuse_a_negative_seed(command: str) -> None:
 def test_without_bootstrap_the_notes_do_not_claim_bootstrap_intervals() -> None:
     # With --bootstrap 0 the F1/AUC cells have no interval, yet the note under the table
     # announced "[95 % percentile bootstrap, 0 resamples ...]".
-    from cxr_covid.evaluation.core import EvaluationReport
     from cxr_covid.evaluation.report import methods_note
+    from cxr_covid.evaluation.results import EvaluationReport
 
     none = EvaluationReport([], [], [], 0.95, 0, 42)
     assert "0 resamples" not in methods_note(none)
@@ -64,8 +64,8 @@ def test_eval_on_the_validation_split_is_not_titled_test_accuracy() -> None:
 
     import numpy as np
 
-    from cxr_covid.evaluation.core import EvaluationReport
     from cxr_covid.evaluation.report import accuracy_title, to_markdown
+    from cxr_covid.evaluation.results import EvaluationReport
     from tests.eval.test_report import Y_TRUE, _evaluation
 
     test = _evaluation("m", np.asarray(Y_TRUE))

@@ -11,13 +11,10 @@ from sklearn.metrics import roc_auc_score
 
 from cxr_covid import stats
 from cxr_covid.evaluation import report as eval_report
-from cxr_covid.evaluation.core import (
-    EvalImages,
-    EvaluationReport,
-    ModelEvaluation,
-    compare,
-    compute_metrics,
-)
+from cxr_covid.evaluation.evaluate import compare
+from cxr_covid.evaluation.metrics import compute_metrics
+from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
+from cxr_covid.evaluation.testsets import EvalImages
 
 CLASSES = ["covid", "normal", "viral_pneumonia"]
 # The hand-checked case of test_stats: predictions 0 0 1 2 | 1 1 0 | 2 2 1.

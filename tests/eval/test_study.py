@@ -10,7 +10,9 @@ import pytest
 
 from cxr_covid import classes, stats, study
 from cxr_covid.errors import UsageError
-from cxr_covid.evaluation.core import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
+from cxr_covid.evaluation.metrics import compute_metrics
+from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
+from cxr_covid.evaluation.testsets import EvalImages
 from cxr_covid.reproduce import report as reproduce_report
 from cxr_covid.reproduce import run as reproduce
 from cxr_covid.reproduce import run_folder

@@ -21,8 +21,10 @@ from cxr_covid.data.manifest import sha256_file, split_hash
 from cxr_covid.data.overlap import IDENTICAL, NEAR_DUPLICATE, external_overlaps
 from cxr_covid.errors import EXIT_DATA
 from cxr_covid.evaluation import report as eval_report
-from cxr_covid.evaluation.core import EvalImages, EvaluationReport, ModelEvaluation, compute_metrics
+from cxr_covid.evaluation.metrics import compute_metrics
+from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
 from cxr_covid.evaluation.subgroups import SMALL_SUBGROUP, compute_subgroups
+from cxr_covid.evaluation.testsets import EvalImages
 from tests.conftest import SHARED_DATA
 from tests.eval.conftest import DATASET, GOOD
 from tests.helpers import build_dataset, write_blob_png

@@ -16,7 +16,7 @@ import pytest
 from cxr_covid import atomic, csv_safe
 from cxr_covid.data.manifest import ManifestRow, read_manifest, write_manifest
 from cxr_covid.evaluation import report as eval_report
-from cxr_covid.evaluation.core import EvaluationReport
+from cxr_covid.evaluation.results import EvaluationReport
 
 
 @pytest.fixture

@@ -403,7 +403,7 @@ def _external(
     batch_size: int,
 ) -> ExternalResult:
     from cxr_covid.data.overlap import overlaps_for_model
-    from cxr_covid.evaluation.core import folder_test_set
+    from cxr_covid.evaluation.testsets import folder_test_set
     from cxr_covid.inference.batches import predict_paths
 
     test_set = folder_test_set(folder, record.classes, class_map)
@@ -632,7 +632,7 @@ def default_folder(model_id: str) -> Path:
 
 def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
     """Run every check for one stored model and write the run folder; see the module doc."""
-    from cxr_covid.evaluation.core import check_split, dataset_test_set
+    from cxr_covid.evaluation.testsets import check_split, dataset_test_set
 
     options.validate()
     stored = store.resolve(options.model)

@@ -22,7 +22,7 @@ Resize = Literal["nearest", "bilinear", "bicubic", "area", "lanczos"]
 InputView = Literal["full", "lungs", "no-lungs"]
 # cxr_covid.data.lungs.FILLS
 Fill = Literal["mean", "blur", "black"]
-# cxr_covid.evaluation.core.EVAL_SPLITS
+# cxr_covid.evaluation.testsets.EVAL_SPLITS
 EvalSplit = Literal["test", "val", "train"]
 # cxr_covid.study.PRESETS
 Preset = Literal["paper", "quick", "robust"]

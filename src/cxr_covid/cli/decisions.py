@@ -10,7 +10,7 @@ from rich.table import Table
 from cxr_covid.cli.console import out
 
 if TYPE_CHECKING:
-    from cxr_covid.evaluation.core import ModelEvaluation
+    from cxr_covid.evaluation.results import ModelEvaluation
 
 
 def render_decisions(evaluation: ModelEvaluation) -> None:

@@ -17,7 +17,7 @@ from cxr_covid.training.limits import MAX_BATCH_SIZE
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cxr_covid.evaluation.core import EvaluationReport
+    from cxr_covid.evaluation.results import EvaluationReport
     from cxr_covid.progress import Reporter
 
 HELP = "Evaluate stored models: the study's per-class accuracy table with 95% intervals, and more."
@@ -136,7 +136,7 @@ def evaluate(
     from cxr_covid.classes import parse_class_map
     from cxr_covid.errors import PartialFailure, UsageError
     from cxr_covid.evaluation import report as eval_report
-    from cxr_covid.evaluation.core import evaluate as run_evaluation
+    from cxr_covid.evaluation.evaluate import evaluate as run_evaluation
 
     if data is not None and split is not None:
         raise UsageError("--split and --data exclude each other (--data is its own test set)")

@@ -13,7 +13,7 @@ from cxr_covid.cli.console import out
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from cxr_covid.evaluation.core import EvaluationReport
+    from cxr_covid.evaluation.results import EvaluationReport
     from cxr_covid.evaluation.seeds import SeedSummary
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxr_covid.errors import DataError
-from cxr_covid.evaluation.core import check_split, dataset_test_set
+from cxr_covid.evaluation.testsets import check_split, dataset_test_set
 from cxr_covid.inference import ood, scoring
 from cxr_covid.models import store
 

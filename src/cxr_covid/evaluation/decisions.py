@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cxr_covid import stats
 from cxr_covid.errors import DataError
+from cxr_covid.evaluation.testsets import EvalImages, dataset_test_set
 from cxr_covid.inference import calibration
 from cxr_covid.inference.batches import Prediction
 from cxr_covid.inference.calibration import CalibrationQuality
@@ -29,9 +30,6 @@ from cxr_covid.inference.operating_point import (
 )
 from cxr_covid.inference.scoring import Scorer
 from cxr_covid.models import store
-
-if TYPE_CHECKING:
-    from cxr_covid.evaluation.core import EvalImages
 
 
 @dataclass
@@ -159,7 +157,6 @@ def _operating_point(
     confidence: float,
     batch_size: int,
 ) -> OperatingPointResult:
-    from cxr_covid.evaluation.core import dataset_test_set
     from cxr_covid.inference.batches import predict_paths
 
     spec = parse_spec(text, record.classes)

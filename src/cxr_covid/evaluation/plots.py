@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cxr_covid import atomic, classes, stats
-from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
+from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
 
 PLOT_KINDS = ("confusion", "roc", "reliability")
 

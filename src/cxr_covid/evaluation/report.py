@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_covid import atomic, classes, csv_safe, stats
-from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
+from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
 from cxr_covid.evaluation.subgroups import SMALL_SUBGROUP
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from cxr_covid import atomic, classes, stats, study
 from cxr_covid.about import DISCLAIMER
-from cxr_covid.evaluation.core import ModelEvaluation
+from cxr_covid.evaluation.results import ModelEvaluation
 from cxr_covid.reproduce import seeds as reproduce_seeds
 from cxr_covid.reproduce.estimate import train_counts
 from cxr_covid.reproduce.results import Cell, ReproduceResult, Row

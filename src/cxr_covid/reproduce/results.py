@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_covid import stats, study
-from cxr_covid.evaluation.core import EvaluationReport
+from cxr_covid.evaluation.results import EvaluationReport
 from cxr_covid.evaluation.seeds import SeedSummary
 
 

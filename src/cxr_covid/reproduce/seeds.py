@@ -24,7 +24,7 @@ from cxr_covid.text import format_duration
 from cxr_covid.training.seeds import seeds_of
 
 if TYPE_CHECKING:
-    from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
+    from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
     from cxr_covid.progress import Reporter
     from cxr_covid.reproduce.results import ReproduceResult, TimeEstimate
     from cxr_covid.reproduce.run_folder import RunState
@@ -90,7 +90,8 @@ def evaluate_seeds(
 
     Each evaluation is saved into its model's record once: a rerun recomputes the same
     numbers, so only models this run has not evaluated before are saved."""
-    from cxr_covid.evaluation.core import EvaluationReport, evaluate
+    from cxr_covid.evaluation.evaluate import evaluate
+    from cxr_covid.evaluation.results import EvaluationReport
 
     done = state.step("eval") or {}
     saved = set(done.get("evaluated") or dict(done.get("models") or {}).values())
