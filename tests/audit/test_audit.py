@@ -13,9 +13,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxr_covid import atomic, classes
+from cxr_covid.audit import checks as audit_checks
+from cxr_covid.audit import control as audit_control
 from cxr_covid.audit import report as audit_report
-from cxr_covid.audit import run as audit
-from cxr_covid.audit.run import AuditOptions, run_audit
+from cxr_covid.audit import results as audit_results
+from cxr_covid.audit.results import AuditOptions
+from cxr_covid.audit.run import run_audit
 from cxr_covid.cli import app
 from cxr_covid.data.dataset import Dataset
 from cxr_covid.data.manifest import ManifestRow, sha256_file
@@ -140,10 +143,10 @@ def test_shortcut_outside_the_lungs_gives_a_damning_verdict_and_a_cached_control
     assert "lung-blind model" in result.verdict and "shortcut" in result.verdict
     assert f"{round(100 * result.control.view.accuracy.value)} %" in result.verdict
     assert stages.advanced >= {
-        audit.VIEWS_TASK,
-        audit.ATTENTION_TASK,
-        audit.CONTROL_TASK,
-        audit.EXTERNAL_TASK,
+        audit_results.VIEWS_TASK,
+        audit_results.ATTENTION_TASK,
+        audit_results.CONTROL_TASK,
+        audit_results.EXTERNAL_TASK,
         "Epoch 1/4",  # the control's training reports its steps through the same reporter
     }
     # Attention per image, per class; panels of the furthest-outside images.
@@ -218,7 +221,7 @@ def test_the_audit_says_how_far_the_images_origins_alone_carry(cxr_home: Path) -
     assert "sees no pixel" in result.verdict and "give much away" in result.verdict
     saved = json.loads((result.folder / "audit.json").read_text())
     assert saved["origin_only"]["accuracy"]["successes"] == expected
-    assert audit.ORIGIN_VIEW in (result.folder / "report.md").read_text()
+    assert audit_results.ORIGIN_VIEW in (result.folder / "report.md").read_text()
 
 
 def test_an_interrupted_audit_leaves_no_report(
@@ -288,10 +291,12 @@ def test_cli_json_summary_and_bad_input(cxr_home: Path, tmp_path: Path) -> None:
 def test_newcombe_difference() -> None:
     from cxr_covid import stats
 
-    d, low, high = audit.newcombe_difference(stats.proportion(10, 20), stats.proportion(18, 20))
+    d, low, high = audit_checks.newcombe_difference(
+        stats.proportion(10, 20), stats.proportion(18, 20)
+    )
     assert d == pytest.approx(-0.4)
     assert low < -0.4 < high < 0  # clearly below
-    same = audit.newcombe_difference(stats.proportion(9, 10), stats.proportion(9, 10))
+    same = audit_checks.newcombe_difference(stats.proportion(9, 10), stats.proportion(9, 10))
     assert same[1] < 0 < same[2]
 
 
@@ -374,11 +379,11 @@ def test_an_audit_interrupted_in_the_control_resumes_it(
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(tracker, "tracker_class", lambda: Interrupting)
-    with pytest.raises(audit.AuditInterrupted, match="rerun the same audit"):
-        audit.ensure_control(record, 2)
-    name = f"lungblind-{audit.control_key(record, 2)}"
+    with pytest.raises(audit_control.AuditInterrupted, match="rerun the same audit"):
+        audit_control.ensure_control(record, 2)
+    name = f"lungblind-{audit_control.control_key(record, 2)}"
     assert run_folder.run_dir(name).is_dir()  # the finished epoch is kept
-    control, reused = audit.ensure_control(record, 2)
+    control, reused = audit_control.ensure_control(record, 2)
     assert not reused and control.record().training["resumed"] == 1
     assert control.record().training["epochs_run"] == 2
     assert not run_folder.run_dir(name).exists() and not store.model_dir(name).exists()

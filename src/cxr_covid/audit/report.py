@@ -1,6 +1,6 @@
 """The audit's files: report.md, plots (views, attention) and Grad-CAM panels.
 
-Numbers come from `cxr_covid.audit.run`'s dataclasses; this module only renders them.
+Numbers come from `cxr_covid.audit.results`'s dataclasses; this module only renders them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cxr_covid.about import DISCLAIMER
 from cxr_covid.evaluation.plots import new_figure, save_png
 
 if TYPE_CHECKING:
-    from cxr_covid.audit.run import AttentionResult, AuditResult, ViewResult
+    from cxr_covid.audit.results import AttentionResult, AuditResult, ViewResult
 
 
 def _pct(x: float) -> str:

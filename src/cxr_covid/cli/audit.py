@@ -15,7 +15,7 @@ from cxr_covid.cli.console import err, out, print_json
 from cxr_covid.cli.options import ExternalClassMap, ExternalFolders
 
 if TYPE_CHECKING:
-    from cxr_covid.audit.run import AuditResult
+    from cxr_covid.audit.results import AuditResult
 
 HELP = (
     "Shortcut audit: accuracy with the lungs hidden and with only the lungs, a lung-blind "
@@ -75,7 +75,7 @@ def audit(
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
 ) -> None:
-    from cxr_covid.audit.run import AuditOptions
+    from cxr_covid.audit.results import AuditOptions
     from cxr_covid.classes import parse_class_map
     from cxr_covid.errors import UsageError
 
@@ -103,7 +103,8 @@ def audit(
 
 def _run(options: object) -> AuditResult:
 
-    from cxr_covid.audit.run import AuditOptions, run_audit
+    from cxr_covid.audit.results import AuditOptions
+    from cxr_covid.audit.run import run_audit
     from cxr_covid.cli.progress_view import RichReporter
 
     assert isinstance(options, AuditOptions)

@@ -30,7 +30,8 @@ def audit_step(
     reporter: Reporter,
 ) -> dict[str, Any]:
     """The audit's summary (audit.json's content), computed unless this run already has it."""
-    from cxr_covid.audit.run import DEFAULT_CONTROL_EPOCHS, AuditOptions, run_audit
+    from cxr_covid.audit.results import DEFAULT_CONTROL_EPOCHS, AuditOptions
+    from cxr_covid.audit.run import run_audit
 
     folder = run_dir / FOLDER
     saved = folder / "audit.json"
