@@ -508,7 +508,7 @@ def test_the_recipe_options_are_every_training_option_but_naming_and_placement()
 
 
 def test_eval_group_keeps_recipes_that_differ_only_in_a_recipe_option_apart() -> None:
-    from cxr_covid.evaluation.seeds import recipe_of
+    from cxr_covid.evaluation.seed_groups import recipe_of
     from cxr_covid.models import store
 
     def record(**training: object) -> store.ModelRecord:

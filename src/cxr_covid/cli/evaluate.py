@@ -161,7 +161,7 @@ def evaluate(
     to_stdout = bool(on_stdout)
     group_records = None
     if group is not None:
-        from cxr_covid.evaluation.seeds import group_models
+        from cxr_covid.evaluation.seed_groups import group_models
 
         if models:
             raise UsageError("give model ids or --group NAME, not both")
@@ -193,7 +193,7 @@ def evaluate(
     )
     spread = None
     if group is not None and group_records is not None:
-        from cxr_covid.evaluation.seeds import summarize_group
+        from cxr_covid.evaluation.seed_groups import summarize_group
 
         spread = summarize_group(report, group_records, bootstrap=bootstrap, seed=seed)
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def render_seeds(summary: SeedSummary, title: str) -> None:
     """The spread across seeds: mean, sd, range and interval per cell; the study's figure
     with its verdict; the paired permutation tests; the per-seed table."""
-    from cxr_covid.evaluation import seeds
+    from cxr_covid.evaluation import seed_tables, seeds
 
     def table(caption: str, header: list[str], rows: list[list[str]]) -> Table:
         shown = Table(title=escape(caption), title_justify="left")
@@ -33,13 +33,13 @@ def render_seeds(summary: SeedSummary, title: str) -> None:
     out.print(
         table(
             f"{title}: mean, sd (points), min-max across seeds (95 % interval)",
-            seeds.summary_header(summary),
-            seeds.summary_rows(summary),
+            seed_tables.summary_header(summary),
+            seed_tables.summary_rows(summary),
         )
     )
-    published = seeds.published_rows(summary)
+    published = seed_tables.published_rows(summary)
     if published:
-        header = ["Recipe", *(f"study: {seeds.column_name(c)}" for c in summary.columns)]
+        header = ["Recipe", *(f"study: {seed_tables.column_name(c)}" for c in summary.columns)]
         coloured = [[row[0], *(_seed_verdict(c) for c in row[1:])] for row in published]
         shown = table("The study's figures beside our seeds", header, [])
         for row in coloured:
@@ -55,12 +55,14 @@ def render_seeds(summary: SeedSummary, title: str) -> None:
         out.print(
             table(
                 "Are the recipes different? Paired permutation test over test images",
-                seeds.comparison_header(),
-                seeds.comparison_rows(summary),
+                seed_tables.comparison_header(),
+                seed_tables.comparison_rows(summary),
             )
         )
-    out.print(table("Per seed", seeds.per_seed_header(summary), seeds.per_seed_rows(summary)))
-    out.print(f"[dim]{escape(seeds.methods_note(summary))}[/]", soft_wrap=True)
+    out.print(
+        table("Per seed", seed_tables.per_seed_header(summary), seed_tables.per_seed_rows(summary))
+    )
+    out.print(f"[dim]{escape(seed_tables.methods_note(summary))}[/]", soft_wrap=True)
     for note in summary.notes:
         out.print(f"[dim]- {escape(note)}[/]", soft_wrap=True)
 
@@ -103,10 +105,14 @@ def write_group_markdown(
 ) -> None:
     from cxr_covid import atomic
     from cxr_covid.evaluation import report as eval_report
-    from cxr_covid.evaluation import seeds
+    from cxr_covid.evaluation import seed_tables
 
     title = f"Across {summary.seed_count} seeds (group {group})"
-    text = eval_report.to_markdown(report, "Evaluation") + "\n" + seeds.to_markdown(summary, title)
+    text = (
+        eval_report.to_markdown(report, "Evaluation")
+        + "\n"
+        + seed_tables.to_markdown(summary, title)
+    )
     if str(path) == "-":
         out.file.write(text)
     else:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from cxr_covid.evaluation.plots import new_figure, save_png
-from cxr_covid.evaluation.seeds import SeedSummary, column_name
+from cxr_covid.evaluation.seed_tables import column_name
+from cxr_covid.evaluation.seeds import SeedSummary
 
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
 

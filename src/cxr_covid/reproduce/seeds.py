@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxr_covid import atomic, study
-from cxr_covid.evaluation import seeds
+from cxr_covid.evaluation import seed_tables, seeds
 from cxr_covid.text import format_duration
 from cxr_covid.training.seeds import seeds_of
 
@@ -152,7 +152,7 @@ def markdown(result: ReproduceResult) -> list[str]:
     if result.seeds is None:
         return []
     n = result.seeds.seed_count
-    text = seeds.to_markdown(result.seeds, f"Across {n} seeds (run-to-run variation)")
+    text = seed_tables.to_markdown(result.seeds, f"Across {n} seeds (run-to-run variation)")
     return [text, ""]
 
 
@@ -163,7 +163,7 @@ def write_outputs(result: ReproduceResult) -> list[Path]:
     from cxr_covid.evaluation.seed_plots import write_seed_plot
 
     root = result.run_dir
-    atomic.write_text(root / SEEDS_CSV, seeds.to_csv(result.seeds))
+    atomic.write_text(root / SEEDS_CSV, seed_tables.to_csv(result.seeds))
     title = f"Test accuracy across {result.seeds.seed_count} seeds (preset {result.preset.name})"
     plot = write_seed_plot(result.seeds, root / "plots" / SEEDS_PLOT, title)
     return [root / SEEDS_CSV, plot]
