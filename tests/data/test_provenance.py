@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from cxr_covid import classes
 from cxr_covid.cli import app
+from cxr_covid.data import confounding
 from cxr_covid.data import provenance as prov
 from cxr_covid.data.augment import augment_dataset
 from cxr_covid.data.dataset import resolve_dataset
@@ -167,7 +168,7 @@ def test_workbooks_give_each_image_its_collection_and_age(tmp_path: Path) -> Non
     info = result.dataset.info()
     assert info["manifest_format"] == 2
     assert info["provenance"]["basis"] == {"workbook": 30}
-    summary = prov.summarize(result.dataset.rows())
+    summary = confounding.summarize(result.dataset.rows())
     assert summary.collections["normal"] == {"kermany": 5, "rsna": 5}
     # COVID-19 shares no collection with either other class; by age, Normal's adults
     # (5 of 10) overlap the COVID-19 adults, so only COVID-19 vs Pneumonia is age-confounded.
@@ -260,13 +261,13 @@ def test_first_release_gets_its_documented_composition(tmp_path: Path) -> None:
     archive = tmp_path / "first.zip"
     archive.write_bytes(layout_zip("first", 8))  # its workbook is a fake: a warning
     result = download_dataset(from_zip=archive)
-    table = prov.collection_counts(result.dataset.rows())
+    table = confounding.collection_counts(result.dataset.rows())
     assert table == {
         "covid": {"kaggle-covid": 8},
         "normal": {"kermany": 8},
         "viral_pneumonia": {"kermany": 8},
     }
-    ages = prov.age_group_counts(result.dataset.rows())
+    ages = confounding.age_group_counts(result.dataset.rows())
     assert ages["covid"] == {"adult": 8} and ages["normal"] == {"child": 8}
     assert result.provenance.basis == {prov.BASIS_RELEASE: 24}
     assert any("not a readable workbook" in w for w in result.provenance.warnings)
@@ -277,7 +278,7 @@ def test_other_layouts_without_sources_are_unknown_and_not_confounded(tmp_path: 
     archive.write_bytes(layout_zip("intermediate", 8))
     result = download_dataset(from_zip=archive)
     assert {r.collection for r in result.dataset.rows()} == {"unknown"}
-    assert prov.confounding_warnings(result.dataset.rows()) == []
+    assert confounding.confounding_warnings(result.dataset.rows()) == []
 
 
 # --- a sources CSV ----------------------------------------------------------------------------
@@ -487,24 +488,24 @@ def _rows(spec: dict[str, dict[str, int]], ages: dict[str, str] | None = None) -
 def test_shared_collections_under_ten_percent_of_a_class_is_confounding() -> None:
     # 9 of 100 COVID-19 images from the collection it shares with Healthy: under 10 %.
     confounded = _rows({"covid": {"x": 91, "shared": 9}, "normal": {"shared": 50}})
-    (warning,) = prov.confounding_warnings(confounded)
+    (warning,) = confounding.confounding_warnings(confounded)
     assert "share (shared) hold only 9 of 100 Covid-19 and 50 of 50 Healthy" in warning
     # 10 of 100 is not under 10 %.
     fine = _rows({"covid": {"x": 90, "shared": 10}, "normal": {"shared": 50}})
-    assert prov.confounding_warnings(fine) == []
+    assert confounding.confounding_warnings(fine) == []
 
 
 def test_unknown_images_are_left_out_of_the_rule() -> None:
     rows = _rows({"covid": {"x": 10, "unknown": 90}, "normal": {"x": 5, "unknown": 5}})
-    assert prov.confounding_warnings(rows) == []
+    assert confounding.confounding_warnings(rows) == []
     only_unknown = _rows({"covid": {"unknown": 10}, "normal": {"kermany": 10}})
-    assert prov.confounding_warnings(only_unknown) == []
+    assert confounding.confounding_warnings(only_unknown) == []
 
 
 def test_age_groups_follow_the_same_rule() -> None:
     ages = {"a": "adult", "b": "adult", "k": "child"}
     rows = _rows({"covid": {"a": 10}, "normal": {"b": 10}, "viral_pneumonia": {"k": 10}}, ages)
-    warnings = prov.confounding_warnings(rows)
+    warnings = confounding.confounding_warnings(rows)
     assert sum("share no collection" in w for w in warnings) == 3
     age = [w for w in warnings if "age group" in w]
     assert len(age) == 2 and all("Pneumonia" in w for w in age)
@@ -526,7 +527,7 @@ def test_augmented_rows_do_not_count() -> None:
         )
         for i in range(50)
     ]
-    assert prov.confounding_warnings(rows + extra) == []  # 1 of 2 shared, 50 %
+    assert confounding.confounding_warnings(rows + extra) == []  # 1 of 2 shared, 50 %
 
 
 def test_reproduce_report_repeats_the_warning() -> None:
@@ -601,17 +602,17 @@ def test_real_adult_normals_attach_by_trailing_path(dev_sources: Path, tmp_path:
 def test_eval_caveats_say_what_an_accuracy_may_measure() -> None:
     # Confounded: every warning is passed on, prefixed for the eval table.
     confounded = _rows({"covid": {"a": 10}, "normal": {"k": 10}}, {"a": "adult", "k": "child"})
-    caveats = prov.accuracy_caveats(confounded, "dev")
+    caveats = confounding.accuracy_caveats(confounded, "dev")
     assert len(caveats) == 2 and all(
         c.startswith("what this accuracy may measure:") for c in caveats
     )
     # Nothing recorded: say that nobody can tell, and how to find out.
     unknown = _rows({"covid": {"unknown": 5}, "normal": {"unknown": 5}})
-    (caveat,) = prov.accuracy_caveats(unknown, "dev")
+    (caveat,) = confounding.accuracy_caveats(unknown, "dev")
     assert "is not recorded" in caveat and "--sources FILE.csv --dataset dev" in caveat
     # Sources recorded and shared enough: nothing to say.
     mixed = _rows({"covid": {"a": 5, "k": 5}, "normal": {"a": 5, "k": 5}})
-    assert prov.accuracy_caveats(mixed, "dev") == []
+    assert confounding.accuracy_caveats(mixed, "dev") == []
 
 
 def test_eval_on_a_confounded_dataset_warns_beside_its_table(
@@ -660,14 +661,17 @@ def test_origin_only_rule_calls_each_image_by_where_it_comes_from() -> None:
         _row("normal", "kermany", "unknown", "test"),  # unknown age: by collection
         _row("covid", "unknown", "unknown", "test"),  # nothing known: the largest class
     ]
-    calls = prov.origin_only_predictions(train, test)
+    calls = confounding.origin_only_predictions(train, test)
     assert calls == ["covid", "normal", "normal", "covid", "normal", "normal"]
 
 
 def test_origin_only_rule_breaks_ties_in_the_study_order_and_needs_recorded_origins() -> None:
     tied = [_row("viral_pneumonia", "kermany", "child"), _row("normal", "kermany", "child")]
-    assert prov.origin_only_predictions(tied, [_row("normal", "kermany", "child", "test")]) == [
-        "normal"
-    ]
+    assert confounding.origin_only_predictions(
+        tied, [_row("normal", "kermany", "child", "test")]
+    ) == ["normal"]
     unknown = [_row("covid", "unknown"), _row("normal", "unknown")]
-    assert prov.origin_only_predictions(unknown, [_row("covid", "unknown", split="test")]) is None
+    assert (
+        confounding.origin_only_predictions(unknown, [_row("covid", "unknown", split="test")])
+        is None
+    )

@@ -191,9 +191,9 @@ def origin_only_view(
     dataset: str, y_true: np.ndarray, index: dict[str, int], model_classes: Sequence[str]
 ) -> ViewResult | None:
     """The test split as a rule that knows only each image's origin would call it."""
+    from cxr_covid.data.confounding import origin_only_predictions
     from cxr_covid.data.dataset import resolve_dataset
     from cxr_covid.data.manifest import select
-    from cxr_covid.data.provenance import origin_only_predictions
 
     rows = resolve_dataset(dataset).rows()
     calls = origin_only_predictions(select(rows, "train"), select(rows, "test"))

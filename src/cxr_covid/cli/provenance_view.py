@@ -10,7 +10,8 @@ from rich.table import Table
 from cxr_covid.cli.console import err, out, print_json
 
 if TYPE_CHECKING:
-    from cxr_covid.data.provenance import ProvenanceReport, ProvenanceSummary
+    from cxr_covid.data.confounding import ProvenanceSummary
+    from cxr_covid.data.provenance import ProvenanceReport
 
 
 def attach(name: str, sources: Path | None, as_json: bool, other: tuple[object, ...]) -> None:
@@ -42,7 +43,7 @@ def attach(name: str, sources: Path | None, as_json: bool, other: tuple[object, 
 
 
 def summarize(rows: Any) -> ProvenanceSummary:
-    from cxr_covid.data.provenance import summarize as summarize_rows
+    from cxr_covid.data.confounding import summarize as summarize_rows
 
     return summarize_rows(rows)
 

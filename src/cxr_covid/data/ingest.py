@@ -20,6 +20,7 @@ from typing import Any
 from cxr_covid import atomic, paths
 from cxr_covid import classes as cls
 from cxr_covid.about import __version__
+from cxr_covid.data import confounding
 from cxr_covid.data import dedupe as dd
 from cxr_covid.data import provenance as prov
 from cxr_covid.data.catalog import (
@@ -130,7 +131,7 @@ class DownloadResult:
             "unmatched_folders": self.unmatched,
             "provenance": {
                 **self.provenance.to_dict(),
-                **prov.summarize(self.dataset.rows()).to_dict(),
+                **confounding.summarize(self.dataset.rows()).to_dict(),
             },
         }
 

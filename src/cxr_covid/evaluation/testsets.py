@@ -149,8 +149,8 @@ def folder_test_set(
 
 def dataset_caveats(dataset_name: str) -> list[str]:
     """The dataset's provenance caveats (data/provenance.py): what its accuracy may measure."""
+    from cxr_covid.data.confounding import accuracy_caveats
     from cxr_covid.data.dataset import resolve_dataset
-    from cxr_covid.data.provenance import accuracy_caveats
 
     return accuracy_caveats(resolve_dataset(dataset_name).rows(), dataset_name)
 

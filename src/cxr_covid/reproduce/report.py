@@ -119,7 +119,7 @@ def describe_source(source: dict[str, Any]) -> str:
 
 def provenance_lines(dataset: Any) -> list[str]:
     """The download's confounding warnings, repeated where the results are read."""
-    from cxr_covid.data.provenance import confounding_warnings
+    from cxr_covid.data.confounding import confounding_warnings
 
     try:
         rows = dataset.rows()
