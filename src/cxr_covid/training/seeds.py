@@ -139,9 +139,8 @@ def train_group(
     """Train (or reuse, or resume) one model per seed; `config.name` names the group.
 
     `on_model(seed, model id, action)` is told before each seed: action is "reuse",
-    "resume" or "train"."""
-    from cxr_covid.training import run as training
-    from cxr_covid.training import run_folder
+    "resume" or "train". The seeds run as one grid (training/grid.py)."""
+    from cxr_covid.training import grid
 
     config.validate()
     group = check_name(config.name) if config.name else default_group(config)
@@ -150,44 +149,33 @@ def train_group(
         from cxr_covid.data.dataset import resolve_dataset
 
         config = replace(config, dataset=resolve_dataset(None).name)
+    options = replace(config, group=group).to_dict()
+    jobs = [
+        grid.Job(seed_model_id(group, seed), options, seed) for seed in seeds_of(config.seed, seeds)
+    ]
+
+    def check_reusable(job: grid.Job, _record: store.ModelRecord) -> None:
+        _check_reusable(job.name, group, job.seed, config)
+
+    hooks = grid.GridHooks(
+        on_job=(lambda job, action: on_model(job.seed, job.name, action)) if on_model else None,
+        on_start=(lambda _job, info: on_start(info)) if on_start else None,
+        on_epoch=(lambda _job, report: on_epoch(report)) if on_epoch else None,
+        check_reusable=check_reusable,
+        check_resumable=lambda job, started: _check_resumable(job.name, job.seed, started, config),
+    )
     result = GroupTrainResult(group)
-    for seed in seeds_of(config.seed, seeds):
-        model_id = seed_model_id(group, seed)
-        hooks: dict[str, Any] = {"on_start": on_start, "on_epoch": on_epoch}
-        if store.model_dir(model_id).is_dir():
-            if on_model:
-                on_model(seed, model_id, "reuse")
-            record = _check_reusable(model_id, group, seed, config)
-            result.models.append(
-                SeedModel(
-                    seed,
-                    model_id,
-                    int(record.metrics.get("best_epoch", 0)),
-                    float(record.metrics.get("best_val_accuracy", math.nan)),
-                    int(record.dataset.get("val_images", 0)),
-                    reused=True,
-                )
-            )
-            continue
-        if (run_folder.run_dir(model_id) / run_folder.STATE_FILE).is_file():
-            _check_resumable(model_id, seed, run_folder.run_config(model_id), config)
-            if on_model:
-                on_model(seed, model_id, "resume")
-            trained = training.resume(model_id, reporter, **hooks)
-        else:
-            if on_model:
-                on_model(seed, model_id, "train")
-            trained = training.train(
-                replace(config, seed=seed, name=model_id, group=group), reporter, **hooks
-            )
+    for done in grid.run_grid(
+        jobs, None, reporter, hooks, task=grid.GRID_TASK if len(jobs) > 1 else None
+    ):
         result.models.append(
             SeedModel(
-                seed,
-                model_id,
-                trained.best_epoch,
-                trained.best_val_accuracy,
-                int(trained.record.dataset.get("val_images", 0)),
-                reused=False,
+                done.job.seed,
+                done.model_id,
+                done.best_epoch,
+                done.best_val_accuracy,
+                done.val_images,
+                reused=done.reused,
             )
         )
     return result
