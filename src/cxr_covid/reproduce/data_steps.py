@@ -58,6 +58,29 @@ def settings_of(options: ReproduceOptions, preset: study.Preset, dataset: str) -
     }
 
 
+def study_options(
+    spec: study.StudyModel,
+    settings: dict[str, Any],
+    dataset_name: str,
+    *,
+    group: str | None = None,
+    deterministic: bool = False,
+) -> dict[str, Any]:
+    """The TrainConfig options of one study model under the run's settings."""
+    return {
+        "arch": spec.architecture,
+        "dataset": dataset_name,
+        "epochs": settings["epochs"],
+        "batch_size": settings["batch_size"],
+        "image_size": settings["image_size"],
+        "learning_rate": settings["learning_rate"],
+        "augment": spec.augment,
+        "deterministic": deterministic,
+        "group": group,
+        **settings.get("recipe", {}),
+    }
+
+
 def ensure_dataset(
     options: ReproduceOptions, settings: dict[str, Any], state: RunState, reporter: Reporter
 ) -> Any:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import os
-import time
 from typing import Any
 
 from cxr_covid import classes, study
 from cxr_covid.progress import Reporter
+from cxr_covid.reproduce.data_steps import study_options
 from cxr_covid.reproduce.results import TimeEstimate
 from cxr_covid.text import format_duration
+from cxr_covid.training import grid
 
 
 def train_counts(dataset: Any) -> tuple[int, int, int]:
@@ -20,25 +19,6 @@ def train_counts(dataset: Any) -> tuple[int, int, int]:
     augmented = sum(1 for r in rows if r.split == "train" and r.origin != "original")
     val = sum(1 for r in rows if r.split == "val" and r.origin == "original")
     return original, augmented, val
-
-
-def measure_step_seconds(arch: str, image_size: int, batch_size: int, steps: int = 3) -> float:
-    """Seconds per training step of a fresh model on random pixels, after one warm-up step."""
-    import keras
-    import numpy as np
-
-    from cxr_covid import models
-
-    model = models.build(arch, image_size, len(classes.STUDY_CLASSES))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(batch_size, image_size, image_size, 3)).astype("float32")
-    y = rng.integers(0, 3, size=(batch_size,))
-    model.train_on_batch(x, y)  # builds and traces the step: not representative
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return (time.perf_counter() - start) / steps
 
 
 def expected_counts(settings: dict[str, Any]) -> tuple[int, int, int] | None:
@@ -60,24 +40,19 @@ def estimate_time(
     reporter: Reporter,
     step_cache: dict[str, float] | None = None,
 ) -> TimeEstimate:
-    """Measured seconds per training step x the steps each model will take."""
+    """Measured seconds per training step x the steps each model will take (the run-grid's
+    estimate, one job per study model)."""
     original, augmented, val = counts
-    size, batch, epochs = settings["image_size"], settings["batch_size"], settings["epochs"]
-    per_step = step_cache if step_cache is not None else {}
-    steps: dict[str, int] = {}
-    seconds: dict[str, float] = {}
-    for key in keys:
-        spec = study.study_model(key)
-        if spec.architecture not in per_step:
-            reporter.message(f"estimate: timing a few {spec.architecture} steps...")
-            per_step[spec.architecture] = measure_step_seconds(spec.architecture, size, batch)
-        images = original + (augmented if spec.augment else 0)
-        n_steps = math.ceil(images / batch) * epochs
-        steps[key] = n_steps
-        # Validation each epoch: a forward pass only, roughly a third of a training step.
-        val_steps = math.ceil(val / batch) * epochs
-        seconds[key] = per_step[spec.architecture] * (n_steps + val_steps / 3)
-    return TimeEstimate(dict(per_step), steps, seconds, os.cpu_count() or 1)
+    jobs = [
+        grid.Job(key, study_options(study.study_model(key), settings, ""), settings["seed"])
+        for key in keys
+    ]
+
+    def images(job: grid.Job) -> tuple[int, int]:
+        return original + (augmented if job.options["augment"] else 0), val
+
+    timing = grid.estimate(jobs, images, reporter, step_cache)
+    return TimeEstimate(timing.seconds_per_step, timing.steps, timing.seconds, timing.cpus)
 
 
 def format_estimate(timing: TimeEstimate, basis: str = "") -> str:

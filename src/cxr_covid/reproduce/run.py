@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxr_covid import paths, study
+from cxr_covid import study
 from cxr_covid.errors import UsageError
-from cxr_covid.models import store
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.reproduce import seeds as reproduce_seeds
+from cxr_covid.reproduce import trainings
 from cxr_covid.reproduce.data_steps import (
     check_reachable,
     dataset_exists,
@@ -37,105 +37,17 @@ from cxr_covid.reproduce.estimate import (
     format_estimate,
     train_counts,
 )
-from cxr_covid.reproduce.report import compare_with_study, with_interval, write_outputs
-from cxr_covid.reproduce.results import ReproduceOptions, ReproduceResult
+from cxr_covid.reproduce.report import compare_with_study, write_outputs
+from cxr_covid.reproduce.results import ReproduceOptions, ReproduceResult, TimeEstimate
 from cxr_covid.reproduce.run_folder import (
     RunState,
     default_run_dir,
-    group_name,
-    model_name,
-    train_step,
 )
+from cxr_covid.training import grid
 
 
-def _train_one(
-    spec: study.StudyModel,
-    name: str,
-    dataset_name: str,
-    settings: dict[str, Any],
-    reporter: Reporter,
-    *,
-    seed: int | None = None,
-    group: str | None = None,
-    deterministic: bool = False,
-) -> str:
-    from cxr_covid.training import run as training
-
-    val_images: list[int] = []  # from the RunInfo sent before the first epoch
-    task = f"train {spec.key}"  # epochs done; training's own tasks show the steps
-
-    def on_start(info: training.RunInfo) -> None:
-        val_images[:] = [int(info.val_images)]
-        reporter.start(task, total=info.epochs, unit="epochs")
-        reporter.advance(task, info.first_epoch - 1)
-
-    def on_epoch(report: training.EpochReport) -> None:
-        reporter.advance(task, report.epoch, report.epochs)
-        reporter.message(
-            f"{spec.key}: epoch {report.epoch}/{report.epochs} "
-            f"val accuracy {with_interval(report.val_accuracy, val_images)}"
-        )
-
-    interrupted = paths.runs_dir() / name / "state.json"
-    if interrupted.is_file():
-        reporter.message(f"train {spec.label}: continuing interrupted run {name}")
-        result = training.resume(name, reporter, on_start=on_start, on_epoch=on_epoch)
-    else:
-        reporter.message(f"train {spec.label} -> model {name}")
-        result = training.train(
-            training.TrainConfig(
-                arch=spec.architecture,
-                dataset=dataset_name,
-                epochs=settings["epochs"],
-                batch_size=settings["batch_size"],
-                image_size=settings["image_size"],
-                learning_rate=settings["learning_rate"],
-                seed=settings["seed"] if seed is None else seed,
-                name=name,
-                augment=spec.augment,
-                deterministic=deterministic,
-                group=group,
-                **settings.get("recipe", {}),
-            ),
-            reporter,
-            on_start=on_start,
-            on_epoch=on_epoch,
-        )
-    reporter.finish(task)
-    return str(result.model.id)
-
-
-def _trained_models(
-    state: RunState, reporter: Reporter, seed: int | None = None
-) -> tuple[dict[str, str], list[study.StudyModel]]:
-    """Models this run already trained (by study key), and those still to train."""
-    trained: dict[str, str] = {}
-    todo: list[study.StudyModel] = []
-    for spec in study.STUDY_MODELS:
-        step = train_step(state, spec.key, seed)
-        done = state.step(step)
-        name = model_name(state, spec.key, seed)
-        if done is not None and store.model_dir(done["model"]).is_dir():
-            reporter.message(f"train {spec.label}: done (model {done['model']})")
-            trained[spec.key] = done["model"]
-        elif store.model_dir(name).is_dir():
-            # Trained, but the run stopped before recording it.
-            state.finish(step, model=name)
-            reporter.message(f"train {spec.label}: done (model {name})")
-            trained[spec.key] = name
-        else:
-            todo.append(spec)
-    return trained, todo
-
-
-# --- the whole run --------------------------------------------------------------------------
-
-
-def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult:
-    """Reproduce the study (see module doc). Returns our table beside the published one.
-
-    `reporter` hears every stage: messages (plan, estimate, skips), and the download,
-    augmentation, training and evaluation as tasks."""
+def _open_run(options: ReproduceOptions) -> tuple[study.Preset, str, RunState]:
+    """The preset, the dataset's name and the run folder's state (new, or the one to resume)."""
     preset = study.preset(options.preset)
     if options.from_zip is not None and options.url is not None:
         raise UsageError("give at most one of --from-zip and --url")
@@ -149,10 +61,10 @@ def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult
     run_dir = options.out.expanduser() if options.out else default_run_dir(settings, preset)
     # Not created here: the first finished step creates it (RunState.save), so a run that
     # fails at once (offline, say) leaves no empty run folder behind.
-    run_dir = run_dir.resolve()
-    state = RunState.open(run_dir, settings, options.restart)
+    return preset, dataset_name, RunState.open(run_dir.resolve(), settings, options.restart)
 
-    reporter.message(f"run folder: {run_dir}")
+
+def _announce(preset: study.Preset, settings: dict[str, Any], reporter: Reporter) -> None:
     if settings["study_protocol"]:
         reporter.message(
             f"preset {preset.name}: {preset.description}. Training inception at 224 px for "
@@ -166,54 +78,79 @@ def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult
             "epochs, batch 32): its numbers are not comparable with the study's."
         )
 
+
+def _estimate(
+    counts: tuple[int, int, int] | None,
+    settings: dict[str, Any],
+    todo: list[grid.Job],
+    reporter: Reporter,
+    step_cache: dict[str, float],
+    basis: str = "",
+) -> TimeEstimate | None:
+    """The grid's estimate for the trainings still to do, said and warned about."""
+    if counts is None or not todo:
+        return None
+    keys = list(dict.fromkeys(job.label for job in todo))
+    per_seed = [(job.seed, study.study_model(job.label)) for job in todo]
+    timing = reproduce_seeds.for_seeds(
+        estimate_time(counts, settings, keys, reporter, step_cache), per_seed
+    )
+    reporter.message(format_estimate(timing, basis))
+    reproduce_seeds.warn_if_long(timing, settings, reporter)
+    return timing
+
+
+def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult:
+    """Reproduce the study (see module doc). Returns our table beside the published one.
+
+    `reporter` hears every stage: messages (plan, estimate, skips), and the download,
+    augmentation, training and evaluation as tasks."""
+    preset, dataset_name, state = _open_run(options)
+    settings = state.data["settings"]
+    reporter.message(f"run folder: {state.root}")
+    _announce(preset, settings, reporter)
+
     seed_list = reproduce_seeds.seeds_of(settings["seed"], options.seeds)
     if len(seed_list) > 1:
         reporter.message(reproduce_seeds.plan_message(seed_list, settings))
-    trained_by_seed: dict[int, dict[str, str]] = {}
-    todo: list[tuple[int, study.StudyModel]] = []
-    for seed in seed_list:
-        done_models, left = _trained_models(state, reporter, seed)
-        trained_by_seed[seed] = done_models
-        todo += [(seed, spec) for spec in left]
-    trained = trained_by_seed[seed_list[0]]
-    keys = list(dict.fromkeys(spec.key for _, spec in todo))
+    jobs = trainings.study_jobs(state, seed_list, dataset_name, options.deterministic)
+    trained_by_seed, todo = trainings.planned(state, jobs, reporter)
     step_cache: dict[str, float] = {}
     timing = None
     if not dataset_exists(dataset_name):
         check_reachable(settings["source"])  # offline: fail now, not after the estimate
-    if todo and options.estimate and not dataset_exists(dataset_name):
-        expected = expected_counts(settings)
-        if expected is not None:
-            timing = reproduce_seeds.for_seeds(
-                estimate_time(expected, settings, keys, reporter, step_cache), todo
-            )
+        if options.estimate:
             basis = "before download, assuming the first release's 2905 images"
-            reporter.message(format_estimate(timing, basis))
-            reproduce_seeds.warn_if_long(timing, settings, reporter)
+            counts = expected_counts(settings)
+            timing = _estimate(counts, settings, todo, reporter, step_cache, basis)
 
     dataset = ensure_dataset(options, settings, state, reporter)
     ensure_augmented(dataset, settings, state, reporter)
 
-    if todo and options.estimate:
-        timing = reproduce_seeds.for_seeds(
-            estimate_time(train_counts(dataset), settings, keys, reporter, step_cache), todo
-        )
-        reporter.message(format_estimate(timing))
-        reproduce_seeds.warn_if_long(timing, settings, reporter)
-    for seed, spec in todo:
-        model_id = _train_one(
-            spec,
-            model_name(state, spec.key, seed),
-            dataset.name,
-            settings,
-            reporter,
-            seed=seed,
-            group=group_name(state),
-            deterministic=options.deterministic,
-        )
-        state.finish(train_step(state, spec.key, seed), model=model_id)
-        trained_by_seed[seed][spec.key] = model_id
+    if options.estimate:
+        timing = _estimate(train_counts(dataset), settings, todo, reporter, step_cache) or timing
+    # The jobs train on the dataset as it is named now it exists.
+    running = trainings.study_jobs(state, seed_list, dataset.name, options.deterministic)
+    todo_names = {job.name for job in todo}
+    for done in trainings.train(state, [j for j in running if j.name in todo_names], reporter):
+        trained_by_seed[done.job.seed][done.job.label] = done.model_id
+    return _results(options, state, preset, dataset, trained_by_seed, timing, reporter)
 
+
+def _results(
+    options: ReproduceOptions,
+    state: RunState,
+    preset: study.Preset,
+    dataset: Any,
+    trained_by_seed: dict[int, dict[str, str]],
+    timing: TimeEstimate | None,
+    reporter: Reporter,
+) -> ReproduceResult:
+    """Evaluate every trained model, set our table beside the study's, audit if asked, and
+    write the run folder's files."""
+    settings, run_dir = state.data["settings"], state.root
+    seed_list = list(trained_by_seed)
+    trained = trained_by_seed[seed_list[0]]
     report = reproduce_seeds.evaluate_seeds(state, trained_by_seed, options.bootstrap, reporter)
     by_id = {e.model_id: e for e in report.evaluations}
     rows = compare_with_study(by_id, trained)
