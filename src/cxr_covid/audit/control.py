@@ -47,12 +47,13 @@ def ensure_control(
 ) -> tuple[store.StoredModel, bool]:
     """The cached lung-blind control of this (model, dataset), trained if missing.
 
-    Returns (control, reused). Training goes through `training.train` (so it resumes after
+    Returns (control, reused). Training goes through the run-grid (so it resumes after
     an interrupt) and the finished model is moved out of the store into the audit cache, so
     it never becomes the "newest model" other commands default to.
     """
-    from cxr_covid.training import run as training
-    from cxr_covid.training import run_folder
+    from cxr_covid.training import grid
+    from cxr_covid.training.config import TrainConfig
+    from cxr_covid.training.events import EpochReport, TrainingInterrupted
 
     key = control_key(record, epochs)
     target = controls_dir() / key
@@ -61,7 +62,7 @@ def ensure_control(
     name = f"lungblind-{key}"
     if not (store.model_dir(name) / store.RECORD_FILE).is_file():
         config = replace(
-            training.TrainConfig.from_dict(record.training),
+            TrainConfig.from_dict(record.training),
             dataset=str(record.dataset.get("name") or ""),
             epochs=epochs,
             early_stopping=None,
@@ -74,16 +75,15 @@ def ensure_control(
         if not config.dataset:
             raise DataError(f"model {record.id} does not record its dataset: no control possible")
 
-        def report(epoch: training.EpochReport) -> None:
+        def report(_job: grid.Job, epoch: EpochReport) -> None:
             reporter.advance(CONTROL_TASK, epoch.epoch, epoch.epochs)
 
         reporter.start(CONTROL_TASK, total=epochs, unit="epochs")
         try:
-            if run_folder.run_dir(name).exists():
-                training.resume(name, reporter, on_epoch=report)
-            else:
-                training.train(config, reporter, on_epoch=report)
-        except training.TrainingInterrupted as exc:
+            # A one-job grid: an interrupted control resumes from its run folder.
+            job = grid.Job(name, config.to_dict(), config.seed)
+            grid.run_grid([job], None, reporter, grid.GridHooks(on_epoch=report), task=None)
+        except TrainingInterrupted as exc:
             raise AuditInterrupted(
                 f"audit interrupted while training the lung-blind control (after "
                 f"{exc.epochs_done} epoch(s)); rerun the same audit to continue it"
