@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -134,8 +135,7 @@ def evaluate(
     ] = False,
 ) -> None:
     from cxr_covid.classes import parse_class_map
-    from cxr_covid.errors import PartialFailure, UsageError
-    from cxr_covid.evaluation import report as eval_report
+    from cxr_covid.errors import UsageError
     from cxr_covid.evaluation.evaluate import evaluate as run_evaluation
 
     if data is not None and split is not None:
@@ -146,33 +146,12 @@ def evaluate(
         if json_path is not None:
             raise UsageError("--json prints the JSON on stdout; give it or --json-out PATH")
         json_path = Path("-")
-    # '-' means stdout, for one of the three (it is then the only thing on stdout).
-    on_stdout = [
-        flag
-        for flag, path in (
-            ("--json" if as_json else "--json-out", json_path),
-            ("--csv", csv_path),
-            ("--markdown", markdown_path),
-        )
-        if path is not None and str(path) == "-"
-    ]
-    if len(on_stdout) > 1:
-        raise UsageError(f"only one of {' and '.join(on_stdout)} can be '-' (stdout)")
-    to_stdout = bool(on_stdout)
+    outputs = _Outputs(json_path, csv_path, markdown_path, plots, as_json)
+    to_stdout = outputs.check_stdout()
     group_records = None
     if group is not None:
-        from cxr_covid.evaluation.seed_groups import group_models
-
-        if models:
-            raise UsageError("give model ids or --group NAME, not both")
-        members = group_models(group)
-        models = [str(m.root) for m in members]
-        group_records = [m.record() for m in members]
-    _check_outputs_writable(
-        [p for p in (json_path, csv_path, markdown_path) if p is not None and str(p) != "-"],
-        plots,
-        (models or [""]) if save else None,
-    )
+        models, group_records = _group_members(group, models)
+    _check_outputs_writable(outputs.files(), plots, (models or [""]) if save else None)
 
     report = _run_with_progress(
         lambda reporter: run_evaluation(
@@ -196,51 +175,110 @@ def evaluate(
         from cxr_covid.evaluation.seed_groups import summarize_group
 
         spread = summarize_group(report, group_records, bootstrap=bootstrap, seed=seed)
-
-    if json_path is not None and spread is not None:
-        from cxr_covid.cli.seeds_view import write_group_json
-
-        write_group_json(json_path, report, spread, str(group), predictions)
-    elif json_path is not None:
-        if str(json_path) == "-":
-            out.file.write(eval_report.to_json_text(report, predictions=predictions))
-        else:
-            eval_report.write_json(json_path, report, predictions=predictions)
-    if csv_path is not None:
-        if str(csv_path) == "-":
-            out.file.write(eval_report.to_csv(report))
-        else:
-            eval_report.write_csv(csv_path, report)
-    if markdown_path is not None and spread is not None:
-        from cxr_covid.cli.seeds_view import write_group_markdown
-
-        write_group_markdown(markdown_path, report, spread, str(group))
-    elif markdown_path is not None:
-        if str(markdown_path) == "-":
-            out.file.write(eval_report.to_markdown(report, "Evaluation"))
-        else:
-            eval_report.write_markdown(markdown_path, report)
-    written_plots = []
-    if plots is not None:
-        from cxr_covid.evaluation.plots import write_plots
-
-        written_plots = write_plots(report, plots)
-
+    written_plots = outputs.write(report, spread, str(group), predictions)
     if not to_stdout:
         render(report)
         if spread is not None:
             from cxr_covid.cli.seeds_view import render_seeds
 
             render_seeds(spread, f"Across {spread.seed_count} seeds (group {group})")
-        for path in (json_path, csv_path, markdown_path):
-            if path is not None and str(path) != "-":
-                err.print(f"[dim]wrote {escape(str(path))}[/]", soft_wrap=True)
-        if written_plots:
-            err.print(f"[dim]wrote {len(written_plots)} figures to {plots}[/]")
+        outputs.say_written(written_plots)
         if save:
             err.print("[dim]saved into each model's record (see `cxr-covid models show`)[/]")
         if save_operating_point:
             err.print("[dim]operating point stored in each model's record (used by predict)[/]")
+    _warn_and_fail(report)
+
+
+def _group_members(group: str, models: list[str] | None) -> tuple[list[str], list[Any]]:
+    """The folders and records of a group's models (`--group`)."""
+    from cxr_covid.errors import UsageError
+    from cxr_covid.evaluation.seed_groups import group_models
+
+    if models:
+        raise UsageError("give model ids or --group NAME, not both")
+    members = group_models(group)
+    return [str(m.root) for m in members], [m.record() for m in members]
+
+
+@dataclass
+class _Outputs:
+    """The files `eval` writes besides its tables: JSON, CSV, Markdown ('-': stdout), plots."""
+
+    json_path: Path | None
+    csv_path: Path | None
+    markdown_path: Path | None
+    plots: Path | None
+    as_json: bool
+
+    def check_stdout(self) -> bool:
+        """Whether one output goes to stdout (then the only thing there); refuse two."""
+        from cxr_covid.errors import UsageError
+
+        on_stdout = [
+            flag
+            for flag, path in (
+                ("--json" if self.as_json else "--json-out", self.json_path),
+                ("--csv", self.csv_path),
+                ("--markdown", self.markdown_path),
+            )
+            if path is not None and str(path) == "-"
+        ]
+        if len(on_stdout) > 1:
+            raise UsageError(f"only one of {' and '.join(on_stdout)} can be '-' (stdout)")
+        return bool(on_stdout)
+
+    def files(self) -> list[Path]:
+        paths = (self.json_path, self.csv_path, self.markdown_path)
+        return [p for p in paths if p is not None and str(p) != "-"]
+
+    def write(
+        self, report: EvaluationReport, spread: Any, group: str, predictions: bool
+    ) -> list[Path]:
+        """Write every output asked for; the plots written."""
+        from cxr_covid.evaluation import report as eval_report
+
+        json_path, csv_path, markdown_path = self.json_path, self.csv_path, self.markdown_path
+        if json_path is not None and spread is not None:
+            from cxr_covid.cli.seeds_view import write_group_json
+
+            write_group_json(json_path, report, spread, group, predictions)
+        elif json_path is not None:
+            if str(json_path) == "-":
+                out.file.write(eval_report.to_json_text(report, predictions=predictions))
+            else:
+                eval_report.write_json(json_path, report, predictions=predictions)
+        if csv_path is not None:
+            if str(csv_path) == "-":
+                out.file.write(eval_report.to_csv(report))
+            else:
+                eval_report.write_csv(csv_path, report)
+        if markdown_path is not None and spread is not None:
+            from cxr_covid.cli.seeds_view import write_group_markdown
+
+            write_group_markdown(markdown_path, report, spread, group)
+        elif markdown_path is not None:
+            if str(markdown_path) == "-":
+                out.file.write(eval_report.to_markdown(report, "Evaluation"))
+            else:
+                eval_report.write_markdown(markdown_path, report)
+        if self.plots is None:
+            return []
+        from cxr_covid.evaluation.plots import write_plots
+
+        return list(write_plots(report, self.plots))
+
+    def say_written(self, written_plots: list[Path]) -> None:
+        for path in self.files():
+            err.print(f"[dim]wrote {escape(str(path))}[/]", soft_wrap=True)
+        if written_plots:
+            err.print(f"[dim]wrote {len(written_plots)} figures to {self.plots}[/]")
+
+
+def _warn_and_fail(report: EvaluationReport) -> None:
+    """Each evaluation's warnings; unreadable images make the command fail (partly)."""
+    from cxr_covid.errors import PartialFailure
+
     for evaluation in report.evaluations:
         for warning in evaluation.warnings:
             err.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
