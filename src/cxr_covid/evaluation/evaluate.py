@@ -14,7 +14,9 @@ probabilities are the same in both commands.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,6 @@ def evaluate_model(
 ) -> ModelEvaluation:
     """Predict every image of `test_set` with one stored model and compute its metrics."""
     from cxr_covid.evaluation import decisions as eval_decisions
-    from cxr_covid.inference.batches import predict_paths
     from cxr_covid.inference.scoring import Scorer
 
     record = stored.record()
@@ -60,45 +61,16 @@ def evaluate_model(
             f"model {record.id} was not trained on class(es) {', '.join(missing)} "
             f"(it knows {', '.join(model_classes)})"
         )
-    index_of = {c: i for i, c in enumerate(model_classes)}
     model = stored.load()
     scorer = Scorer(model, record)
-    collected = eval_decisions.Collected()
+    predicted = _predict_all(model, scorer, record, test_set, batch_size, reporter)
     total = len(test_set.paths)
-    kept_paths: list[Path] = []
-    kept_true: list[int] = []
-    kept_groups: list[str] = []
-    probabilities: list[np.ndarray] = []
-    failed: list[tuple[str, str]] = []
-    reporter.start(record.id, total=total, unit="images")
-    for done, prediction in enumerate(
-        predict_paths(model, list(test_set.paths), record.prep, batch_size, scorer=scorer),
-        start=1,
-    ):
-        if prediction.probabilities is None:
-            failed.append((str(prediction.path), prediction.error or "unreadable"))
-        else:
-            if prediction.probabilities.shape != (len(model_classes),):
-                raise ModelError(
-                    f"model {record.id} outputs {prediction.probabilities.shape} values per "
-                    f"image but its record lists {len(model_classes)} classes"
-                )
-            kept_paths.append(prediction.path)
-            kept_true.append(index_of[test_set.labels[prediction.index]])
-            kept_groups.append(test_set.group_of(prediction.index))
-            probabilities.append(prediction.probabilities)
-            collected.add(prediction)
-        reporter.advance(record.id, done)
-    reporter.finish(record.id)
+    kept_paths, kept_groups, failed = predicted.paths, predicted.groups, predicted.failed
+    collected = predicted.collected
     notes = list(warnings)
     if failed:
         notes.append(f"{len(failed)} of {total} images could not be read and were left out")
-    y_true = np.asarray(kept_true, dtype=np.int64)
-    probs = (
-        np.stack(probabilities).astype(np.float64)
-        if probabilities
-        else np.zeros((0, len(model_classes)))
-    )
+    y_true, probs = predicted.y_true, predicted.probabilities
     metrics = compute_metrics(
         y_true, probs, model_classes, confidence=confidence, bootstrap=bootstrap, seed=seed
     )
@@ -136,6 +108,67 @@ def evaluate_model(
     )
 
 
+@dataclass
+class _Predicted:
+    """The images a model could read, their labels, groups and probabilities; the others."""
+
+    paths: list[Path]
+    y_true: np.ndarray
+    groups: list[str]
+    probabilities: np.ndarray
+    failed: list[tuple[str, str]]
+    collected: Any  # decisions.Collected: scores and OOD flags per image
+
+
+def _predict_all(
+    model: Any,
+    scorer: Any,
+    record: store.ModelRecord,
+    test_set: EvalImages,
+    batch_size: int,
+    reporter: Reporter,
+) -> _Predicted:
+    """Predict every image of the test set (one progress task per model)."""
+    from cxr_covid.evaluation import decisions as eval_decisions
+    from cxr_covid.inference.batches import predict_paths
+
+    model_classes = list(record.classes)
+    index_of = {c: i for i, c in enumerate(model_classes)}
+    collected = eval_decisions.Collected()
+    kept_paths: list[Path] = []
+    kept_true: list[int] = []
+    kept_groups: list[str] = []
+    probabilities: list[np.ndarray] = []
+    failed: list[tuple[str, str]] = []
+    reporter.start(record.id, total=len(test_set.paths), unit="images")
+    for done, prediction in enumerate(
+        predict_paths(model, list(test_set.paths), record.prep, batch_size, scorer=scorer),
+        start=1,
+    ):
+        if prediction.probabilities is None:
+            failed.append((str(prediction.path), prediction.error or "unreadable"))
+        else:
+            if prediction.probabilities.shape != (len(model_classes),):
+                raise ModelError(
+                    f"model {record.id} outputs {prediction.probabilities.shape} values per "
+                    f"image but its record lists {len(model_classes)} classes"
+                )
+            kept_paths.append(prediction.path)
+            kept_true.append(index_of[test_set.labels[prediction.index]])
+            kept_groups.append(test_set.group_of(prediction.index))
+            probabilities.append(prediction.probabilities)
+            collected.add(prediction)
+        reporter.advance(record.id, done)
+    reporter.finish(record.id)
+    probs = (
+        np.stack(probabilities).astype(np.float64)
+        if probabilities
+        else np.zeros((0, len(model_classes)))
+    )
+    y_true = np.asarray(kept_true, dtype=np.int64)
+    return _Predicted(kept_paths, y_true, kept_groups, probs, failed, collected)
+
+
 def evaluate(
     models: Sequence[str | store.StoredModel] | None = None,
     *,
@@ -164,74 +197,20 @@ def evaluate(
         raise UsageError("confidence must be between 0 and 1")
     if save_operating_point and not operating_point:
         raise UsageError("--save-operating-point needs --operating-point CLASS:CRITERION=VALUE")
-    if models:
-        stored_models = [
-            m if isinstance(m, store.StoredModel) else store.resolve(m) for m in models
-        ]
-    else:
-        stored_models = [store.resolve(None)]
-    seen: set[Path] = set()
-    unique = []
-    for m in stored_models:
-        if m.root.resolve() not in seen:
-            seen.add(m.root.resolve())
-            unique.append(m)
+    unique = _unique_models(models)
 
     if operating_point:  # a bad spec fails before any image is read
         from cxr_covid.inference.operating_point import parse_spec
 
         for m in unique:
             parse_spec(operating_point, m.record().classes)
-    test_sets: dict[tuple[str, ...], EvalImages] = {}
-    caveats: dict[tuple[str, ...], list[str]] = {}  # what a dataset's accuracy may measure
-    overlap_checks: dict[tuple[str, ...], OverlapCheck] = {}
+    chosen = _TestSets(split, data_dir, class_map, allow_split_change)
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
-        record = stored.record()
-        warnings: list[str] = []
-        overlaps: list[Overlap] = []
-        if data_dir is not None:
-            key: tuple[str, ...] = (str(data_dir), ",".join(record.classes))
-            if key not in test_sets:
-                test_sets[key] = folder_test_set(data_dir, record.classes, class_map)
-            # External images the model was trained on measure memory: leave them out.
-            # Models trained on the same split share one check.
-            trained_on = (
-                *key,
-                str(record.dataset.get("name")),
-                str(record.dataset.get("split_sha256")),
-            )
-            if trained_on not in overlap_checks:
-                overlap_checks[trained_on] = overlaps_for_model(
-                    test_sets[key].paths, record.dataset
-                )
-            check = overlap_checks[trained_on]
-            warnings += check.warnings
-            if check.overlaps:
-                overlaps = check.overlaps
-                warnings.append(check.summary())
-                key = (*key, record.id)
-                test_sets[key] = test_sets[key[:2]].without(check.paths)
-                if not test_sets[key].paths:
-                    raise DataError(
-                        f"every image of {data_dir} is one of model {record.id}'s training "
-                        "images: nothing external is left to evaluate"
-                    )
-        else:
-            name = record.dataset.get("name")
-            if not name:
-                raise DataError(
-                    f"model {record.id} does not record which dataset it was trained on; "
-                    "evaluate it on a labelled folder with --data DIR"
-                )
-            key = (str(name), split)
-            if key not in test_sets:
-                test_sets[key] = dataset_test_set(str(name), split)
-                caveats[key] = dataset_caveats(str(name))
-            warnings = check_split(record, test_sets[key], allow_split_change) + caveats[key]
+        test_set, warnings, overlaps = chosen.for_model(stored.record())
         evaluation = evaluate_model(
             stored,
-            test_sets[key],
+            test_set,
             confidence=confidence,
             bootstrap=bootstrap,
             seed=seed,
@@ -251,6 +230,84 @@ def evaluate(
 
     comparisons, notes = compare(evaluations)
     return EvaluationReport(evaluations, comparisons, notes, confidence, bootstrap, seed)
+
+
+def _unique_models(models: Sequence[str | store.StoredModel] | None) -> list[store.StoredModel]:
+    """The models asked for (default: the newest), each once."""
+    if models:
+        stored_models = [
+            m if isinstance(m, store.StoredModel) else store.resolve(m) for m in models
+        ]
+    else:
+        stored_models = [store.resolve(None)]
+    seen: set[Path] = set()
+    unique = []
+    for m in stored_models:
+        if m.root.resolve() not in seen:
+            seen.add(m.root.resolve())
+            unique.append(m)
+    return unique
+
+
+@dataclass
+class _TestSets:
+    """Each model's test set, built once per dataset split or labelled folder and shared by
+    the models that can share it, with the warnings that go with it."""
+
+    split: str
+    data_dir: Path | None
+    class_map: dict[str, str] | None
+    allow_split_change: bool
+    test_sets: dict[tuple[str, ...], EvalImages] = field(default_factory=dict)
+    caveats: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
+    overlap_checks: dict[tuple[str, ...], OverlapCheck] = field(default_factory=dict)
+
+    def for_model(self, record: store.ModelRecord) -> tuple[EvalImages, list[str], list[Overlap]]:
+        if self.data_dir is not None:
+            return self._folder(record, self.data_dir)
+        name = record.dataset.get("name")
+        if not name:
+            raise DataError(
+                f"model {record.id} does not record which dataset it was trained on; "
+                "evaluate it on a labelled folder with --data DIR"
+            )
+        key = (str(name), self.split)
+        if key not in self.test_sets:
+            self.test_sets[key] = dataset_test_set(str(name), self.split)
+            self.caveats[key] = dataset_caveats(str(name))
+        warnings = check_split(record, self.test_sets[key], self.allow_split_change)
+        return self.test_sets[key], warnings + self.caveats[key], []
+
+    def _folder(
+        self, record: store.ModelRecord, data_dir: Path
+    ) -> tuple[EvalImages, list[str], list[Overlap]]:
+        key: tuple[str, ...] = (str(data_dir), ",".join(record.classes))
+        if key not in self.test_sets:
+            self.test_sets[key] = folder_test_set(data_dir, record.classes, self.class_map)
+        # External images the model was trained on measure memory: leave them out.
+        # Models trained on the same split share one check.
+        trained_on = (
+            *key,
+            str(record.dataset.get("name")),
+            str(record.dataset.get("split_sha256")),
+        )
+        if trained_on not in self.overlap_checks:
+            self.overlap_checks[trained_on] = overlaps_for_model(
+                self.test_sets[key].paths, record.dataset
+            )
+        check = self.overlap_checks[trained_on]
+        warnings = list(check.warnings)
+        if not check.overlaps:
+            return self.test_sets[key], warnings, []
+        warnings.append(check.summary())
+        own = (*key, record.id)
+        self.test_sets[own] = self.test_sets[key].without(check.paths)
+        if not self.test_sets[own].paths:
+            raise DataError(
+                f"every image of {data_dir} is one of model {record.id}'s training "
+                "images: nothing external is left to evaluate"
+            )
+        return self.test_sets[own], warnings, check.overlaps
 
 
 def compare(evaluations: Sequence[ModelEvaluation]) -> tuple[list[PairComparison], list[str]]:
