@@ -94,20 +94,10 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
     chance = 1.0 / k
     majority = float(np.bincount(y_true, minlength=k).max() / len(y_true))
 
-    reporter.start(VIEWS_TASK, total=len(VIEWS), unit="views")
+    reporter.start(VIEWS_TASK, total=len(VIEWS), unit="views")  # decoding is part of it
     pixels, fields = decode_test(test.paths, record.prep, source)
     model = stored.load()
-    views: list[ViewResult] = []
-    for view in VIEWS:
-        if view == "full":
-            shown = pixels
-        else:
-            region = fields if view == "lungs hidden" else ~fields
-            shown = np.stack([hide(pixels[i], region[i], options.fill) for i in range(len(pixels))])
-        y_pred = np.argmax(predict_pixels(model, shown, options.batch_size), axis=1)
-        views.append(view_result(view, y_true, y_pred, model_classes))
-        reporter.advance(VIEWS_TASK, len(views))
-    reporter.finish(VIEWS_TASK)
+    views = _views(model, pixels, fields, y_true, model_classes, options, reporter)
 
     attention = None
     cams: list[Any] = []
@@ -118,38 +108,9 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
 
     control = None
     if options.control:
-        control_model, reused = ensure_control(record, options.control_epochs, reporter)
-        c_record = control_model.record()
-        c_pixels = np.stack(
-            [load_for_model(p, c_record.prep) for p in test.paths]
-        )  # its own input: lung field hidden
-        c_pred = np.argmax(
-            predict_pixels(control_model.load(), c_pixels, options.batch_size), axis=1
-        )
-        control = ControlResult(
-            control_model.id,
-            str(control_model.root),
-            options.control_epochs,
-            reused,
-            view_result("lung-blind control", y_true, c_pred, model_classes),
-        )
+        control = _control(record, test.paths, y_true, options, reporter)
 
-    external: list[ExternalResult] = []
-    if options.external:
-        reporter.start(EXTERNAL_TASK, total=len(options.external), unit="sets")
-        for folder in options.external:
-            reporter.advance(EXTERNAL_TASK, len(external))
-            external.append(
-                external_sets(
-                    folder.expanduser(),
-                    model,
-                    record,
-                    options.class_map,
-                    views[0],
-                    options.batch_size,
-                )
-            )
-        reporter.finish(EXTERNAL_TASK)
+    external = _external(model, record, views[0], options, reporter)
     origin_only = origin_only_view(str(name), y_true, index, model_classes)
     text, basis, level = verdict(
         views[0], views[1], views[2], control, attention, external, chance, origin_only
@@ -176,6 +137,75 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
     _write_folder(result, target, test.paths, pixels, cams, model_classes, options.panels)
     result.folder = target
     return result
+
+
+def _views(
+    model: Any,
+    pixels: np.ndarray,
+    fields: np.ndarray,
+    y_true: np.ndarray,
+    model_classes: list[str],
+    options: AuditOptions,
+    reporter: Reporter,
+) -> list[ViewResult]:
+    """The test split as the model saw it, lungs hidden, and lungs only (VIEWS_TASK)."""
+    views: list[ViewResult] = []
+    for view in VIEWS:
+        if view == "full":
+            shown = pixels
+        else:
+            region = fields if view == "lungs hidden" else ~fields
+            shown = np.stack([hide(pixels[i], region[i], options.fill) for i in range(len(pixels))])
+        y_pred = np.argmax(predict_pixels(model, shown, options.batch_size), axis=1)
+        views.append(view_result(view, y_true, y_pred, model_classes))
+        reporter.advance(VIEWS_TASK, len(views))
+    reporter.finish(VIEWS_TASK)
+    return views
+
+
+def _control(
+    record: store.ModelRecord,
+    test_paths: Any,
+    y_true: np.ndarray,
+    options: AuditOptions,
+    reporter: Reporter,
+) -> ControlResult:
+    """The lung-blind control (trained or reused) tested on the same images."""
+    control_model, reused = ensure_control(record, options.control_epochs, reporter)
+    c_record = control_model.record()
+    c_pixels = np.stack(
+        [load_for_model(p, c_record.prep) for p in test_paths]
+    )  # its own input: lung field hidden
+    c_pred = np.argmax(predict_pixels(control_model.load(), c_pixels, options.batch_size), axis=1)
+    return ControlResult(
+        control_model.id,
+        str(control_model.root),
+        options.control_epochs,
+        reused,
+        view_result("lung-blind control", y_true, c_pred, list(record.classes)),
+    )
+
+
+def _external(
+    model: Any,
+    record: store.ModelRecord,
+    full: ViewResult,
+    options: AuditOptions,
+    reporter: Reporter,
+) -> list[ExternalResult]:
+    external: list[ExternalResult] = []
+    if not options.external:
+        return external
+    reporter.start(EXTERNAL_TASK, total=len(options.external), unit="sets")
+    for folder in options.external:
+        reporter.advance(EXTERNAL_TASK, len(external))
+        external.append(
+            external_sets(
+                folder.expanduser(), model, record, options.class_map, full, options.batch_size
+            )
+        )
+    reporter.finish(EXTERNAL_TASK)
+    return external
 
 
 def _write_folder(
