@@ -25,7 +25,7 @@ from cxr_covid.training.limits import (
 
 if TYPE_CHECKING:
     from cxr_covid.models.flops import ArchSummary
-    from cxr_covid.training.run import EpochReport, RunInfo, TrainResult
+    from cxr_covid.training.events import EpochReport, RunInfo, TrainResult
 
 HELP = "Train the study's baseline or inception network from scratch into the model store."
 
@@ -257,6 +257,13 @@ def train(
             check_name(name)
     else:
         config.validate()
+
+    _train_and_report(config, resume_run, name, as_json)
+
+
+def _train_and_report(config: Any, resume_run: str | None, name: str | None, as_json: bool) -> None:
+    """Train (or resume) with the progress on stderr; the result as a table or JSON."""
+    from cxr_covid.training import run as training
 
     view = _TrainView()
     try:
