@@ -84,59 +84,68 @@ def to_markdown(result: AuditResult) -> str:
     else:
         lines += ["", "Control: skipped (--no-control)."]
     if result.attention is not None:
-        att = result.attention
-        lines += [
-            "",
-            "## Attention (Grad-CAM mass inside the lung field)",
-            "",
-            f"Layer `{att.layer}`. Uniform attention would put {_pct(att.field_area)} inside."
-            + (
-                f" {att.no_evidence} image(s) had an all-zero map (no region raised the "
-                "predicted class) and are left out."
-                if att.no_evidence
-                else ""
-            ),
-            "",
-            "| class | images | median | quartiles | lowest |",
-            "|---|---|---|---|---|",
-        ]
-        for cls, spread in att.per_class().items():
-            lines.append(
-                f"| {classes.display_name(cls)} | {spread['n']:.0f} | {_pct(spread['median'])} | "
-                f"{_pct(spread['q1'])}-{_pct(spread['q3'])} | {_pct(spread['min'])} |"
-            )
-        if att.panels:
-            lines += ["", "Images that look furthest outside the lungs:", ""]
-            lines += [f"![{Path(p).name}]({p})" for p in att.panels]
+        lines += _attention_lines(result.attention)
     if result.external:
-        lines += [
-            "",
-            "## External sets",
-            "",
-            "| set | class | images | recall | internal recall | difference [95 % CI] |",
-            "|---|---|---|---|---|---|",
-        ]
-        full = result.views[0]
-        for ext in result.external:
-            for cls, prop in ext.per_class.items():
-                d, lo, hi = ext.difference.get(cls, (math.nan, math.nan, math.nan))
-                internal = full.per_class.get(cls)
-                lines.append(
-                    f"| {Path(ext.folder).name} | {classes.display_name(cls)} | {prop.n} | "
-                    f"{cell(prop)} | {cell(internal) if internal else '-'} | "
-                    f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] points |"
-                )
-            if ext.overlaps:
-                lines.append(
-                    f"\n{len(ext.overlaps)} image(s) of {ext.folder} are training or "
-                    "validation images of the model (same sha256) and were left out."
-                )
+        lines += _external_lines(result)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     lines += ["", "![views](views.png)", ""]
     if result.attention is not None:
         lines += ["![attention](attention.png)", ""]
     return "\n".join(lines)
+
+
+def _attention_lines(att: AttentionResult) -> list[str]:
+    lines = [
+        "",
+        "## Attention (Grad-CAM mass inside the lung field)",
+        "",
+        f"Layer `{att.layer}`. Uniform attention would put {_pct(att.field_area)} inside."
+        + (
+            f" {att.no_evidence} image(s) had an all-zero map (no region raised the "
+            "predicted class) and are left out."
+            if att.no_evidence
+            else ""
+        ),
+        "",
+        "| class | images | median | quartiles | lowest |",
+        "|---|---|---|---|---|",
+    ]
+    for cls, spread in att.per_class().items():
+        lines.append(
+            f"| {classes.display_name(cls)} | {spread['n']:.0f} | {_pct(spread['median'])} | "
+            f"{_pct(spread['q1'])}-{_pct(spread['q3'])} | {_pct(spread['min'])} |"
+        )
+    if att.panels:
+        lines += ["", "Images that look furthest outside the lungs:", ""]
+        lines += [f"![{Path(p).name}]({p})" for p in att.panels]
+    return lines
+
+
+def _external_lines(result: AuditResult) -> list[str]:
+    lines = [
+        "",
+        "## External sets",
+        "",
+        "| set | class | images | recall | internal recall | difference [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    full = result.views[0]
+    for ext in result.external:
+        for cls, prop in ext.per_class.items():
+            d, lo, hi = ext.difference.get(cls, (math.nan, math.nan, math.nan))
+            internal = full.per_class.get(cls)
+            lines.append(
+                f"| {Path(ext.folder).name} | {classes.display_name(cls)} | {prop.n} | "
+                f"{cell(prop)} | {cell(internal) if internal else '-'} | "
+                f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] points |"
+            )
+        if ext.overlaps:
+            lines.append(
+                f"\n{len(ext.overlaps)} image(s) of {ext.folder} are training or "
+                "validation images of the model (same sha256) and were left out."
+            )
+    return lines
 
 
 def write_plots(folder: Path, result: AuditResult) -> None:
