@@ -405,6 +405,52 @@ def _drop_archive(downloaded: Path | None, held: contextlib.ExitStack) -> None:
             downloaded.parent.rmdir()  # only if empty: a kept .part stays
 
 
+def _split_rows(
+    items: list[Item], drop: set[int], fractions: tuple[float, float, float], seed: int
+) -> tuple[list[ManifestRow], dict[str, str]]:
+    """The manifest rows of the images kept, each with its split; the split of each path."""
+    kept: list[Item] = [it for i, it in enumerate(items) if i not in drop]
+    if not kept:  # pragma: no cover - to_drop always keeps one image of a single-class group
+        raise UsageError("deduplication removed every image")
+    assigned = assign_splits(
+        [it.label for it in kept],
+        fractions=fractions,
+        seed=seed,
+        groups=[it.patient for it in kept],
+    )
+    split_of = {it.path: s for it, s in zip(kept, assigned, strict=True)}
+    rows = [
+        ManifestRow(
+            path=f"{IMAGES}/{it.path}",
+            label=it.label,
+            sha256=it.sha256,
+            width=it.width,
+            height=it.height,
+            split=split_of[it.path],
+            patient=it.patient,
+        )
+        for it in kept
+    ]
+    return rows, split_of
+
+
+def _near_duplicates(
+    items: list[Item], pairs: Sequence[Any], split_of: dict[str, str]
+) -> list[NearDuplicate]:
+    return [
+        NearDuplicate(
+            a=f"{IMAGES}/{items[p.a].path}",
+            b=f"{IMAGES}/{items[p.b].path}",
+            distance=p.distance,
+            class_a=items[p.a].label,
+            class_b=items[p.b].label,
+            split_a=split_of.get(items[p.a].path, ""),
+            split_b=split_of.get(items[p.b].path, ""),
+        )
+        for p in pairs
+    ]
+
+
 def _finish(
     root: Path,
     name: str,
@@ -432,28 +478,7 @@ def _finish(
     pairs = dd.near_pairs([it.phash for it in items], max_distance=near_distance)
     groups = dd.clusters(len(items), pairs)
     drop = dd.to_drop(groups, [it.label for it in items]) if dedupe else set()
-    kept: list[Item] = [it for i, it in enumerate(items) if i not in drop]
-    if not kept:  # pragma: no cover - to_drop always keeps one image of a single-class group
-        raise UsageError("deduplication removed every image")
-    assigned = assign_splits(
-        [it.label for it in kept],
-        fractions=fractions,
-        seed=seed,
-        groups=[it.patient for it in kept],
-    )
-    split_of = {it.path: s for it, s in zip(kept, assigned, strict=True)}
-    rows = [
-        ManifestRow(
-            path=f"{IMAGES}/{it.path}",
-            label=it.label,
-            sha256=it.sha256,
-            width=it.width,
-            height=it.height,
-            split=split_of[it.path],
-            patient=it.patient,
-        )
-        for it in kept
-    ]
+    rows, split_of = _split_rows(items, drop, fractions, seed)
     rows, provenance = prov.annotate(
         rows,
         sources=sources,
@@ -461,18 +486,7 @@ def _finish(
         first_release=source.release == 1 or catalog.layout == "kaggle-first",
         expect_workbooks=catalog.layout == "kaggle-current",
     )
-    near = [
-        NearDuplicate(
-            a=f"{IMAGES}/{items[p.a].path}",
-            b=f"{IMAGES}/{items[p.b].path}",
-            distance=p.distance,
-            class_a=items[p.a].label,
-            class_b=items[p.b].label,
-            split_a=split_of.get(items[p.a].path, ""),
-            split_b=split_of.get(items[p.b].path, ""),
-        )
-        for p in pairs
-    ]
+    near = _near_duplicates(items, pairs, split_of)
     table = counts(rows)
     result = DownloadResult(
         dataset=Dataset(root),
