@@ -406,6 +406,39 @@ def _relative(row_path: str) -> str:
     return row_path[len(_IMAGES_PREFIX) :] if row_path.startswith(_IMAGES_PREFIX) else row_path
 
 
+def _from_sources_file(
+    sources: SourcesFile,
+    originals: list[ManifestRow],
+    report: ProvenanceReport,
+    keep_existing: bool,
+) -> dict[str, tuple[Origin, str]]:
+    """The origins a sources CSV gives (row path -> origin, basis); its warnings go into
+    `report`. DataError when it names no image of the dataset."""
+    report.sources_file = str(sources.path)
+    relatives = {_relative(r.path): r.path for r in originals}
+    found, unmatched = match_sources(sources, relatives)
+    if not found:
+        first = next(iter(sources.entries))
+        example = next(iter(relatives), "none")
+        raise DataError(
+            f"{sources.path}: none of its {len(sources.entries)} paths names an image of "
+            f"the dataset (its first: {first}; the dataset's: {example})"
+        )
+    if unmatched:
+        report.warnings.append(
+            f"{sources.path.name}: {len(unmatched)} of {len(sources.entries)} path(s) "
+            f"name no image of the dataset and were ignored (first: {unmatched[0]})"
+        )
+    unlisted = len(originals) - len(found)
+    if unlisted:
+        report.warnings.append(
+            f"{sources.path.name} does not list {unlisted} of the dataset's "
+            f"{len(originals)} images"
+            + (": they keep their previous collection" if keep_existing else "")
+        )
+    return {relatives[rel]: (origin, BASIS_SOURCES) for rel, origin in found.items()}
+
+
 def annotate(
     rows: Sequence[ManifestRow],
     *,
@@ -439,30 +472,7 @@ def annotate(
         for rel, origin in found.items():
             decided[prefix + rel] = (origin, BASIS_WORKBOOK)
     if sources is not None:
-        report.sources_file = str(sources.path)
-        relatives = {_relative(r.path): r.path for r in originals}
-        found, unmatched = match_sources(sources, relatives)
-        if not found:
-            first = next(iter(sources.entries))
-            example = next(iter(relatives), "none")
-            raise DataError(
-                f"{sources.path}: none of its {len(sources.entries)} paths names an image of "
-                f"the dataset (its first: {first}; the dataset's: {example})"
-            )
-        if unmatched:
-            report.warnings.append(
-                f"{sources.path.name}: {len(unmatched)} of {len(sources.entries)} path(s) "
-                f"name no image of the dataset and were ignored (first: {unmatched[0]})"
-            )
-        unlisted = len(originals) - len(found)
-        if unlisted:
-            report.warnings.append(
-                f"{sources.path.name} does not list {unlisted} of the dataset's "
-                f"{len(originals)} images"
-                + (": they keep their previous collection" if keep_existing else "")
-            )
-        for rel, origin in found.items():
-            decided[relatives[rel]] = (origin, BASIS_SOURCES)
+        decided.update(_from_sources_file(sources, originals, report, keep_existing))
     if expect_workbooks and workbook_root is not None:
         # Found at all: a corrupt workbook has had its own warning.
         with_workbook = {workbook_class(w) for w in find_workbooks(workbook_root)}
