@@ -50,7 +50,7 @@ def fit_for_stored(
         f"dataset {name}",
         quantile,
     )
-    record = stored.record()  # re-read: keep anything written meanwhile
+    record = stored.reload_record()  # keep anything written meanwhile
     notes += scoring.apply(record, fitted)
     stored.write_record(record)
     return fitted, notes

@@ -210,7 +210,7 @@ def save_operating_point(stored: store.StoredModel, decisions: Decisions | None)
     """`eval --save-operating-point`: store the chosen point in the model record."""
     if decisions is None or decisions.operating_point is None:
         return
-    record = stored.record()
+    record = stored.reload_record()  # keep anything written meanwhile
     record.operating_point = decisions.operating_point.point.to_dict()
     stored.write_record(record)
 

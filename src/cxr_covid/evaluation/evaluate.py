@@ -340,6 +340,6 @@ def compare(evaluations: Sequence[ModelEvaluation]) -> tuple[list[PairComparison
 
 def save_to_record(stored: store.StoredModel, evaluation: ModelEvaluation) -> None:
     """Append the evaluation to the model's record (atomic rewrite of model.json)."""
-    record = stored.record()
+    record = stored.reload_record()  # keep anything written meanwhile
     record.evaluations.append(evaluation.record_entry())
     stored.write_record(record)

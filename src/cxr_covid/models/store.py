@@ -148,9 +148,34 @@ def check_network_matches(model: Any, record: ModelRecord, where: Path) -> None:
         )
 
 
+def read_record(path: Path) -> ModelRecord:
+    """model.json read and parsed into a checked ModelRecord: the one place a stored record
+    is read (StoredModel.record and reload_record come here), so every check of a stored
+    record belongs here."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path.parent}: no {RECORD_FILE}; not a cxr-covid model") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: corrupt model record ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: not a cxr-covid model record")
+    try:
+        return ModelRecord.from_dict(data)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class StoredModel:
+    """A model folder in (or out of) the store. Its record is read and parsed once, on first
+    use, and shared by everything that gets this object (predict, eval, heatmap, audit,
+    calibrate, the API); `reload_record` reads it again before a read-modify-write."""
+
     root: Path
+    _cache: dict[str, ModelRecord] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @property
     def id(self) -> str:
@@ -165,21 +190,19 @@ class StoredModel:
         return self.root / RECORD_FILE
 
     def record(self) -> ModelRecord:
-        try:
-            data = json.loads(self.record_path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ModelError(f"{self.root}: no {RECORD_FILE}; not a cxr-covid model") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{self.record_path}: corrupt model record ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ModelError(f"{self.record_path}: not a cxr-covid model record")
-        try:
-            return ModelRecord.from_dict(data)
-        except ModelError as exc:
-            raise ModelError(f"{self.record_path}: {exc}") from exc
+        """The parsed record (read from model.json on first use only)."""
+        if "record" not in self._cache:
+            self._cache["record"] = read_record(self.record_path)
+        return self._cache["record"]
+
+    def reload_record(self) -> ModelRecord:
+        """The record read again from disk: keeps what another command wrote meanwhile."""
+        self._cache.pop("record", None)
+        return self.record()
 
     def write_record(self, record: ModelRecord) -> None:
         atomic.write_json(self.record_path, record.to_dict())
+        self._cache["record"] = record
 
     def load(self) -> Any:
         """The Keras model, loaded with safe_mode (no arbitrary code from the file), checked
