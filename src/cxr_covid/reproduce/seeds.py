@@ -6,7 +6,7 @@ extended to 5 by rerunning with `--seeds 5` (the first three seeds are reused). 
 dataset, its split and the augmented copies are made once and shared by every seed: the
 seed varies the weight initialisation, dropout and the order of the training images.
 
-This module holds the multi-seed parts of `cxr_covid.reproduce.run` (the time estimate over all
+This module holds the multi-seed parts of a reproduce run (the time estimate over all
 seeds, evaluation per seed, the spread across seeds and its files); the statistics live in
 `cxr_covid.evaluation.seeds`.
 """
