@@ -190,6 +190,7 @@ def run_grid(
     own epochs and steps reach `reporter` through training as usual."""
     state = state or StoreState()
     hooks = hooks or GridHooks()
+    task = task if jobs else None  # nothing to do: no empty bar
     if task:
         reporter.start(task, total=len(jobs), unit="trainings")
     results = []
