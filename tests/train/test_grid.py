@@ -154,3 +154,30 @@ def test_the_estimate_is_measured_seconds_per_step_times_the_steps() -> None:
     assert estimate.seconds["g-s1"] == pytest.approx(0.5 * (6 + 4 / 3))
     assert estimate.total_seconds == pytest.approx(3 * 0.5 * (6 + 4 / 3))
     assert timed == ["baseline"]  # timed once per architecture
+
+
+def test_one_progress_task_follows_the_whole_grid() -> None:
+    events: list[tuple[str, str, int | None]] = []
+
+    class Recorder:
+        def start(self, task: str, total: int | None = None, unit: str = "items") -> None:
+            events.append(("start", task, total))
+
+        def advance(self, task: str, completed: int, total: int | None = None) -> None:
+            events.append(("advance", task, completed))
+
+        def finish(self, task: str) -> None:
+            events.append(("finish", task, None))
+
+        def message(self, text: str) -> None:
+            pass
+
+    _store_model("g-s1", 1)
+    grid.run_grid(_jobs(), reporter=Recorder(), trainer=FakeTrainer().trainer())
+    assert [e for e in events if e[1] == grid.GRID_TASK] == [
+        ("start", grid.GRID_TASK, 3),
+        ("advance", grid.GRID_TASK, 1),
+        ("advance", grid.GRID_TASK, 2),
+        ("advance", grid.GRID_TASK, 3),
+        ("finish", grid.GRID_TASK, None),
+    ]
