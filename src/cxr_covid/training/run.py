@@ -33,6 +33,7 @@ from cxr_covid.data.dataset import Dataset, check_name, resolve_dataset
 from cxr_covid.data.images import RESIZE_METHODS, Preprocessing
 from cxr_covid.data.lungs import INPUTS
 from cxr_covid.data.manifest import AUGMENTED, manifest_hash, split_hash
+from cxr_covid.data.normalize import NORMALIZE_MODES
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.models import store
 from cxr_covid.models.flops import ArchSummary
@@ -71,6 +72,8 @@ class TrainConfig:
     balance_sources: bool = False
     augment_acquisition: bool = False
     input: str = "full"
+    normalize: str = "none"  # issue 19: intensity standardisation (data/normalize.py)
+    augment_markers: bool = False  # issue 19: burned-in marker augmentation (markers.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +118,10 @@ class TrainConfig:
             )
         if self.input not in INPUTS:  # "no-lungs" is the audit's lung-blind control
             raise UsageError(f"unknown --input {self.input!r} (choose from: full, lungs)")
+        if self.normalize not in NORMALIZE_MODES:
+            raise UsageError(
+                f"unknown --normalize {self.normalize!r} (choose from: none, equalize, clahe)"
+            )
         if self.name is not None:
             check_name(self.name)
 
@@ -583,7 +590,12 @@ def _train_run(run: _RunContext) -> TrainResult:
     config = run.config
     rows = _checked_rows(run)
     placement = _place(config)
-    prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
+    prep = Preprocessing(
+        image_size=config.image_size,
+        resize=config.resize,
+        input=config.input,
+        normalize=config.normalize,
+    )
     recipe, composition = _recipe(config, rows.train)
     cache_args: dict[str, Any] = {"rows": rows.all, "classes": rows.classes}
     cache_args["reporter"] = run.reporter
@@ -878,6 +890,11 @@ def _recipe(
         from cxr_covid.training import acquisition
 
         recipe["transform"] = acquisition.batch_transform(config.seed)
+    if config.augment_markers:
+        from cxr_covid.training import markers
+
+        # Markers first, then (if asked) re-acquired with the film, as a burned-in one would be.
+        recipe["transform"] = markers.batch_transform(config.seed, then=recipe.get("transform"))
     return recipe, composition
 
 
