@@ -81,6 +81,12 @@ def test_the_record_round_trips_the_option_and_an_old_record_means_none() -> Non
     )  # fmt: skip
     again = store.ModelRecord.from_dict(record.to_dict())
     assert again.prep.normalize == "clahe"
+    from cxr_covid.sharing import card
+
+    assert "scikit-image exposure.equalize_adapthist" in card.render(again)
+    assert "--normalize" not in card.render(
+        store.ModelRecord.from_dict({**record.to_dict(), "preprocessing": old})
+    )
     with pytest.raises(ValueError, match="normalize"):
         Preprocessing(normalize="gamma")
 
