@@ -89,6 +89,12 @@ def test_the_record_round_trips_the_option_and_an_old_record_means_none() -> Non
     )
     with pytest.raises(ValueError, match="normalize"):
         Preprocessing(normalize="gamma")
+    # A damaged or future record says so in one line instead of failing inside a prediction.
+    from cxr_covid.errors import ModelError
+
+    damaged = {**record.to_dict(), "preprocessing": {**prep.to_dict(), "normalize": "gamma"}}
+    with pytest.raises(ModelError, match="broken model record: preprocessing: unknown normalize"):
+        store.ModelRecord.from_dict(damaged)
 
 
 def test_bad_normalize_is_refused_before_training() -> None:
