@@ -94,6 +94,7 @@ def test_every_closed_set_of_values_is_a_choice() -> None:
         ("train", "--precision"): choices.Precision,
         ("train", "--resize"): choices.Resize,
         ("train", "--input"): choices.InputView,
+        ("train", "--normalize"): choices.Normalize,
         ("eval", "--split"): choices.EvalSplit,
         ("reproduce", "--preset"): choices.Preset,
         ("audit", "--fill"): choices.Fill,
@@ -108,7 +109,7 @@ def test_every_closed_set_of_values_is_a_choice() -> None:
 
 def test_the_cli_choices_are_the_cores() -> None:
     from cxr_covid import models, study
-    from cxr_covid.data import images, lungs
+    from cxr_covid.data import images, lungs, normalize
     from cxr_covid.evaluation import testsets as evaluation
     from cxr_covid.inference import predict as prediction
     from cxr_covid.sharing import export
@@ -119,6 +120,7 @@ def test_the_cli_choices_are_the_cores() -> None:
     assert get_args(choices.Precision) == distribute.PRECISIONS
     assert get_args(choices.Resize) == tuple(images.RESIZE_METHODS)
     assert get_args(choices.InputView) == lungs.INPUTS
+    assert get_args(choices.Normalize) == normalize.NORMALIZE_MODES
     assert get_args(choices.Fill) == lungs.FILLS
     assert get_args(choices.EvalSplit) == evaluation.EVAL_SPLITS
     assert get_args(choices.Preset) == tuple(study.PRESETS)

@@ -20,6 +20,8 @@ Precision = Literal["float32", "mixed"]
 Resize = Literal["nearest", "bilinear", "bicubic", "area", "lanczos"]
 # cxr_covid.data.lungs.INPUTS
 InputView = Literal["full", "lungs", "no-lungs"]
+# cxr_covid.data.normalize.NORMALIZE_MODES
+Normalize = Literal["none", "equalize", "clahe"]
 # cxr_covid.data.lungs.FILLS
 Fill = Literal["mean", "blur", "black"]
 # cxr_covid.evaluation.testsets.EVAL_SPLITS

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cxr_covid.cli.choices import Arch, InputView, Precision, Resize, Strategy
+from cxr_covid.cli.choices import Arch, InputView, Normalize, Precision, Resize, Strategy
 from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
 from cxr_covid.text import format_duration
@@ -49,6 +49,8 @@ _RUN_OPTIONS = (
     "balance_sources",
     "augment_acquisition",
     "input_view",
+    "normalize",
+    "augment_markers",
 )
 
 
@@ -198,6 +200,22 @@ def train(
             "(also in predict, eval, heatmap).",
         ),
     ] = "full",
+    normalize: Annotated[
+        Normalize,
+        typer.Option(
+            "--normalize",
+            help="none (the study's), equalize (global histogram equalisation) or clahe "
+            "(adaptive, scikit-image): per image, also in predict, eval, heatmap, export.",
+        ),
+    ] = "none",
+    augment_markers: Annotated[
+        bool,
+        typer.Option(
+            "--augment-markers",
+            help="Paste random burned-in markers (R/L letters, kV/mAs text, bright boxes) into "
+            "the margins of training films of every class, on the fly.",
+        ),
+    ] = False,
 ) -> None:
     from cxr_covid.data.dataset import check_name
     from cxr_covid.training import run as training
@@ -221,6 +239,8 @@ def train(
         balance_sources=balance_sources,
         augment_acquisition=augment_acquisition,
         input=input_view,
+        normalize=normalize,
+        augment_markers=augment_markers,
     )
     if summary:
         if resume_run:

@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cxr_covid.data.lungs import INPUTS
+from cxr_covid.data.normalize import check_mode
+from cxr_covid.data.normalize import normalize as normalize_pixels
 from cxr_covid.errors import DependencyError, ImageError
 
 # Clinical chest X-rays are at most ~4300x4300 (18 MP). Anything far beyond is refused
@@ -56,6 +58,9 @@ class Preprocessing:
     # `full` film, or `lungs` / `no-lungs` (see cxr_covid.data.lungs): part of the one decode path,
     # so train, eval, predict and heatmap all see the same pixels.
     input: str = "full"
+    # `train --normalize`: per-image intensity standardisation (cxr_covid.data.normalize),
+    # applied after resizing and before the input view. A record without it means "none".
+    normalize: str = "none"
 
     def __post_init__(self) -> None:
         size = self.image_size
@@ -67,13 +72,14 @@ class Preprocessing:
             )
         if self.input not in INPUTS:
             raise ValueError(f"unknown input {self.input!r} (known: {', '.join(INPUTS)})")
+        check_mode(self.normalize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        keys = ("image_size", "resize", "color", "scale", "input")
+        keys = ("image_size", "resize", "color", "scale", "input", "normalize")
         known = {k: data[k] for k in keys if k in data}
         return cls(**known)
 
@@ -333,8 +339,12 @@ def load_for_model(source: Path | bytes, prep: Preprocessing) -> np.ndarray:
 
 
 def apply_input(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """The resized pixels as the model's input sees them (`--input lungs`: only the fixed
-    lung field, the rest filled with its own mean intensity; see cxr_covid.data.lungs)."""
+    """The resized pixels as the model's input sees them: standardised (`--normalize`, see
+    cxr_covid.data.normalize), then the input view (`--input lungs`: only the fixed lung
+    field, the rest filled with its own mean intensity; see cxr_covid.data.lungs).
+
+    Normalising first keeps the view's flat fill out of the image's histogram."""
+    pixels = normalize_pixels(pixels, prep.normalize)
     if prep.input == "full":
         return pixels
     from cxr_covid.data.lungs import apply_view

@@ -10,9 +10,9 @@ sees the same pixels as eval, predict and heatmap) into
     <dataset>/cache/<key>/<split>.labels.npy    N int32 labels (index into `classes`)
     <dataset>/cache/<key>/<split>.json          key, classes, image size, the row order
 
-where `key` hashes the manifest, image size, resize method and class list, so a changed
-manifest or preprocessing never reuses stale pixels. Every file is written atomically and
-the .json (written last) marks a complete entry.
+where `key` hashes the manifest, image size, resize method, input view, normalisation and
+class list, so a changed manifest or preprocessing never reuses stale pixels. Every file is
+written atomically and the .json (written last) marks a complete entry.
 
 Batches are read with `os.pread` rather than `np.memmap`: mapped pages count in the
 process's resident set, so a memmap of 20,000 images would make peak memory grow with the
@@ -126,6 +126,7 @@ def cache_key(rows: Sequence[ManifestRow], prep: Preprocessing, classes: Sequenc
             "classes": list(classes),
             # Only when not the default, so existing caches keep their keys.
             **({"input": prep.input} if prep.input != "full" else {}),
+            **({"normalize": prep.normalize} if prep.normalize != "none" else {}),
         },
         sort_keys=True,
     )

@@ -36,6 +36,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "balance_sources": False,
     "augment_acquisition": False,
     "input": "full",
+    "normalize": "none",
+    "augment_markers": False,
 }
 
 

@@ -158,6 +158,10 @@ def _details(record: ModelRecord) -> list[str]:
         "model).",
         f"- Grad-CAM layer: `{record.last_conv_layer}`.",
     ]
+    if prep.normalize != "none":
+        from cxr_covid.data.normalize import describe
+
+        lines.append(f"- Intensity standardisation (`--normalize`): {describe(prep.normalize)}.")
     training = {k: record.training[k] for k in _TRAINING_KEYS if k in record.training}
     if training:
         lines.append(

@@ -6,7 +6,12 @@ missing one is a DependencyError (exit 9) before any work.
 
 What a user of the exported file needs to get the same numbers travels beside it in
 `preprocessing.json` (see `preprocessing_spec`): the model takes float32 NHWC pixel values in
-0-255 (the 1/255 scaling is inside the model), resized with the recorded Pillow filter.
+0-255 (the 1/255 scaling is inside the model), resized with the recorded Pillow filter, then
+intensity-standardised (`train --normalize`) and given the input view (`train --input`) as
+recorded. Those two steps stay outside the graph, on purpose: CLAHE has no TensorFlow op that
+the ONNX and LiteRT converters take, and one input contract for every format and option is
+simpler to follow than a graph that does some steps and not others; preprocessing.json names
+each step and the function that does it, and the export is verified on inputs made that way.
 
 Every export verifies itself: the artifact is reloaded with its own runtime (onnxruntime, the
 TensorFlow SavedModel loader, the LiteRT interpreter), fed the same preprocessed tensors from
@@ -29,6 +34,7 @@ import numpy as np
 from cxr_covid import atomic
 from cxr_covid.about import __version__
 from cxr_covid.data.images import is_image_file, load_for_model
+from cxr_covid.data.normalize import describe as describe_normalize
 from cxr_covid.errors import DependencyError, ModelError, UsageError
 from cxr_covid.models.store import ModelRecord, StoredModel
 from cxr_covid.tf_runtime import native_stderr_silenced
@@ -120,6 +126,9 @@ def preprocessing_spec(record: ModelRecord, artifact: str | None = None) -> dict
         # After resizing: "full" feeds the whole film; "lungs" (train --input lungs) fills
         # everything outside the fixed lung field with its mean intensity (cxr_covid.data.lungs).
         "input_view": prep.input,
+        # After resizing, before the input view: train --normalize (cxr_covid.data.normalize).
+        # Not inside the exported graph: apply it to the resized pixels first.
+        "normalize": {"mode": prep.normalize, "applied": describe_normalize(prep.normalize)},
         "decode": (
             "8-bit as stored; 16-bit scaled linearly from the bit depth the values use; "
             "transparent regions composited onto black; EXIF orientation applied; DICOM: "

@@ -9,6 +9,7 @@ from cxr_covid import models
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.images import RESIZE_METHODS
 from cxr_covid.data.lungs import INPUTS
+from cxr_covid.data.normalize import NORMALIZE_MODES
 from cxr_covid.errors import UsageError
 from cxr_covid.training import limits
 from cxr_covid.training.distribute import PRECISIONS, STRATEGIES
@@ -36,6 +37,8 @@ class TrainConfig:
     balance_sources: bool = False
     augment_acquisition: bool = False
     input: str = "full"
+    normalize: str = "none"  # issue 19: intensity standardisation (data/normalize.py)
+    augment_markers: bool = False  # issue 19: burned-in marker augmentation (markers.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +83,10 @@ class TrainConfig:
             )
         if self.input not in INPUTS:  # "no-lungs" is the audit's lung-blind control
             raise UsageError(f"unknown --input {self.input!r} (choose from: full, lungs)")
+        if self.normalize not in NORMALIZE_MODES:
+            raise UsageError(
+                f"unknown --normalize {self.normalize!r} (choose from: none, equalize, clahe)"
+            )
         if self.name is not None:
             check_name(self.name)
 

@@ -126,7 +126,12 @@ def _train_run(run: RunContext) -> TrainResult:
     config = run.config
     rows = _checked_rows(run)
     placement = _place(config)
-    prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
+    prep = Preprocessing(
+        image_size=config.image_size,
+        resize=config.resize,
+        input=config.input,
+        normalize=config.normalize,
+    )
     recipe, composition = _recipe(config, rows.train)
     cache_args: dict[str, Any] = {"rows": rows.all, "classes": rows.classes}
     cache_args["reporter"] = run.reporter
@@ -351,6 +356,11 @@ def _recipe(
         from cxr_covid.training import acquisition
 
         recipe["transform"] = acquisition.batch_transform(config.seed)
+    if config.augment_markers:
+        from cxr_covid.training import markers
+
+        # Markers first, then (if asked) re-acquired with the film, as a burned-in one would be.
+        recipe["transform"] = markers.batch_transform(config.seed, then=recipe.get("transform"))
     return recipe, composition
 
 
