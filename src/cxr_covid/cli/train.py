@@ -16,6 +16,8 @@ from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
 from cxr_covid.text import format_duration
 from cxr_covid.training.limits import (
+    DEFAULT_ADVERSARIAL_WEIGHT,
+    MAX_ADVERSARIAL_WEIGHT,
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
@@ -49,6 +51,8 @@ _RUN_OPTIONS = (
     "balance_sources",
     "augment_acquisition",
     "input_view",
+    "adversarial_source",
+    "adversarial_weight",
 )
 
 
@@ -198,6 +202,23 @@ def train(
             "(also in predict, eval, heatmap).",
         ),
     ] = "full",
+    adversarial_source: Annotated[
+        bool,
+        typer.Option(
+            "--adversarial-source",
+            help="Add a head that predicts each image's collection within its class, trained "
+            "through gradient reversal so the features forget the source (not stored).",
+        ),
+    ] = False,
+    adversarial_weight: Annotated[
+        float,
+        typer.Option(
+            "--adversarial-weight",
+            metavar="W",
+            help="How strongly the reversed gradient pushes the features "
+            f"(above 0, at most {MAX_ADVERSARIAL_WEIGHT:g}).",
+        ),
+    ] = DEFAULT_ADVERSARIAL_WEIGHT,
 ) -> None:
     from cxr_covid.data.dataset import check_name
     from cxr_covid.training import run as training
@@ -221,6 +242,8 @@ def train(
         balance_sources=balance_sources,
         augment_acquisition=augment_acquisition,
         input=input_view,
+        adversarial_source=adversarial_source,
+        adversarial_weight=adversarial_weight,
     )
     if summary:
         if resume_run:

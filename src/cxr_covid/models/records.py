@@ -36,6 +36,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "balance_sources": False,
     "augment_acquisition": False,
     "input": "full",
+    "adversarial_source": False,
+    "adversarial_weight": 0.3,
 }
 
 

@@ -71,6 +71,9 @@ class TrainConfig:
     balance_sources: bool = False
     augment_acquisition: bool = False
     input: str = "full"
+    # Issue 19: a gradient-reversal head against the collection, within class (adversarial.py).
+    adversarial_source: bool = False
+    adversarial_weight: float = limits.DEFAULT_ADVERSARIAL_WEIGHT
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +118,11 @@ class TrainConfig:
             )
         if self.input not in INPUTS:  # "no-lungs" is the audit's lung-blind control
             raise UsageError(f"unknown --input {self.input!r} (choose from: full, lungs)")
+        if not (0 < self.adversarial_weight <= limits.MAX_ADVERSARIAL_WEIGHT):  # refuses NaN
+            raise UsageError(
+                f"--adversarial-weight must be above 0 and at most "
+                f"{limits.MAX_ADVERSARIAL_WEIGHT:g} (got {self.adversarial_weight})"
+            )
         if self.name is not None:
             check_name(self.name)
 
@@ -585,18 +593,30 @@ def _train_run(run: _RunContext) -> TrainResult:
     placement = _place(config)
     prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
     recipe, composition = _recipe(config, rows.train)
+    head = None
+    if config.adversarial_source:  # issue 19: the source head's targets (adversarial.py)
+        from cxr_covid.training import adversarial
+
+        head = adversarial.plan(
+            rows.classes, rows.train, config.adversarial_weight, run.dataset.name
+        )
     cache_args: dict[str, Any] = {"rows": rows.all, "classes": rows.classes}
     cache_args["reporter"] = run.reporter
     train_split = pipeline.cache_split(
         run.dataset, "train", prep, include_augmented=config.augment, **cache_args
     )
     val_split = pipeline.cache_split(run.dataset, "val", prep, **cache_args)
-    model, best_weights = _build_or_load(run, placement, rows.classes)
+    model, best_weights = _build_or_load(run, placement, rows.classes, head)
+    fit_train, fit_val = train_split, val_split
+    if head is not None:  # the labels carry the source targets while fitting
+        fit_train, fit_val = head.encode_train(train_split, rows.train), head.encode_val(val_split)
     best_weights = _fit_epochs(
-        run, placement, model, best_weights, train_split, val_split, recipe, started
+        run, placement, model, best_weights, fit_train, fit_val, recipe, started
     )
-    final, guards = _final_model(run, placement, rows, best_weights, train_split, val_split)
+    final, guards = _final_model(run, placement, rows, best_weights, train_split, val_split, head)
     record = _record(run, placement, prep, rows, composition, train_split, val_split)
+    if head is not None:
+        record.training["adversarial_collections"] = head.to_record()
     if guards is not None:
         from cxr_covid.inference import scoring
 
@@ -658,7 +678,7 @@ def _place(config: TrainConfig) -> Placement:
 
 
 def _build_or_load(
-    run: _RunContext, placement: Placement, classes: list[str]
+    run: _RunContext, placement: Placement, classes: list[str], head: Any = None
 ) -> tuple[Any, list[np.ndarray] | None]:
     """A new compiled model, or the run's checkpoint (with its RNG state and best weights);
     a new run's folder is written before the first epoch, so its name is taken."""
@@ -670,7 +690,11 @@ def _build_or_load(
                 resume_state.restore_rng_state(model, checkpoint.parent / RNG_FILE)
         else:
             model = models.build(config.arch, config.image_size, len(classes))
-            _compile(model, config.learning_rate)
+            if head is None:
+                _compile(model, config.learning_rate)
+            else:  # the training model wraps the inference model (adversarial.py)
+                model = head.wrap(model)
+                head.compile(model, config.learning_rate)
     folder = run.folder
     best_weights: list[np.ndarray] | None = None
     if checkpoint is not None and (folder / BEST_FILE).is_file():
@@ -756,6 +780,7 @@ def _final_model(
     best_weights: list[np.ndarray],
     train_split: pipeline.CachedSplit,
     val_split: pipeline.CachedSplit,
+    head: Any = None,
 ) -> tuple[Any, Any]:
     """The model to store, and its calibration and OOD guard (None with --no-calibrate)."""
     from cxr_covid.training import distribute
@@ -765,7 +790,9 @@ def _final_model(
     # and loadable anywhere whatever precision policy the training used.
     distribute.reset_precision()
     final = models.build(config.arch, config.image_size, len(rows.classes))
-    final.set_weights(best_weights)
+    # With a source head, the weights are the training model's: set them through a wrapper
+    # that shares final's layers, then drop the wrapper (the head is never stored).
+    (final if head is None else head.wrap(final)).set_weights(best_weights)
     guards = _fit_guards(config, placement, final, train_split, val_split, run.dataset.name)
     return final, guards
 
