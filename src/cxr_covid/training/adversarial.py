@@ -64,7 +64,7 @@ class GradientReversal(keras.layers.Layer):  # type: ignore[misc]
     def call(self, inputs: Any) -> Any:
         scale = self.scale
 
-        @tf.custom_gradient  # type: ignore[misc]
+        @tf.custom_gradient  # type: ignore[untyped-decorator]
         def reverse(x: Any) -> Any:
             def grad(upstream: Any) -> Any:
                 return -scale * upstream
