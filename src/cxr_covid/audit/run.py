@@ -33,7 +33,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from cxr_covid.data.lungs import DEFAULT_FILL, FILLS, LungFieldSource, hide, lun
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.models import store
 from cxr_covid.progress import NULL, Reporter
+
+if TYPE_CHECKING:
+    from cxr_covid.audit.source_probe import SourceProbeResult
 
 DEFAULT_CONTROL_EPOCHS = 3
 DEFAULT_PANELS = 4
@@ -71,6 +74,7 @@ class AuditOptions:
     out: Path | None = None
     batch_size: int = 32
     mask_dir: Path | None = None
+    source_probe: bool = True  # issue 19: collection read back from the features (source_probe.py)
 
     def validate(self) -> None:
         if self.control_epochs < 1:
@@ -217,6 +221,7 @@ class AuditResult:
     folder: Path | None = None
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=store.now_iso)
+    source_probe: SourceProbeResult | None = None  # None with --no-source-probe
 
     def view(self, name: str) -> ViewResult:
         return next(v for v in self.views if v.view == name)
@@ -241,6 +246,7 @@ class AuditResult:
             "shortcut_level": self.level,
             "folder": str(self.folder) if self.folder else None,
             "notes": self.notes,
+            "source_probe": self.source_probe.to_dict() if self.source_probe else None,
             "created": self.created,
             "disclaimer": DISCLAIMER,
         }
@@ -666,6 +672,13 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
         reporter.advance(VIEWS_TASK, len(views))
     reporter.finish(VIEWS_TASK)
 
+    probe = None
+    if options.source_probe:  # within-class collection probe on the penultimate features
+        from cxr_covid.audit import source_probe
+
+        features = source_probe.penultimate(model, pixels, options.batch_size)
+        probe = source_probe.probe(features, test.labels, test.groups)
+
     attention = None
     cams: list[Any] = []
     if options.attention:
@@ -726,6 +739,7 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
         verdict_basis=basis,
         level=level,
         notes=notes,
+        source_probe=probe,
     )
     target = (options.out or default_folder(record.id)).expanduser()
     _write_folder(result, target, test.paths, pixels, cams, model_classes, options.panels)

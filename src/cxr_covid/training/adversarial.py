@@ -188,7 +188,7 @@ class SourcePlan:
         joined = keras.layers.Concatenate(name=OUTPUT_LAYER, dtype="float32")(
             [inference.output, logits]
         )
-        return keras.Model(inference.inputs, joined, name=f"{inference.name}_source_adversarial")
+        return keras.Model(inference.input, joined, name=f"{inference.name}_source_adversarial")
 
     def compile(self, model: Any, learning_rate: float) -> None:
         pair_classes = [self.classes.index(label) for label, _ in self.pairs]
