@@ -173,3 +173,16 @@ def test_an_interrupted_adversarial_run_resumes_with_its_head(cxr_home: Path) ->
     assert result.record.training["epochs_run"] == 2
     assert result.record.training["resumed"] == 1
     assert adversarial.HEAD_LAYER not in {layer.name for layer in result.model.load().layers}
+
+
+def test_seeds_train_each_member_with_the_head(cxr_home: Path) -> None:
+    dataset = build_dataset(cxr_home, "blobs", per_class=6, size=16)
+    _with_collections(dataset, {"normal": ["kermany", "rsna"]})
+    result = _train("--adversarial-source", "--seeds", "2", "--name", "grp")
+    assert result.exit_code == 0, result.output
+    from cxr_covid.models import store
+
+    for member in ("grp-s42", "grp-s43"):
+        training_record = store.resolve(member).record().training
+        assert training_record["adversarial_source"] is True
+        assert training_record["adversarial_collections"] == {"normal": ["kermany", "rsna"]}
