@@ -137,6 +137,7 @@ def test_adversarial_training_stores_a_plain_model_and_records_the_head(
     assert not names & {
         adversarial.HEAD_LAYER,
         adversarial.REVERSAL_LAYER,
+        adversarial.NORMALIZE_LAYER,
         adversarial.OUTPUT_LAYER,
     }
     plain = models.build("baseline", 16, 3)
@@ -186,3 +187,17 @@ def test_seeds_train_each_member_with_the_head(cxr_home: Path) -> None:
         training_record = store.resolve(member).record().training
         assert training_record["adversarial_source"] is True
         assert training_record["adversarial_collections"] == {"normal": ["kermany", "rsna"]}
+
+
+@pytest.mark.parametrize("arch", ["baseline", "inception", "inception-nb"])
+def test_every_architecture_exposes_the_features_the_head_reads(arch: str) -> None:
+    from cxr_covid import models
+    from cxr_covid.training import adversarial
+
+    rows = [_row("normal", "kermany"), _row("normal", "rsna"), _row("covid", "x")]
+    plan = adversarial.plan(["covid", "normal"], rows, 1.0, "d")
+    inference = models.build(arch, 16, 2)
+    wrapped = plan.wrap(inference)
+    assert wrapped.output_shape == (None, 2 + 2)
+    # The wrapper shares the inference model's layers: one set of weights, plus the head's.
+    assert len(wrapped.get_weights()) == len(inference.get_weights()) + 2
