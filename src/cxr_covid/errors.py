@@ -39,6 +39,10 @@ class DataError(CxrCovidError):
     exit_code = EXIT_DATA
 
 
+class NoSourceVariation(DataError):
+    """`train --adversarial-source` on data where no class holds two recorded collections."""
+
+
 class DownloadError(CxrCovidError):
     """The transfer failed: HTTP error, credentials refused, size or hash mismatch."""
 

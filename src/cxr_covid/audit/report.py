@@ -18,6 +18,7 @@ from cxr_covid.evaluation.plots import new_figure, save_png
 
 if TYPE_CHECKING:
     from cxr_covid.audit.results import AttentionResult, AuditResult, ViewResult
+    from cxr_covid.audit.source_probe import SourceProbeResult
 
 
 def _pct(x: float) -> str:
@@ -42,6 +43,40 @@ def view_rows(result: AuditResult) -> list[tuple[str, ViewResult]]:
     if result.origin_only is not None:
         rows.append((result.origin_only.view, result.origin_only))
     return rows
+
+
+def estimate_cell(estimate: stats.Estimate | None) -> str:
+    if estimate is None:
+        return "-"
+    return f"{_pct(estimate.value)} [{_pct(estimate.low)}-{_pct(estimate.high)}]"
+
+
+def probe_markdown(probe: SourceProbeResult | None) -> list[str]:
+    """The source probe's section (audit.source_probe.SourceProbeResult; None: not run)."""
+    if probe is None:
+        return []
+    lines = ["", "## Source probe (collection within class)", ""]
+    if probe.skipped:
+        return [*lines, f"Skipped: {probe.skipped}."]
+    lines += [
+        "How well a cross-validated logistic regression reads each test image's collection "
+        "from the model's penultimate features, within its class (balanced accuracy, 95 % "
+        "stratified-bootstrap interval). Near chance: the features carry little of the "
+        "source; far above: the model has learnt where its images come from.",
+        "",
+        "| class | collections (test images) | balanced accuracy | chance |",
+        "|---|---|---|---|",
+    ]
+    for p in probe.per_class:
+        sources = ", ".join(f"{c} {n}" for c, n in p.collections.items())
+        lines.append(
+            f"| {classes.display_name(p.label)} | {sources} | "
+            f"{estimate_cell(p.balanced_accuracy)} | {_pct(p.chance)} |"
+        )
+    lines.append(
+        f"| overall | | {estimate_cell(probe.overall)} | {_pct(probe.overall_chance or math.nan)} |"
+    )
+    return lines + ([""] + [f"- {n}" for n in probe.notes] if probe.notes else [])
 
 
 def to_markdown(result: AuditResult) -> str:
@@ -87,6 +122,7 @@ def to_markdown(result: AuditResult) -> str:
         lines += _attention_lines(result.attention)
     if result.external:
         lines += _external_lines(result)
+    lines += probe_markdown(result.source_probe)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     lines += ["", "![views](views.png)", ""]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ ATTENTION_TASK = "Grad-CAM per test image"
 CONTROL_TASK = "lung-blind control, epochs"
 EXTERNAL_TASK = "external sets"
 
+if TYPE_CHECKING:
+    from cxr_covid.audit.source_probe import SourceProbeResult
+
 
 @dataclass
 class AuditOptions:
@@ -42,6 +45,7 @@ class AuditOptions:
     out: Path | None = None
     batch_size: int = 32
     mask_dir: Path | None = None
+    source_probe: bool = True  # issue 19: collection read back from the features (source_probe.py)
 
     def validate(self) -> None:
         if self.control_epochs < 1:
@@ -188,6 +192,7 @@ class AuditResult:
     folder: Path | None = None
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=store.now_iso)
+    source_probe: SourceProbeResult | None = None  # None with --no-source-probe
 
     def view(self, name: str) -> ViewResult:
         return next(v for v in self.views if v.view == name)
@@ -212,6 +217,7 @@ class AuditResult:
             "shortcut_level": self.level,
             "folder": str(self.folder) if self.folder else None,
             "notes": self.notes,
+            "source_probe": self.source_probe.to_dict() if self.source_probe else None,
             "created": self.created,
             "disclaimer": DISCLAIMER,
         }

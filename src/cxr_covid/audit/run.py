@@ -98,6 +98,12 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
     pixels, fields = decode_test(test.paths, record.prep, source)
     model = stored.load()
     views = _views(model, pixels, fields, y_true, model_classes, options, reporter)
+    probe = None
+    if options.source_probe:  # within-class collection probe on the penultimate features
+        from cxr_covid.audit import source_probe
+
+        features = source_probe.penultimate(model, pixels, options.batch_size)
+        probe = source_probe.probe(features, test.labels, test.groups)
 
     attention = None
     cams: list[Any] = []
@@ -132,6 +138,7 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
         verdict_basis=basis,
         level=level,
         notes=notes,
+        source_probe=probe,
     )
     target = (options.out or default_folder(record.id)).expanduser()
     _write_folder(result, target, test.paths, pixels, cams, model_classes, options.panels)

@@ -4,7 +4,7 @@ lung-blind control, attention, external sets, and a verdict in words)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,7 @@ from cxr_covid.cli.options import ExternalClassMap, ExternalFolders
 
 if TYPE_CHECKING:
     from cxr_covid.audit.results import AuditResult
+    from cxr_covid.audit.source_probe import SourceProbeResult
 
 HELP = (
     "Shortcut audit: accuracy with the lungs hidden and with only the lungs, a lung-blind "
@@ -74,6 +75,14 @@ def audit(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
     ] = 32,
+    source_probe: Annotated[
+        bool,
+        typer.Option(
+            "--source-probe/--no-source-probe",
+            help="How well the model's penultimate features tell each image's collection "
+            "within its class (cross-validated logistic regression).",
+        ),
+    ] = True,
 ) -> None:
     from cxr_covid.audit.results import AuditOptions
     from cxr_covid.classes import parse_class_map
@@ -93,6 +102,7 @@ def audit(
         out=out_dir,
         batch_size=batch_size,
         mask_dir=masks,
+        source_probe=source_probe,
     )
     options.validate()
     result = _run(options)
@@ -157,8 +167,40 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
         if ext.overlaps:
             ext_table.caption = f"{len(ext.overlaps)} training/validation image(s) left out"
         console.print(ext_table)
+    if result.source_probe is not None:
+        _render_probe(console, result.source_probe)
     for note in result.notes:
         err.print(f"[yellow]{escape(note)}[/]" if note.startswith("warning") else escape(note))
     console.print(f"[bold]Verdict:[/] {escape(result.verdict)}")
     console.print(f"[dim]Rests on: {escape(result.verdict_basis)}.[/]")
     console.print(f"Report: {escape(str(result.folder))}/report.md")
+
+
+def _render_probe(console: Any, probe: SourceProbeResult) -> None:
+    """The source probe's table (audit.source_probe), or why it was skipped."""
+    from cxr_covid import classes
+    from cxr_covid.audit import report as audit_report
+
+    if probe.skipped:
+        console.print(f"[dim]Source probe skipped: {escape(probe.skipped)}.[/]")
+        return
+    table = Table(title="Source probe: collection read from the features, within class")
+    table.add_column("class")
+    table.add_column("collections (test images)")
+    table.add_column("balanced accuracy [95% CI]")
+    table.add_column("chance")
+    rows = [(classes.display_name(p.label), p) for p in probe.per_class]
+    for name, p in rows:
+        table.add_row(
+            name,
+            escape(", ".join(f"{c} {n}" for c, n in p.collections.items())),
+            audit_report.estimate_cell(p.balanced_accuracy),
+            f"{100 * p.chance:.0f} %",
+        )
+    table.add_row(
+        "overall",
+        "",
+        audit_report.estimate_cell(probe.overall),
+        f"{100 * (probe.overall_chance or 0):.0f} %",
+    )
+    console.print(table)

@@ -16,6 +16,8 @@ from cxr_covid.cli.console import accuracy_cell, err, out, print_json
 from cxr_covid.errors import EXIT_INTERRUPTED, UsageError
 from cxr_covid.text import format_duration
 from cxr_covid.training.limits import (
+    DEFAULT_ADVERSARIAL_WEIGHT,
+    MAX_ADVERSARIAL_WEIGHT,
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
@@ -51,6 +53,8 @@ _RUN_OPTIONS = (
     "input_view",
     "normalize",
     "augment_markers",
+    "adversarial_source",
+    "adversarial_weight",
 )
 
 
@@ -216,6 +220,23 @@ def train(
             "the margins of training films of every class, on the fly.",
         ),
     ] = False,
+    adversarial_source: Annotated[
+        bool,
+        typer.Option(
+            "--adversarial-source",
+            help="Add a head that predicts each image's collection within its class, trained "
+            "through gradient reversal so the features forget the source (not stored).",
+        ),
+    ] = False,
+    adversarial_weight: Annotated[
+        float,
+        typer.Option(
+            "--adversarial-weight",
+            metavar="W",
+            help="How strongly the reversed gradient pushes the features "
+            f"(above 0, at most {MAX_ADVERSARIAL_WEIGHT:g}).",
+        ),
+    ] = DEFAULT_ADVERSARIAL_WEIGHT,
 ) -> None:
     from cxr_covid.data.dataset import check_name
     from cxr_covid.training import run as training
@@ -241,6 +262,8 @@ def train(
         input=input_view,
         normalize=normalize,
         augment_markers=augment_markers,
+        adversarial_source=adversarial_source,
+        adversarial_weight=adversarial_weight,
     )
     if summary:
         if resume_run:

@@ -16,6 +16,9 @@ from cxr_covid.errors import UsageError
 # Smallest input the study's networks accept: three 2x poolings need at least 8 px, and
 # Grad-CAM needs a last feature map larger than one pixel.
 MIN_IMAGE_SIZE = 16
+# Every architecture names its softmax layer so; its input is the penultimate features (the
+# dense block after dropout) that the source-adversarial head and the audit's probe read.
+CLASSIFIER_LAYER = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ def build(name: str, image_size: int, num_classes: int) -> Any:
     if image_size < MIN_IMAGE_SIZE:
         raise UsageError(f"image size {image_size} is too small (minimum {MIN_IMAGE_SIZE})")
     return get(name).build(image_size, num_classes)
+
+
+def penultimate_features(model: Any) -> Any:
+    """The symbolic tensor the classifier reads (Keras): the features before the softmax."""
+    return model.get_layer(CLASSIFIER_LAYER).input
 
 
 def _register_builtins() -> None:

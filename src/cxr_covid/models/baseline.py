@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 LAST_CONV = "last_conv"
+CLASSIFIER_LAYER = "probabilities"  # models.CLASSIFIER_LAYER (read by the source head)
 
 
 def build(image_size: int, num_classes: int) -> Any:
@@ -29,6 +30,6 @@ def build(image_size: int, num_classes: int) -> Any:
     x = layers.Dense(64, activation="relu", name="fc")(x)
     x = layers.Dropout(0.3, name="dropout")(x)
     outputs = layers.Dense(
-        num_classes, activation="softmax", name="probabilities", dtype="float32"
+        num_classes, activation="softmax", name=CLASSIFIER_LAYER, dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name="baseline")

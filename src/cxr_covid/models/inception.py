@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 LAST_CONV = "last_conv"
+CLASSIFIER_LAYER = "probabilities"  # models.CLASSIFIER_LAYER (read by the source head)
 
 
 def _build(
@@ -40,7 +41,7 @@ def _build(
     x = layers.Dense(dense_units, activation="relu", name="fc")(x)
     x = layers.Dropout(0.3, name="dropout")(x)
     outputs = layers.Dense(
-        num_classes, activation="softmax", name="probabilities", dtype="float32"
+        num_classes, activation="softmax", name=CLASSIFIER_LAYER, dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name=name)
 

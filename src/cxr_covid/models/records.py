@@ -38,6 +38,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "input": "full",
     "normalize": "none",
     "augment_markers": False,
+    "adversarial_source": False,
+    "adversarial_weight": 0.3,
 }
 
 

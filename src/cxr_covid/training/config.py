@@ -39,6 +39,9 @@ class TrainConfig:
     input: str = "full"
     normalize: str = "none"  # issue 19: intensity standardisation (data/normalize.py)
     augment_markers: bool = False  # issue 19: burned-in marker augmentation (markers.py)
+    # Issue 19: a gradient-reversal head against the collection, within class (adversarial.py).
+    adversarial_source: bool = False
+    adversarial_weight: float = limits.DEFAULT_ADVERSARIAL_WEIGHT
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +86,11 @@ class TrainConfig:
             )
         if self.input not in INPUTS:  # "no-lungs" is the audit's lung-blind control
             raise UsageError(f"unknown --input {self.input!r} (choose from: full, lungs)")
+        if not (0 < self.adversarial_weight <= limits.MAX_ADVERSARIAL_WEIGHT):  # refuses NaN
+            raise UsageError(
+                f"--adversarial-weight must be above 0 and at most "
+                f"{limits.MAX_ADVERSARIAL_WEIGHT:g} (got {self.adversarial_weight})"
+            )
         if self.normalize not in NORMALIZE_MODES:
             raise UsageError(
                 f"unknown --normalize {self.normalize!r} (choose from: none, equalize, clahe)"

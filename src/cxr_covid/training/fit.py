@@ -133,18 +133,30 @@ def _train_run(run: RunContext) -> TrainResult:
         normalize=config.normalize,
     )
     recipe, composition = _recipe(config, rows.train)
+    head = None
+    if config.adversarial_source:  # issue 19: the source head's targets (adversarial.py)
+        from cxr_covid.training import adversarial
+
+        head = adversarial.plan(
+            rows.classes, rows.train, config.adversarial_weight, run.dataset.name
+        )
     cache_args: dict[str, Any] = {"rows": rows.all, "classes": rows.classes}
     cache_args["reporter"] = run.reporter
     train_split = pipeline.cache_split(
         run.dataset, "train", prep, include_augmented=config.augment, **cache_args
     )
     val_split = pipeline.cache_split(run.dataset, "val", prep, **cache_args)
-    model, best_weights = _build_or_load(run, placement, rows.classes)
+    model, best_weights = _build_or_load(run, placement, rows.classes, head)
+    fit_train, fit_val = train_split, val_split
+    if head is not None:  # the labels carry the source targets while fitting
+        fit_train, fit_val = head.encode_train(train_split, rows.train), head.encode_val(val_split)
     best_weights = _fit_epochs(
-        run, placement, model, best_weights, train_split, val_split, recipe, started
+        run, placement, model, best_weights, fit_train, fit_val, recipe, started
     )
-    final, guards = _final_model(run, placement, rows, best_weights, train_split, val_split)
+    final, guards = _final_model(run, placement, rows, best_weights, train_split, val_split, head)
     record = build_record(run, placement, prep, rows, composition, train_split, val_split)
+    if head is not None:
+        record.training["adversarial_collections"] = head.to_record()
     if guards is not None:
         from cxr_covid.inference import scoring
 
@@ -206,7 +218,7 @@ def _place(config: TrainConfig) -> Placement:
 
 
 def _build_or_load(
-    run: RunContext, placement: Placement, classes: list[str]
+    run: RunContext, placement: Placement, classes: list[str], head: Any = None
 ) -> tuple[Any, list[np.ndarray] | None]:
     """A new compiled model, or the run's checkpoint (with its RNG state and best weights);
     a new run's folder is written before the first epoch, so its name is taken."""
@@ -218,7 +230,11 @@ def _build_or_load(
                 resume_state.restore_rng_state(model, checkpoint.parent / RNG_FILE)
         else:
             model = models.build(config.arch, config.image_size, len(classes))
-            compile_model(model, config.learning_rate)
+            if head is None:
+                compile_model(model, config.learning_rate)
+            else:  # the training model wraps the inference model (adversarial.py)
+                model = head.wrap(model)
+                head.compile(model, config.learning_rate)
     folder = run.folder
     best_weights: list[np.ndarray] | None = None
     if checkpoint is not None and (folder / BEST_FILE).is_file():
@@ -306,6 +322,7 @@ def _final_model(
     best_weights: list[np.ndarray],
     train_split: pipeline.CachedSplit,
     val_split: pipeline.CachedSplit,
+    head: Any = None,
 ) -> tuple[Any, Any]:
     """The model to store, and its calibration and OOD guard (None with --no-calibrate)."""
     from cxr_covid.training import distribute
@@ -315,7 +332,9 @@ def _final_model(
     # and loadable anywhere whatever precision policy the training used.
     distribute.reset_precision()
     final = models.build(config.arch, config.image_size, len(rows.classes))
-    final.set_weights(best_weights)
+    # With a source head, the weights are the training model's: set them through a wrapper
+    # that shares final's layers, then drop the wrapper (the head is never stored).
+    (final if head is None else head.wrap(final)).set_weights(best_weights)
     guards = _fit_guards(config, placement, final, train_split, val_split, run.dataset.name)
     return final, guards
 

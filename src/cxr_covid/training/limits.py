@@ -18,8 +18,14 @@ MAX_AUGMENT_FACTOR = 100  # the study uses 5
 MAX_BOOTSTRAP = 100_000  # the default is 1,000
 # Seeds feed NumPy's legacy generator (non-negative only) and scikit-learn (below 2**32).
 MAX_SEED = 2**32 - 1
+# --adversarial-source's gradient-reversal weight: above 0; past a few the reversed
+# gradient swamps the classification loss and training diverges.
+DEFAULT_ADVERSARIAL_WEIGHT = 0.3
+MAX_ADVERSARIAL_WEIGHT = 10.0
 
 __all__ = [
+    "DEFAULT_ADVERSARIAL_WEIGHT",
+    "MAX_ADVERSARIAL_WEIGHT",
     "MAX_AUGMENT_FACTOR",
     "MAX_BATCH_SIZE",
     "MAX_BOOTSTRAP",
