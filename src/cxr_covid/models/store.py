@@ -17,11 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import atomic, paths
+from cxr_covid import atomic, jsonfile, paths
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.images import Preprocessing
 from cxr_covid.errors import ModelError
 from cxr_covid.models.records import History, SavedEvaluation, evaluations_from_list
+from cxr_covid.models.validation import decision_rule_problem
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "model.json"
@@ -121,7 +122,7 @@ def record_problem(record: ModelRecord) -> str | None:
         Preprocessing.from_dict(record.preprocessing)
     except (TypeError, ValueError) as exc:
         return f"preprocessing: {exc}"
-    return None
+    return decision_rule_problem(record.calibration, record.operating_point, classes)
 
 
 def check_network_matches(model: Any, record: ModelRecord, where: Path) -> None:
@@ -166,7 +167,7 @@ class StoredModel:
 
     def record(self) -> ModelRecord:
         try:
-            data = json.loads(self.record_path.read_text(encoding="utf-8"))
+            data = jsonfile.loads(self.record_path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ModelError(f"{self.root}: no {RECORD_FILE}; not a cxr-covid model") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

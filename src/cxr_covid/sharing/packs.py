@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cxr_covid import atomic, paths
+from cxr_covid import atomic, jsonfile, paths
 from cxr_covid.about import __version__
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.download import fetch
@@ -111,11 +111,7 @@ def pack_model(
     record = stored.record()
     if not stored.model_path.is_file():
         raise ModelError(f"{stored.root}: no {store.MODEL_FILE}; not a complete model")
-    target = Path(out).expanduser() if out is not None else Path(record.id + PACK_SUFFIX)
-    if target.is_dir():
-        target = target / (record.id + PACK_SUFFIX)
-    if target.exists() and not force:
-        raise UsageError(f"{target} exists: choose another --out, or add --force to replace it")
+    target = _pack_target(out, record.id, force)
     texts = {
         store.RECORD_FILE: json.dumps(record.to_dict(), indent=2, default=str) + "\n",
         CARD_FILE: render(record, dataset_info_for(record)),
@@ -171,6 +167,29 @@ def pack_model(
     return PackResult(record.id, target, digest, size, files[store.MODEL_FILE]["bytes"], recorded)
 
 
+def _pack_target(out: Path | None, model_id: str, force: bool) -> Path:
+    """Where the pack goes. Never `-` (a pack is a binary zip plus its .sha256 file, not a
+    stream) and never over anything but a regular file: `--force` over /dev/null as root
+    used to replace the device node (issue 22, case 7)."""
+    if out is not None and str(out) == "-":
+        raise UsageError(
+            "--out -: a pack cannot be written to standard output (it is a zip with a "
+            ".sha256 file beside it); give a file name"
+        )
+    target = Path(out).expanduser() if out is not None else Path(model_id + PACK_SUFFIX)
+    if target.is_dir():
+        target = target / (model_id + PACK_SUFFIX)
+    for path in (target, target.with_name(target.name + ".sha256")):
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise UsageError(
+                f"{path} exists and is not a regular file (a device, pipe, socket or broken "
+                "link): it is never replaced, even with --force; choose another --out"
+            )
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists: choose another --out, or add --force to replace it")
+    return target
+
+
 def open_pack(archive: Path, dest: Path, *, limits: Limits | None = None) -> Path:
     """Unpack and verify a pack into the new folder `dest`; returns `dest`.
 
@@ -213,7 +232,7 @@ def open_pack(archive: Path, dest: Path, *, limits: Limits | None = None) -> Pat
 def _read_manifest(folder: Path, name: str) -> dict[str, Any]:
     path = folder / PACK_MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = jsonfile.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(
             f"{name}: not a cxr-covid model pack (no {PACK_MANIFEST}; make one with "
