@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ import requests
 
 from cxr_covid.data.manifest import sha256_file
 from cxr_covid.data.sources import CREDENTIALS_HELP, OFFLINE_HELP, Credentials
-from cxr_covid.errors import DownloadError
+from cxr_covid.errors import DownloadError, UsageError, WriteError
 
 try:
     import fcntl
@@ -176,6 +177,8 @@ def fetch(
     sleep: Callable[[float], None] = time.sleep,
     lock: bool = True,
     access_help: str = CREDENTIALS_HELP,
+    max_bytes: int | None = None,
+    limit_hint: str = "",
 ) -> Path:
     """Download `url` to `target` (resuming a `.part` file left by an earlier attempt).
 
@@ -184,11 +187,72 @@ def fetch(
     proved wrong (web page, size or hash mismatch) is deleted. `lock=False` when the caller
     already holds `download_lock(target)`. `access_help` is the advice given when the server
     wants a login (401/403, or a sign-in page): Kaggle's credentials only suit Kaggle.
+
+    `max_bytes` bounds the transfer (issue 22, case 4): a declared length above it, or above
+    the free space, is refused before a byte is written; a body that runs past it is cut off.
+    Either way the `.part` file is removed and named in the error; `limit_hint` says how to
+    raise the bound.
     """
+    check_url(url)
+    bound = _Bound(max_bytes, limit_hint)
     with download_lock(target) if lock else contextlib.nullcontext():
         return _fetch(
-            url, target, credentials, expected_size, sha256, policy, progress, sleep, access_help
+            url,
+            target,
+            credentials,
+            expected_size,
+            sha256,
+            policy,
+            progress,
+            sleep,
+            access_help,
+            bound,
         )
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """How many bytes a transfer may bring, checked before and while writing."""
+
+    max_bytes: int | None
+    hint: str = ""
+
+    def check_declared(self, part: Path, declared: int | None, have: int, host: str) -> None:
+        if declared is None:
+            return
+        if self.max_bytes is not None and declared > self.max_bytes:
+            _discard(part)
+            raise DownloadError(
+                f"{host} declares {declared:,} bytes, more than the limit of "
+                f"{self.max_bytes:,} bytes{self.hint}; refused before writing ({part} removed)"
+            )
+        free = shutil.disk_usage(part.parent).free
+        if declared - have > free:
+            _discard(part)
+            raise WriteError(
+                f"cannot write {part}: {host} declares {declared:,} bytes but only {free:,} "
+                f"are free in {part.parent}; free some space (refused before writing)"
+            )
+
+    def check_written(self, part: Path, done: int, host: str) -> None:
+        if self.max_bytes is not None and done > self.max_bytes:
+            _discard(part)
+            raise DownloadError(
+                f"download from {host} ran past {done:,} bytes, more than the limit of "
+                f"{self.max_bytes:,} bytes{self.hint}; stopped ({part} removed)"
+            )
+
+
+def check_url(url: str, flag: str = "URL") -> None:
+    """UsageError (one line) for a URL that cannot be parsed or names no host:
+    `http://[::1/x.zip` made urllib raise ValueError deep in the download."""
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - parsing the port is what raises for `:99999`
+    except ValueError as exc:
+        raise UsageError(f"{flag} {url!r}: not a valid URL ({exc})") from None
+    if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"{flag} {url!r}: not a valid URL (expected http(s)://HOST/...)")
 
 
 def _fetch(
@@ -201,6 +265,7 @@ def _fetch(
     progress: ByteProgress | None,
     sleep: Callable[[float], None],
     access_help: str,
+    bound: _Bound,
 ) -> Path:
     policy = policy or RetryPolicy.from_env()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +281,16 @@ def _fetch(
             have = part.stat().st_size if part.exists() else 0
             try:
                 total = _attempt(
-                    session, url, part, have, host, credentials, policy, progress, access_help
+                    session,
+                    url,
+                    part,
+                    have,
+                    host,
+                    credentials,
+                    policy,
+                    progress,
+                    access_help,
+                    bound,
                 )
                 break
             except _Retry as exc:
@@ -258,6 +332,7 @@ def _attempt(
     policy: RetryPolicy,
     progress: ByteProgress | None,
     access_help: str,
+    bound: _Bound,
 ) -> int | None:
     """One request. Returns the expected total size (None if the server did not say)."""
     headers = {"Range": f"bytes={have}-"} if have else {}
@@ -306,6 +381,7 @@ def _attempt(
                 validator.write_text(tag, encoding="utf-8")
             else:
                 _discard(validator)
+        bound.check_declared(part, total, have, host)
         ctype = response.headers.get("Content-Type", "").lower()
         if "text/html" in ctype:
             _discard(part)
@@ -329,8 +405,18 @@ def _attempt(
                         _discard(part)
                         raise DownloadError(_html_message(host, access_help))
                     first = False
-                    handle.write(chunk)
                     done += len(chunk)
+                    if done > (bound.max_bytes or done):
+                        handle.close()
+                        bound.check_written(part, done, host)
+                    try:
+                        handle.write(chunk)
+                    except OSError as exc:  # a full disk: name the file, keep no half of it
+                        handle.close()
+                        _discard(part)
+                        raise WriteError(
+                            f"cannot write {part}: {exc.strerror or exc} (removed)"
+                        ) from None
                     if progress is not None:
                         progress(done, total)
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -365,10 +451,9 @@ def _check_status(
             f"HTTP {status} from {host}: the server wants credentials; {access_help}"
         )
     if status == 404:
-        raise DownloadError(
-            f"HTTP 404 from {host}: no such file (check --release N, or the URL "
-            f"{_host(response.url)}{urlparse(response.url).path})"
-        )
+        where = f"{_host(response.url)}{urlparse(response.url).path}"
+        check = "--release N, or the URL" if access_help == CREDENTIALS_HELP else "the URL"
+        raise DownloadError(f"HTTP 404 from {host}: no such file (check {check} {where})")
     raise DownloadError(f"HTTP {status} {response.reason or ''} from {host}".rstrip())
 
 

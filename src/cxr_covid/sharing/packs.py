@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 from cxr_covid import atomic, jsonfile, paths
 from cxr_covid.about import __version__
 from cxr_covid.data.dataset import check_name
-from cxr_covid.data.download import fetch
+from cxr_covid.data.download import check_url, fetch
 from cxr_covid.data.extract import Limits, safe_extract
 from cxr_covid.data.manifest import sha256_file
 from cxr_covid.errors import DownloadError, ModelError, UsageError, WriteError
@@ -49,6 +49,15 @@ PACK_MANIFEST = "cxr-covid-pack.json"
 PACK_KIND = "cxr-covid-model"
 PACK_FORMAT = 1
 PACK_SUFFIX = ".cxr-model.zip"
+# The most a pack may be, downloaded (issue 22, case 4): the study's largest network,
+# Inception v3, packs to about 90 MB; 2 GiB leaves room for far larger ones while an endless
+# or lying server is stopped long before the disk fills.
+MAX_PACK_BYTES = 2 * 1024**3
+# What to do when a model URL answers with a sign-in or error page: no Kaggle credentials.
+MODEL_ACCESS_HELP = (
+    "this server wants a login that cxr-covid cannot give; download the pack in a browser "
+    "and import the file: cxr-covid models import PATH"
+)
 PACK_FILES = (store.MODEL_FILE, store.RECORD_FILE, CARD_FILE, PREPROCESSING_FILE)
 
 ByteProgress = Callable[[int, int | None], None]
@@ -292,9 +301,18 @@ def import_model(
         check_name(name)
     downloaded: Path | None = None
     if _is_url(source):
+        check_url(source)
         key = hashlib.sha256(_public_source(source).encode()).hexdigest()[:16]
         downloaded = paths.ensure(paths.home() / "downloads") / f"model-{key}.zip"
-        archive = fetch(source, downloaded, sha256=sha256, progress=progress)
+        archive = fetch(
+            source,
+            downloaded,
+            sha256=sha256,
+            progress=progress,
+            access_help=MODEL_ACCESS_HELP,
+            max_bytes=MAX_PACK_BYTES,
+            limit_hint=" (the most a model pack may be)",
+        )
     else:
         archive = Path(source).expanduser()
         if not archive.is_file():
