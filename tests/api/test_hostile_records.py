@@ -183,3 +183,44 @@ def test_pack_to_dash_is_refused_not_written_as_a_file_named_dash(
     assert result.exit_code == EXIT_USAGE, result.output
     assert "standard output" in result.stderr
     assert not (tmp_path / "-").exists()
+
+
+# --- case 5: a bomb inside model.keras -------------------------------------------------------
+
+
+def _rewrite_keras(path: Path, pad: int, compress: int) -> None:
+    """The same model file with `pad` spaces (valid JSON whitespace) after its config."""
+    with zipfile.ZipFile(path) as source:
+        members = [(info.filename, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w") as out:
+        for name, data in members:
+            if name == "config.json":
+                out.writestr(name, data + b" " * pad, compress)
+            else:
+                out.writestr(name, data, zipfile.ZIP_STORED)
+
+
+def test_deflate_bomb_in_model_keras_is_refused_before_keras_opens_it(
+    tiny: Path, xrays: list[Path]
+) -> None:
+    # 4 MiB of spaces deflate ~1000x: the issue's 1 GiB config.json, scaled down.
+    _rewrite_keras(tiny / store.MODEL_FILE, 4 * 1024**2, zipfile.ZIP_DEFLATED)
+    assert (tiny / store.MODEL_FILE).stat().st_size < 1024**2
+    with pytest.raises(Exception, match="inflates") as caught:
+        store.StoredModel(tiny).load()
+    assert type(caught.value).__name__ == "ModelError"
+    result = runner.invoke(app, ["predict", str(xrays[0]), "-m", "tiny-baseline", "-o", "-"])
+    _no_traceback(result.output)
+    assert result.exit_code == EXIT_MODEL, result.output
+    assert "refused model file" in result.stderr
+
+
+def test_oversized_config_in_model_keras_is_refused(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stored, not deflated (no ratio to catch): the size bound alone, scaled down.
+    monkeypatch.setattr(store, "MAX_KERAS_JSON_BYTES", 64 * 1024)
+    _rewrite_keras(tiny / store.MODEL_FILE, 100 * 1024, zipfile.ZIP_STORED)
+    with pytest.raises(Exception, match="config.json would inflate") as caught:
+        store.StoredModel(tiny).load()
+    assert type(caught.value).__name__ == "ModelError"
