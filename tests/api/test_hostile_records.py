@@ -221,6 +221,6 @@ def test_oversized_config_in_model_keras_is_refused(
     # Stored, not deflated (no ratio to catch): the size bound alone, scaled down.
     monkeypatch.setattr(store, "MAX_KERAS_JSON_BYTES", 64 * 1024)
     _rewrite_keras(tiny / store.MODEL_FILE, 100 * 1024, zipfile.ZIP_STORED)
-    with pytest.raises(Exception, match="config.json would inflate") as caught:
+    with pytest.raises(Exception, match=r"config\.json would inflate") as caught:
         store.StoredModel(tiny).load()
     assert type(caught.value).__name__ == "ModelError"
