@@ -30,7 +30,6 @@ from typing import IO, Any
 import numpy as np
 
 from cxr_covid import atomic, csv_safe
-from cxr_covid.text import escape_name
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
 from cxr_covid.inference.batches import Prediction, predict_paths
@@ -46,6 +45,7 @@ from cxr_covid.inference.operating_point import (
 from cxr_covid.inference.scoring import Scorer, probabilities_label
 from cxr_covid.models.store import ModelRecord, StoredModel
 from cxr_covid.progress import NULL, Reporter
+from cxr_covid.text import escape_name
 
 FORMATS = ("csv", "jsonl")
 STDOUT = "-"
