@@ -70,3 +70,32 @@ def test_name_starting_semicolon_equals_is_quoted_for_semicolon_spreadsheets(
         assert not cell.startswith(("=", "+", "-", "@")), cells
     [row] = list(csv.reader(out.read_text(encoding="utf-8").splitlines()))[1:]
     assert Path(row[0]).name == ";=cmd.png"
+
+
+def test_heatmap_explains_an_image_whose_name_is_not_utf8(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _bad_name_folder(tmp_path)
+    out = tmp_path / "maps"
+    result = runner.invoke(app, ["heatmap", str(folder), "-m", str(tiny_model), "-o", str(out)])
+    assert "Traceback" not in result.output
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert "bad\\xff.heatmap.png" in names and "plain.heatmap.png" in names, names
+
+
+def test_download_from_dir_copies_a_non_utf8_name_escaped(tmp_path: Path, cxr_home: Path) -> None:
+    rng = np.random.default_rng(2)
+    source = tmp_path / "folder"
+    for label in ("covid", "normal"):
+        for i in range(6):
+            write_blob_png(source / label / f"{i}.png", label, 32, rng)
+    (source / "covid" / "0.png").rename(
+        Path(os.fsdecode(os.fsencode(source / "covid") + b"/" + BAD))
+    )
+    result = runner.invoke(
+        app, ["download", "--from-dir", str(source), "--classes", "covid,normal", "--name", "d"]
+    )
+    assert "Traceback" not in result.output
+    assert result.exit_code == 0, result.output
+    manifest = (cxr_home / "datasets" / "d" / "manifest.csv").read_text(encoding="utf-8")
+    assert "images/covid/bad\\xff.png" in manifest
+    assert (cxr_home / "datasets" / "d" / "images" / "covid" / "bad\\xff.png").is_file()
