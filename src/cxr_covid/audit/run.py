@@ -41,6 +41,7 @@ from cxr_covid import atomic, classes, paths, stats
 from cxr_covid.about import DISCLAIMER
 from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.data.lungs import DEFAULT_FILL, FILLS, LungFieldSource, hide, lung_field_source
+from cxr_covid.data.overlap import CHECKED_TRANSFORMATIONS
 from cxr_covid.errors import EXIT_INTERRUPTED, CxrCovidError, DataError, ModelError, UsageError
 from cxr_covid.models import store
 from cxr_covid.progress import NULL, Reporter
@@ -187,6 +188,7 @@ class ExternalResult:
             "folder": self.folder,
             "images": self.images,
             "overlaps_left_out": self.overlaps,
+            "overlap_checks": CHECKED_TRANSFORMATIONS,  # which copies count (data/overlap.py)
             "accuracy": _p(self.accuracy),
             "recall": {c: _p(p) for c, p in self.per_class.items()},
             "difference_from_internal": {
