@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from cxr_covid.atomic import WRITE_ERRNOS, write_error
 from cxr_covid.errors import ArchiveError
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.text import escape_name
@@ -202,6 +203,8 @@ def safe_extract(
     except RuntimeError as exc:  # encrypted members
         raise ArchiveError(f"{zip_path.name}: cannot extract ({exc})") from exc
     except OSError as exc:  # e.g. a file and a folder of the same name, or a full disk
+        if exc.errno in WRITE_ERRNOS:  # the disk's problem, not the archive's: exit 10
+            raise write_error(exc.filename or dest, exc) from exc
         raise ArchiveError(f"{zip_path.name}: cannot extract ({exc})") from exc
     return written
 
