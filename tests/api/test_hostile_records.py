@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from cxr_covid.cli import app
 from cxr_covid.errors import EXIT_MODEL, EXIT_USAGE
 from cxr_covid.models import store
+from tests.helpers import build_dataset
 
 runner = CliRunner()
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -45,14 +46,15 @@ def test_deeply_nested_model_record_is_listed_as_broken(tiny: Path) -> None:
 
 
 def test_deeply_nested_dataset_record_keeps_datasets_list_working(cxr_home: Path) -> None:
-    folder = cxr_home / "datasets" / "deep"
-    folder.mkdir(parents=True)
-    (folder / "manifest.csv").write_text("path,label,split,sha256\n", encoding="utf-8")
+    folder = build_dataset(cxr_home, "deep", per_class=2, size=16).root
     (folder / "dataset.json").write_text(DEEP, encoding="utf-8")
-    result = runner.invoke(app, ["datasets", "list"])
-    _no_traceback(result.output)
-    assert result.exit_code == 0, result.output
-    assert "deep" in result.stdout
+    for command in (["datasets", "list"], ["info"]):
+        result = runner.invoke(app, command)
+        _no_traceback(result.output)
+        assert result.exit_code == 0, result.output
+        assert "deep is broken" in result.stdout and "nested too deeply" in result.stdout
+    listed = runner.invoke(app, ["datasets", "list", "--json"])
+    assert "nested too deeply" in json.loads(listed.stdout)["datasets"][0]["broken"]
 
 
 def test_deeply_nested_pack_record_is_refused_with_one_line(tiny: Path, tmp_path: Path) -> None:
