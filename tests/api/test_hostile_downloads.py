@@ -136,3 +136,43 @@ def test_model_import_advice_is_not_about_kaggle(
     assert result.exit_code == EXIT_DOWNLOAD, result.output
     assert "kaggle" not in result.stderr.lower()
     assert "--release" not in result.stderr
+
+
+def test_full_disk_during_a_download_removes_and_names_the_part_file(
+    http_server: Server, tmp_path: Path
+) -> None:
+    """A home on a 1 MiB tmpfs (a user namespace; skipped where not allowed), and a server
+    that sends bytes with no length: the disk fills before any cap."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import cxr_covid
+
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("no unshare/mount here")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k none {probe}"],
+        capture_output=True,
+    ).returncode:
+        pytest.skip("tmpfs mounts in a user namespace are not allowed here")
+    http_server.routes["/endless.zip"] = _endless
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, CXR_COVID_HOME=str(home), CXR_COVID_DOWNLOAD_RETRIES="1")
+    env["PYTHONPATH"] = str(Path(cxr_covid.__file__).parents[1])
+    script = (
+        f"mount -t tmpfs -o size=1m none {home} || exit 99\n"
+        f"{sys.executable} -m cxr_covid models import {http_server.url('/endless.zip')}\n"
+        f"echo $? > {tmp_path}/rc; find {home} -name '*.part' > {tmp_path}/left"
+    )
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (tmp_path / "rc").read_text().strip() == str(EXIT_WRITE), done.stderr[-3000:]
+    assert "No space left" in done.stderr and ".part" in done.stderr, done.stderr
+    _no_traceback(done.stderr)
+    assert (tmp_path / "left").read_text() == ""
