@@ -13,10 +13,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# A temperature outside this range is no calibration anyone fitted: T = 100 already makes
-# every probability nearly uniform; T = 0.01 makes every one 0 or 1.
-MIN_TEMPERATURE = 0.01
-MAX_TEMPERATURE = 100.0
+# A temperature outside this range is no calibration `calibrate` fitted: it searches
+# e^-5 to e^5 (0.0067 to 148, inference/calibration.py), and a tiny 1-epoch test model does
+# end near 0.0067. The bounds leave a margin around that search range.
+MIN_TEMPERATURE = 0.005
+MAX_TEMPERATURE = 200.0
 
 
 def _finite_number(value: object) -> float | None:
