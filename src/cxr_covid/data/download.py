@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 import requests
 
+from cxr_covid.atomic import WRITE_ERRNOS
 from cxr_covid.data.manifest import sha256_file
 from cxr_covid.data.sources import CREDENTIALS_HELP, OFFLINE_HELP, Credentials
 from cxr_covid.errors import DownloadError, UsageError, WriteError
@@ -406,17 +407,10 @@ def _attempt(
                         raise DownloadError(_html_message(host, access_help))
                     first = False
                     done += len(chunk)
-                    if done > (bound.max_bytes or done):
+                    if bound.max_bytes is not None and done > bound.max_bytes:
                         handle.close()
                         bound.check_written(part, done, host)
-                    try:
-                        handle.write(chunk)
-                    except OSError as exc:  # a full disk: name the file, keep no half of it
-                        handle.close()
-                        _discard(part)
-                        raise WriteError(
-                            f"cannot write {part}: {exc.strerror or exc} (removed)"
-                        ) from None
+                    handle.write(chunk)
                     if progress is not None:
                         progress(done, total)
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -424,6 +418,11 @@ def _attempt(
         except requests.RequestException as exc:
             # ChunkedEncodingError / ContentDecodingError: the stream broke off mid-body.
             raise _Retry(f"transfer from {host} broke off after {done} bytes ({exc})") from None
+        except OSError as exc:  # a full disk (on a write or the closing flush): name the file
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            _discard(part)
+            raise WriteError(f"cannot write {part}: {exc.strerror or exc} (removed)") from None
     if total is not None and done < total:
         raise _Retry(f"{host} closed the connection after {done} of {total} bytes")
     return total
