@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -394,38 +395,59 @@ def _attempt(
             raise DownloadError(
                 f"{host} answered with a message instead of a zip: {' '.join(text.split())}"
             )
-        done = have
-        first = True
+        done = [have]  # bytes in the .part file, kept up to date by _write_chunks
         try:
             with part.open(mode) as handle:
-                for chunk in response.iter_content(CHUNK):
-                    if not chunk:
-                        continue
-                    if first and mode == "wb" and _looks_like_html(chunk):
-                        handle.close()
-                        _discard(part)
-                        raise DownloadError(_html_message(host, access_help))
-                    first = False
-                    done += len(chunk)
-                    if bound.max_bytes is not None and done > bound.max_bytes:
-                        handle.close()
-                        bound.check_written(part, done, host)
-                    handle.write(chunk)
-                    if progress is not None:
-                        progress(done, total)
+                _write_chunks(
+                    response.iter_content(CHUNK),
+                    handle,
+                    part,
+                    mode == "wb",
+                    done,
+                    (total, host, access_help, bound, progress),
+                )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retry(f"connection to {host} dropped after {done} bytes ({exc})") from None
+            raise _Retry(f"connection to {host} dropped after {done[0]} bytes ({exc})") from None
         except requests.RequestException as exc:
             # ChunkedEncodingError / ContentDecodingError: the stream broke off mid-body.
-            raise _Retry(f"transfer from {host} broke off after {done} bytes ({exc})") from None
+            raise _Retry(f"transfer from {host} broke off after {done[0]} bytes ({exc})") from None
         except OSError as exc:  # a full disk (on a write or the closing flush): name the file
             if exc.errno not in WRITE_ERRNOS:
                 raise
             _discard(part)
             raise WriteError(f"cannot write {part}: {exc.strerror or exc} (removed)") from None
-    if total is not None and done < total:
-        raise _Retry(f"{host} closed the connection after {done} of {total} bytes")
+    if total is not None and done[0] < total:
+        raise _Retry(f"{host} closed the connection after {done[0]} of {total} bytes")
     return total
+
+
+def _write_chunks(
+    chunks: Iterator[bytes],
+    handle: Any,
+    part: Path,
+    fresh: bool,
+    done: list[int],
+    context: tuple[int | None, str, str, _Bound, ByteProgress | None],
+) -> None:
+    """Append the body to the open `.part` file, counting into `done[0]`: a web page as the
+    first chunk of a fresh file, or a body past the bound, removes the file and raises."""
+    total, host, access_help, bound, progress = context
+    first = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if first and fresh and _looks_like_html(chunk):
+            handle.close()
+            _discard(part)
+            raise DownloadError(_html_message(host, access_help))
+        first = False
+        done[0] += len(chunk)
+        if bound.max_bytes is not None and done[0] > bound.max_bytes:
+            handle.close()
+            bound.check_written(part, done[0], host)
+        handle.write(chunk)
+        if progress is not None:
+            progress(done[0], total)
 
 
 def _check_status(
