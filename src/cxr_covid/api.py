@@ -22,7 +22,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
+from cxr_covid.data.images import MAX_PIXELS, Preprocessing, apply_input, read_image, resize
 from cxr_covid.errors import ImageError, UsageError
 from cxr_covid.inference.ood import FLAG_ABOVE
 from cxr_covid.models import store
@@ -111,6 +111,12 @@ def pixels_from_array(array: Any, prep: Preprocessing) -> np.ndarray:
 def rgb_from_array(array: Any) -> np.ndarray:
     """An accepted image array (see `pixels_from_array`) as (H, W, 3) uint8, not resized."""
     pixels = np.asarray(array)
+    if pixels.ndim >= 2 and pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+        # Checked before any copy: 100000x100000 used to end in numpy's MemoryError.
+        raise InvalidImageArray(
+            f"image array of {pixels.shape[1]}x{pixels.shape[0]} pixels is too large "
+            f"(limit {MAX_PIXELS:,} pixels, as for image files)"
+        )
     if pixels.ndim == 3 and pixels.shape[-1] in (1, 3):
         pass
     elif pixels.ndim != 2:
@@ -294,7 +300,15 @@ def _is_array(item: Any) -> bool:
     return isinstance(item, np.ndarray)
 
 
+_BYTES_REFUSED = (
+    "image bytes are not accepted: pass a file path, or the decoded pixels as a NumPy "
+    "array (e.g. np.asarray(PIL.Image.open(io.BytesIO(data))))"
+)
+
+
 def _as_path(item: Any) -> Path:
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        raise InvalidImageArray(_BYTES_REFUSED)
     if isinstance(item, (str, os.PathLike)):
         return Path(os.fspath(item))
     raise InvalidImageArray(
@@ -303,6 +317,8 @@ def _as_path(item: Any) -> Path:
 
 
 def _as_items(images: Any) -> list[Any]:
+    if isinstance(images, (bytes, bytearray, memoryview)):
+        raise InvalidImageArray(_BYTES_REFUSED)
     if isinstance(images, np.ndarray):
         return list(images) if images.ndim == 4 else [images]
     if isinstance(images, (str, os.PathLike)):

@@ -56,11 +56,14 @@ class SafeWriter:
         # With "\n" line ends the csv module leaves a bare "\r" unquoted, and the row then
         # cannot be read back: such rows (rare: a file name with a carriage return) are
         # written with every cell quoted; all other rows are byte-for-byte as before.
+        # The same for a `;` in a cell: a spreadsheet that splits on `;` (the usual separator
+        # where the decimal mark is a comma) would make `x;=cmd` two cells, the second a
+        # formula; inside double quotes it stays one cell of text.
         self._quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
     def writerow(self, row: Iterable[Any]) -> None:
         cells = [safe_cell(value) for value in row]
-        if any(isinstance(cell, str) and "\r" in cell for cell in cells):
+        if any(isinstance(cell, str) and ("\r" in cell or ";" in cell) for cell in cells):
             self._quoted.writerow(cells)
         else:
             self._writer.writerow(cells)

@@ -23,6 +23,7 @@ class DatasetSummary:
     splits: dict[str, int]
     augmented: int
     created: str
+    broken: str | None = None  # why its records cannot be read; None for a good dataset
 
 
 @dataclass
@@ -68,7 +69,8 @@ def summarize_datasets() -> list[DatasetSummary]:
         try:
             rows = ds.rows()
             info = ds.info()
-        except CxrCovidError:
+        except CxrCovidError as exc:  # listed with its reason, as a broken model is
+            summaries.append(DatasetSummary(ds.name, "", 0, {}, {}, 0, "", broken=str(exc)))
             continue
         classes: dict[str, int] = {}
         splits: dict[str, int] = {}

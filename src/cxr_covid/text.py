@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def format_duration(seconds: float, *, rough: bool = False) -> str:
     """A duration for people: exact (`4.2s`, `3m07s`, `2h05m`) for a measured time, or
@@ -28,3 +30,14 @@ def format_duration(seconds: float, *, rough: bool = False) -> str:
 def split_list(text: str) -> list[str]:
     """`"covid, normal,,"` -> `["covid", "normal"]`: a comma list as every option takes one."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def escape_name(name: str) -> str:
+    """A file name as text that can be written anywhere: bytes that are not UTF-8 (which
+    Python carries as lone surrogates) become `\\xNN`, e.g. `bad\\xff.png` (docs/json.md,
+    "File names"). A name that is valid UTF-8 is returned unchanged, so this is idempotent."""
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a surrogate no file system gave: escape it as \\udNNN
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")

@@ -56,6 +56,16 @@ def png_bytes(label: str, size: int, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
+def mask_png_bytes(label: str, rng: np.random.Generator, size: int = 8) -> bytes:
+    """A lung mask as the release ships one: black and white only (a grey picture is refused
+    as a mask), with some lung."""
+    mask = np.where(blob_image(label, size, rng) > 127, 255, 0).astype(np.uint8)
+    mask[2:6, 1:3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def layout_zip(layout: str, per_class: int = 10, size: int = 24, seed: int = 0) -> bytes:
     """A zip shaped like one Kaggle release, with `per_class` tiny PNGs per class (and lung
     masks beside the images in the current layout, which the catalogue must ignore)."""
@@ -67,7 +77,9 @@ def layout_zip(layout: str, per_class: int = 10, size: int = 24, seed: int = 0) 
                 name = pattern.format(i=i)
                 archive.writestr(name, png_bytes(label, size, rng))
                 if layout == "current":
-                    archive.writestr(name.replace("/images/", "/masks/"), png_bytes(label, 8, rng))
+                    archive.writestr(
+                        name.replace("/images/", "/masks/"), mask_png_bytes(label, rng)
+                    )
         for name, data in EXTRAS[layout].items():
             archive.writestr(name, data)
     return buffer.getvalue()

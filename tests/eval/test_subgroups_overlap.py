@@ -262,3 +262,31 @@ def test_real_dev_model_on_adult_normals(tmp_path: Path) -> None:
         "folder adult-normal",
         120,
     )
+
+
+def test_mirrored_copies_of_training_images_are_found(tmp_path: Path, cxr_home: Path) -> None:
+    # Issue 22, case 9: a flipped copy of a training radiograph is leakage, not external data.
+    build_dataset(cxr_home, "blobs", per_class=10, size=48)
+    dataset = resolve_dataset("blobs")
+    train = next(r for r in dataset.rows() if r.split == "train")
+    yy, xx = np.mgrid[0:48, 0:48] / 48  # smooth and lopsided, as a radiograph is
+    smooth = 40 + 150 * xx * yy + 60 * np.exp(-((yy - 0.3) ** 2 + (xx - 0.7) ** 2) / 0.02)
+    pixels = smooth.clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(dataset.file(train))
+    dataset.write_rows(
+        [
+            replace(r, sha256=sha256_file(dataset.file(r))) if r == train else r
+            for r in dataset.rows()
+        ]
+    )
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    Image.fromarray(np.ascontiguousarray(pixels[:, ::-1])).save(ext / "left-right.png")
+    Image.fromarray(np.ascontiguousarray(pixels[::-1, :])).save(ext / "up-down.png")
+    check = external_overlaps(sorted(ext.iterdir()), "blobs")
+    assert {o.path.name: o.kind for o in check.overlaps} == {
+        "left-right.png": NEAR_DUPLICATE,
+        "up-down.png": NEAR_DUPLICATE,
+    }
+    assert all(o.match == train.path for o in check.overlaps)
+    assert "mirrored" in check.summary() and "cropped" in check.to_dict()["checked_for"]

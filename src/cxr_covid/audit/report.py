@@ -14,6 +14,7 @@ import numpy as np
 
 from cxr_covid import atomic, classes, stats
 from cxr_covid.about import DISCLAIMER
+from cxr_covid.data.overlap import CHECKED_TRANSFORMATIONS
 from cxr_covid.evaluation.plots import new_figure, save_png
 
 if TYPE_CHECKING:
@@ -179,8 +180,9 @@ def _external_lines(result: AuditResult) -> list[str]:
         if ext.overlaps:
             lines.append(
                 f"\n{len(ext.overlaps)} image(s) of {ext.folder} are training or "
-                "validation images of the model (same sha256) and were left out."
+                "validation images of the model (or near-duplicates) and were left out."
             )
+        lines.append(f"\nLeakage check: {CHECKED_TRANSFORMATIONS}.")
     return lines
 
 

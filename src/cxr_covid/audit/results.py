@@ -13,6 +13,7 @@ import numpy as np
 from cxr_covid import stats
 from cxr_covid.about import DISCLAIMER
 from cxr_covid.data.lungs import DEFAULT_FILL, FILLS
+from cxr_covid.data.overlap import CHECKED_TRANSFORMATIONS
 from cxr_covid.errors import DataError, UsageError
 from cxr_covid.models import store
 
@@ -162,6 +163,7 @@ class ExternalResult:
             "folder": self.folder,
             "images": self.images,
             "overlaps_left_out": self.overlaps,
+            "overlap_checks": CHECKED_TRANSFORMATIONS,  # which copies count (data/overlap.py)
             "accuracy": _p(self.accuracy),
             "recall": {c: _p(p) for c, p in self.per_class.items()},
             "difference_from_internal": {

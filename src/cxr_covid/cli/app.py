@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from typing import Annotated, Any, NoReturn
@@ -85,6 +86,18 @@ class _CxrCovidGroup(TyperGroup):
             err.print(f"[yellow]Interrupted[/]; nothing half-written was kept{hint}.")
             raise typer.Exit(130) from None
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # The one place every way out passes: rich's console (`Console.on_broken_pipe`) and
+        # Click's own main both answer a closed pipe with SystemExit(1), the code for a bug,
+        # before (or outside) invoke's handler; `info | true` and `--version | true` too.
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as exc:
+            if exc.code == 1 and _caused_by_broken_pipe(exc):
+                _silence_stdout()
+                raise SystemExit(EXIT_BROKEN_PIPE) from None
+            raise
+
     def get_params(self, ctx: Any) -> Any:
         return _hide_flag_types(super().get_params(ctx))
 
@@ -127,18 +140,35 @@ def _hide_flag_types_below(command: Any, ctx: Any) -> None:
 EXIT_BROKEN_PIPE = 141
 
 
-def _quiet_broken_pipe() -> NoReturn:
-    """The reader of stdout went away (`predict -o - | head -3`): stop quietly.
+def _caused_by_broken_pipe(exc: BaseException) -> bool:
+    """Whether `exc` was raised while handling a closed pipe (EPIPE) on stdout or stderr."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, BrokenPipeError) or (
+            isinstance(cause, OSError) and cause.errno == errno.EPIPE
+        ):
+            return True
+        cause = cause.__context__
+    return False
 
-    Python's documented recipe: point stdout at /dev/null so the interpreter's final flush
-    cannot fail again, then exit with the code a shell gives any program killed by SIGPIPE.
-    """
+
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader of stdout went away (`predict -o - | head -3`): stop quietly, with the code
+    a shell gives any program killed by SIGPIPE."""
+    _silence_stdout()
+    raise typer.Exit(EXIT_BROKEN_PIPE)
+
+
+def _silence_stdout() -> None:
+    """Python's documented recipe: point stdout at /dev/null so the interpreter's final flush
+    cannot fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
         pass
-    raise typer.Exit(EXIT_BROKEN_PIPE)
 
 
 def _usage_error(exc: ClickUsageError) -> NoReturn:

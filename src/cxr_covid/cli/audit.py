@@ -164,8 +164,12 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
                 audit_report.cell(prop),
                 f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
             )
-        if ext.overlaps:
-            ext_table.caption = f"{len(ext.overlaps)} training/validation image(s) left out"
+        from cxr_covid.data.overlap import CHECKED_TRANSFORMATIONS
+
+        left_out = f"{len(ext.overlaps)} training/validation image(s) left out; " * bool(
+            ext.overlaps
+        )
+        ext_table.caption = escape(f"{left_out}checked for {CHECKED_TRANSFORMATIONS}")
         console.print(ext_table)
     if result.source_probe is not None:
         _render_probe(console, result.source_probe)

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
+from cxr_covid.text import escape_name
+
 # When a console's stream is not a terminal (piped, redirected to a file, a CI log), nothing
 # limits the line length, and rich's fallback of 80 columns (or $COLUMNS) would cut ids and
 # numbers in tables with an ellipsis. Such output is laid out this wide instead.
@@ -28,6 +30,12 @@ class _Console(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def _render_buffer(self, buffer: Any) -> str:
+        # A file name that is not UTF-8 (`bad\xff.png`) reaches messages as lone surrogates,
+        # which no UTF-8 stream can write: every line is written with them escaped, `\xff`,
+        # as the results files write them (docs/json.md, "File names").
+        return escape_name(super()._render_buffer(buffer))
 
 
 out = _Console(highlight=False)

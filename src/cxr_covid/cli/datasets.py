@@ -23,10 +23,15 @@ def _counts(counts: dict[str, int]) -> str:
 
 def datasets_table(datasets: list[Any]) -> Table:
     """The datasets as a table, in the style of `models list`."""
-    table = Table(title="Datasets", title_justify="left")
+    broken = [d for d in datasets if getattr(d, "broken", None)]
+    caption = "\n".join(escape(f"{d.name} is broken: {d.broken}") for d in broken) or None
+    table = Table(title="Datasets", title_justify="left", caption=caption, caption_justify="left")
     for column in ("name", "source", "images", "classes", "train/val/test", "augmented", "created"):
         table.add_column(column)
     for d in datasets:
+        if getattr(d, "broken", None):
+            table.add_row(escape(d.name), "[red]broken[/]", *["-"] * 5)
+            continue
         splits = "/".join(str(d.splits.get(s, 0)) for s in ("train", "val", "test"))
         table.add_row(
             escape(d.name),

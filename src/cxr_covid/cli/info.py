@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cxr_covid.cli.console import err, out, print_json
@@ -32,7 +33,12 @@ def info(
     versions.add_row("devices", devices or "none")
     out.print(versions)
 
-    datasets = Table(title="Datasets", title_justify="left")
+    broken = "\n".join(
+        escape(f"{d.name} is broken: {d.broken}") for d in report.datasets if d.broken
+    )
+    datasets = Table(
+        title="Datasets", title_justify="left", caption=broken or None, caption_justify="left"
+    )
     for column in (
         "name",
         "source",
@@ -44,6 +50,9 @@ def info(
     ):
         datasets.add_column(column)
     for ds in report.datasets:
+        if ds.broken:  # listed, with its reason under the table, as `datasets list` does
+            datasets.add_row(escape(ds.name), "[red]broken[/]", *["-"] * 5)
+            continue
         datasets.add_row(
             ds.name,
             ds.source,

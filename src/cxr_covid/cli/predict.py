@@ -64,9 +64,10 @@ def predict(
         ),
     ] = 32,
     threshold: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--threshold",
+            metavar="CLASS=T",
             help="Decision rule CLASS=T, e.g. covid=0.3: that class when its probability "
             ">= T, else the argmax of the others (default: the model's stored operating "
             "point, else the argmax).",
@@ -79,10 +80,16 @@ def predict(
 
     from cxr_covid.api import load_model
     from cxr_covid.cli.progress_view import RichReporter
-    from cxr_covid.errors import PartialFailure
+    from cxr_covid.errors import PartialFailure, UsageError
     from cxr_covid.inference.files import expand_inputs
     from cxr_covid.inference.predict import STDOUT, predict_to_file
 
+    if threshold is not None and len(threshold) > 1:
+        # Typer would keep the last silently; one rule is all predict applies.
+        raise UsageError(
+            f"--threshold given {len(threshold)} times ({', '.join(threshold)}): give one "
+            "rule, CLASS=T"
+        )
     files = expand_inputs(paths, recursive)
     # Through the Python API's loader (same core as `cxr_covid.load_model`): a store id, a
     # model folder or a pack file. `loaded` keeps an opened pack's folder alive meanwhile.
@@ -100,7 +107,7 @@ def predict(
                 overwrite=overwrite,
                 batch_size=batch_size,
                 reporter=reporter,
-                threshold=threshold,
+                threshold=threshold[0] if threshold else None,
             )
     except KeyboardInterrupt:
         where = "" if out_file == STDOUT else f"; every finished row is in {escape(out_file)}"

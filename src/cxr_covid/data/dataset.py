@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import atomic, paths
+from cxr_covid import atomic, jsonfile, paths
 from cxr_covid.data.manifest import ManifestRow, manifest_hash, read_manifest, write_manifest
 from cxr_covid.errors import DataError, UsageError
 
@@ -70,11 +70,11 @@ class Dataset:
 
     def info(self) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = json.loads(self.info_path.read_text(encoding="utf-8"))
+            data: dict[str, Any] = jsonfile.loads(self.info_path.read_text(encoding="utf-8"))
             return data
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{self.info_path}: corrupt dataset record ({exc})") from exc
 
     def write_info(self, info: dict[str, Any]) -> None:

@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
 
+from cxr_covid.atomic import WRITE_ERRNOS
 from cxr_covid.data.manifest import sha256_file
 from cxr_covid.data.sources import CREDENTIALS_HELP, OFFLINE_HELP, Credentials
-from cxr_covid.errors import DownloadError
+from cxr_covid.errors import DownloadError, UsageError, WriteError
 
 try:
     import fcntl
@@ -176,6 +179,8 @@ def fetch(
     sleep: Callable[[float], None] = time.sleep,
     lock: bool = True,
     access_help: str = CREDENTIALS_HELP,
+    max_bytes: int | None = None,
+    limit_hint: str = "",
 ) -> Path:
     """Download `url` to `target` (resuming a `.part` file left by an earlier attempt).
 
@@ -184,11 +189,72 @@ def fetch(
     proved wrong (web page, size or hash mismatch) is deleted. `lock=False` when the caller
     already holds `download_lock(target)`. `access_help` is the advice given when the server
     wants a login (401/403, or a sign-in page): Kaggle's credentials only suit Kaggle.
+
+    `max_bytes` bounds the transfer (issue 22, case 4): a declared length above it, or above
+    the free space, is refused before a byte is written; a body that runs past it is cut off.
+    Either way the `.part` file is removed and named in the error; `limit_hint` says how to
+    raise the bound.
     """
+    check_url(url)
+    bound = _Bound(max_bytes, limit_hint)
     with download_lock(target) if lock else contextlib.nullcontext():
         return _fetch(
-            url, target, credentials, expected_size, sha256, policy, progress, sleep, access_help
+            url,
+            target,
+            credentials,
+            expected_size,
+            sha256,
+            policy,
+            progress,
+            sleep,
+            access_help,
+            bound,
         )
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """How many bytes a transfer may bring, checked before and while writing."""
+
+    max_bytes: int | None
+    hint: str = ""
+
+    def check_declared(self, part: Path, declared: int | None, have: int, host: str) -> None:
+        if declared is None:
+            return
+        if self.max_bytes is not None and declared > self.max_bytes:
+            _discard(part)
+            raise DownloadError(
+                f"{host} declares {declared:,} bytes, more than the limit of "
+                f"{self.max_bytes:,} bytes{self.hint}; refused before writing ({part} removed)"
+            )
+        free = shutil.disk_usage(part.parent).free
+        if declared - have > free:
+            _discard(part)
+            raise WriteError(
+                f"cannot write {part}: {host} declares {declared:,} bytes but only {free:,} "
+                f"are free in {part.parent}; free some space (refused before writing)"
+            )
+
+    def check_written(self, part: Path, done: int, host: str) -> None:
+        if self.max_bytes is not None and done > self.max_bytes:
+            _discard(part)
+            raise DownloadError(
+                f"download from {host} ran past {done:,} bytes, more than the limit of "
+                f"{self.max_bytes:,} bytes{self.hint}; stopped ({part} removed)"
+            )
+
+
+def check_url(url: str, flag: str = "URL") -> None:
+    """UsageError (one line) for a URL that cannot be parsed or names no host:
+    `http://[::1/x.zip` made urllib raise ValueError deep in the download."""
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - parsing the port is what raises for `:99999`
+    except ValueError as exc:
+        raise UsageError(f"{flag} {url!r}: not a valid URL ({exc})") from None
+    if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"{flag} {url!r}: not a valid URL (expected http(s)://HOST/...)")
 
 
 def _fetch(
@@ -201,6 +267,7 @@ def _fetch(
     progress: ByteProgress | None,
     sleep: Callable[[float], None],
     access_help: str,
+    bound: _Bound,
 ) -> Path:
     policy = policy or RetryPolicy.from_env()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +283,16 @@ def _fetch(
             have = part.stat().st_size if part.exists() else 0
             try:
                 total = _attempt(
-                    session, url, part, have, host, credentials, policy, progress, access_help
+                    session,
+                    url,
+                    part,
+                    have,
+                    host,
+                    credentials,
+                    policy,
+                    progress,
+                    access_help,
+                    bound,
                 )
                 break
             except _Retry as exc:
@@ -258,6 +334,7 @@ def _attempt(
     policy: RetryPolicy,
     progress: ByteProgress | None,
     access_help: str,
+    bound: _Bound,
 ) -> int | None:
     """One request. Returns the expected total size (None if the server did not say)."""
     headers = {"Range": f"bytes={have}-"} if have else {}
@@ -306,6 +383,7 @@ def _attempt(
                 validator.write_text(tag, encoding="utf-8")
             else:
                 _discard(validator)
+        bound.check_declared(part, total, have, host)
         ctype = response.headers.get("Content-Type", "").lower()
         if "text/html" in ctype:
             _discard(part)
@@ -317,30 +395,59 @@ def _attempt(
             raise DownloadError(
                 f"{host} answered with a message instead of a zip: {' '.join(text.split())}"
             )
-        done = have
-        first = True
+        done = [have]  # bytes in the .part file, kept up to date by _write_chunks
         try:
             with part.open(mode) as handle:
-                for chunk in response.iter_content(CHUNK):
-                    if not chunk:
-                        continue
-                    if first and mode == "wb" and _looks_like_html(chunk):
-                        handle.close()
-                        _discard(part)
-                        raise DownloadError(_html_message(host, access_help))
-                    first = False
-                    handle.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
+                _write_chunks(
+                    response.iter_content(CHUNK),
+                    handle,
+                    part,
+                    mode == "wb",
+                    done,
+                    (total, host, access_help, bound, progress),
+                )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retry(f"connection to {host} dropped after {done} bytes ({exc})") from None
+            raise _Retry(f"connection to {host} dropped after {done[0]} bytes ({exc})") from None
         except requests.RequestException as exc:
             # ChunkedEncodingError / ContentDecodingError: the stream broke off mid-body.
-            raise _Retry(f"transfer from {host} broke off after {done} bytes ({exc})") from None
-    if total is not None and done < total:
-        raise _Retry(f"{host} closed the connection after {done} of {total} bytes")
+            raise _Retry(f"transfer from {host} broke off after {done[0]} bytes ({exc})") from None
+        except OSError as exc:  # a full disk (on a write or the closing flush): name the file
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            _discard(part)
+            raise WriteError(f"cannot write {part}: {exc.strerror or exc} (removed)") from None
+    if total is not None and done[0] < total:
+        raise _Retry(f"{host} closed the connection after {done[0]} of {total} bytes")
     return total
+
+
+def _write_chunks(
+    chunks: Iterator[bytes],
+    handle: Any,
+    part: Path,
+    fresh: bool,
+    done: list[int],
+    context: tuple[int | None, str, str, _Bound, ByteProgress | None],
+) -> None:
+    """Append the body to the open `.part` file, counting into `done[0]`: a web page as the
+    first chunk of a fresh file, or a body past the bound, removes the file and raises."""
+    total, host, access_help, bound, progress = context
+    first = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if first and fresh and _looks_like_html(chunk):
+            handle.close()
+            _discard(part)
+            raise DownloadError(_html_message(host, access_help))
+        first = False
+        done[0] += len(chunk)
+        if bound.max_bytes is not None and done[0] > bound.max_bytes:
+            handle.close()
+            bound.check_written(part, done[0], host)
+        handle.write(chunk)
+        if progress is not None:
+            progress(done[0], total)
 
 
 def _check_status(
@@ -365,10 +472,9 @@ def _check_status(
             f"HTTP {status} from {host}: the server wants credentials; {access_help}"
         )
     if status == 404:
-        raise DownloadError(
-            f"HTTP 404 from {host}: no such file (check --release N, or the URL "
-            f"{_host(response.url)}{urlparse(response.url).path})"
-        )
+        where = f"{_host(response.url)}{urlparse(response.url).path}"
+        check = "--release N, or the URL" if access_help == CREDENTIALS_HELP else "the URL"
+        raise DownloadError(f"HTTP 404 from {host}: no such file (check {check} {where})")
     raise DownloadError(f"HTTP {status} {response.reason or ''} from {host}".rstrip())
 
 

@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from cxr_covid.atomic import WRITE_ERRNOS, write_error
 from cxr_covid.errors import ArchiveError
 from cxr_covid.progress import NULL, Reporter
+from cxr_covid.text import escape_name
 
 # Progress task names (cxr_covid.progress).
 UNPACKING = "Unpacking"
@@ -201,6 +203,8 @@ def safe_extract(
     except RuntimeError as exc:  # encrypted members
         raise ArchiveError(f"{zip_path.name}: cannot extract ({exc})") from exc
     except OSError as exc:  # e.g. a file and a folder of the same name, or a full disk
+        if exc.errno in WRITE_ERRNOS:  # the disk's problem, not the archive's: exit 10
+            raise write_error(exc.filename or dest, exc) from exc
         raise ArchiveError(f"{zip_path.name}: cannot extract ({exc})") from exc
     return written
 
@@ -270,7 +274,9 @@ def copy_tree(
     result = CopyResult()
     reporter.start(COPYING, total=len(files), unit="files")
     for index, path in enumerate(files, 1):
-        rel = path.relative_to(source).as_posix()
+        # A name that is not UTF-8 (`bad\xff.png`) is copied under its escaped name, so the
+        # manifest, reports and the file on disk all agree (docs/json.md, "File names").
+        rel = escape_name(path.relative_to(source).as_posix())
         real = path.resolve()
         if real != root and root not in real.parents:
             result.skipped.append((rel, f"a link to {real}, outside {root}: not followed"))
@@ -279,7 +285,7 @@ def copy_tree(
             if problem is not None:
                 result.skipped.append((rel, problem))
             else:
-                target = dest / path.relative_to(source)
+                target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
                 result.written.append(target)

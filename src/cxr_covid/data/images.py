@@ -16,6 +16,7 @@ import io
 import numbers
 import os
 import stat
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -241,6 +242,7 @@ def _read_dicom(data: bytes, name: str = "<bytes>") -> np.ndarray:
             apply_modality_lut,
             apply_voi_lut,
         )
+    check_deflated_dicom(data, name)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
         rows, cols = int(dataset.Rows), int(dataset.Columns)
@@ -266,6 +268,35 @@ def _read_dicom(data: bytes, name: str = "<bytes>") -> np.ndarray:
         scaled = 1.0 - scaled  # MONOCHROME1 stores bone dark: invert to the usual look
     gray = np.rint(scaled * 255.0).astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+# A Deflated Explicit VR Little Endian file holds its whole dataset deflated, and pydicom
+# inflates all of it into memory before a tag is read: a 510 KB file of zeros became 1.78 GB
+# (issue 22, case 11). The inflated dataset may be no larger than a file we would read
+# uncompressed (MAX_FILE_BYTES); it is inflated here with that bound before pydicom sees it.
+DEFLATED_TRANSFER_SYNTAX = b"1.2.840.10008.1.2.1.99"
+MAX_DICOM_DATASET_BYTES = MAX_FILE_BYTES
+
+
+def check_deflated_dicom(data: bytes, name: str = "<bytes>") -> None:
+    """ImageError when `data` is a deflated DICOM whose dataset inflates past
+    MAX_DICOM_DATASET_BYTES (or does not inflate at all); other files pass untouched."""
+    if data[128:132] != b"DICM" or data[136:138] != b"UL":
+        return  # not a standard Part 10 file: pydicom judges it
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    if DEFLATED_TRANSFER_SYNTAX not in data[144:meta_end]:
+        return
+    bound = MAX_DICOM_DATASET_BYTES
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = len(inflater.decompress(data[meta_end:], bound + 1))
+    except zlib.error as exc:
+        raise ImageError(f"{name}: not a readable DICOM image (deflated data: {exc})") from None
+    if inflated > bound:
+        raise ImageError(
+            f"{name}: deflated DICOM inflates to more than {bound:,} bytes, the most an "
+            "image file may be (a deflate bomb?); refused before decoding"
+        )
 
 
 def _scale_to_uint8(values: np.ndarray, bits: int, name: str) -> np.ndarray:

@@ -36,8 +36,8 @@ from cxr_covid.data.catalog import (
     parse_classes,
 )
 from cxr_covid.data.dataset import Dataset, check_name, dataset_path
-from cxr_covid.data.download import download_lock, fetch, part_path
-from cxr_covid.data.extract import Limits, copy_tree, safe_extract
+from cxr_covid.data.download import check_url, download_lock, fetch, part_path
+from cxr_covid.data.extract import MAX_BYTES_ENV, Limits, copy_tree, safe_extract
 from cxr_covid.data.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, read_image
 from cxr_covid.data.manifest import (
     MANIFEST_FORMAT,
@@ -154,6 +154,7 @@ def resolve_source(
     if url is not None:
         if not url.lower().startswith(("http://", "https://")):
             raise UsageError(f"--url {url!r}: expected an http:// or https:// URL")
+        check_url(url, "--url")
         return Source("url", url)
     if from_zip is not None:
         path = Path(from_zip).expanduser()
@@ -347,6 +348,9 @@ def _fetch_archive(
         progress=lambda done, total: reporter.advance(DOWNLOADING, done, total),
         lock=False,
         access_help=CREDENTIALS_HELP if source.kind == "kaggle" else MIRROR_ACCESS_HELP,
+        # An archive may not be larger than what it may unpack to (extract.Limits).
+        max_bytes=Limits.from_env().max_bytes,
+        limit_hint=f" (set {MAX_BYTES_ENV} to allow more)",
     )
     reporter.finish(DOWNLOADING)
 

@@ -55,6 +55,12 @@ IMAGE_FOLDER = "images"
 _ASPECT_TOLERANCE = 0.03
 
 
+# A lung mask is black and white. The 120 release masks of the dev set have no pixel between
+# 32 and 223 (measured); antialiased or re-compressed masks have a thin grey rim. More grey
+# than this (a gradient, a photo, a heat map) is refused rather than cut at 127 in silence.
+MAX_GREY_FRACTION = 0.05
+
+
 def fixed_lung_field(height: int, width: int) -> np.ndarray:
     """The documented fixed lung region at (height, width): a boolean (H, W) array."""
     ys = (np.arange(height, dtype=np.float64) + 0.5) / height
@@ -91,6 +97,13 @@ def read_mask(path: Path, height: int, width: int) -> np.ndarray:
         raise DataError(
             f"{path}: lung mask is {mask_w}x{mask_h}, which does not match its image "
             f"({width}x{height}); is it the mask of another image?"
+        )
+    grey_levels = np.asarray(gray, dtype=np.uint8)
+    between = float(np.mean((grey_levels >= 32) & (grey_levels <= 223)))
+    if between > MAX_GREY_FRACTION:
+        raise DataError(
+            f"{path}: not a lung mask: {100 * between:.0f}% of its pixels are grey, neither "
+            "black nor white (a mask is lungs white on black; is it a picture or a heat map?)"
         )
     if (mask_w, mask_h) != (width, height):
         gray = gray.resize((width, height), Image.Resampling.NEAREST)

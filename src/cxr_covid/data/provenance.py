@@ -32,6 +32,7 @@ from cxr_covid import classes as cls
 from cxr_covid.data.confounding import ProvenanceSummary, summarize
 from cxr_covid.data.dataset import Dataset
 from cxr_covid.data.manifest import ORIGINAL, UNKNOWN, ManifestRow
+from cxr_covid.data.workbook_limits import check_workbook_size
 from cxr_covid.errors import DataError
 
 CHILD = "child"
@@ -266,6 +267,7 @@ def read_workbook(path: Path) -> list[tuple[str, str]]:
     is not a readable workbook or has no FILE NAME and URL columns."""
     from openpyxl import load_workbook
 
+    check_workbook_size(path)  # a cell bomb is refused before openpyxl inflates it
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except FileNotFoundError:

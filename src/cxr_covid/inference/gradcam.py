@@ -32,6 +32,7 @@ from cxr_covid.errors import CxrCovidError, DependencyError, UsageError, WriteEr
 from cxr_covid.inference.files import output_stems
 from cxr_covid.models.store import StoredModel
 from cxr_covid.progress import NULL, Reporter
+from cxr_covid.text import escape_name
 
 # A perceptual map (even steps of heat look like even steps of colour, unlike jet's bands),
 # drawn with an opacity that follows the heat: cold regions show the film untouched.
@@ -382,8 +383,8 @@ def output_paths(paths: Sequence[Path], out: str | None) -> list[tuple[Path, Pat
     if target.exists() and not target.is_dir():
         raise UsageError(f"--out {target} exists and is not a folder")
     return [
-        (target / (s.as_posix() + HEATMAP_SUFFIX), target / (s.as_posix() + PANEL_SUFFIX))
-        for s in output_stems(paths)
+        (target / (stem + HEATMAP_SUFFIX), target / (stem + PANEL_SUFFIX))
+        for stem in (escape_name(s.as_posix()) for s in output_stems(paths))
     ]
 
 
@@ -431,11 +432,12 @@ def heatmap_files(
             )
             result.ood = flagged
             blended = overlay(image, heat, colormap, alpha)
-            text = png_text(record.id, record.classes, cam, path.name, caption)
+            name = escape_name(path.name)  # a PNG text chunk holds UTF-8 only
+            text = png_text(record.id, record.classes, cam, name, caption)
             atomic.write_bytes(heat_path, png_bytes(blended, text))
             atomic.write_bytes(
                 panel_path,
-                panel_png(image, blended, record.classes, cam, colormap, path.name, caption, text),
+                panel_png(image, blended, record.classes, cam, colormap, name, caption, text),
             )
             result.heatmap, result.panel = heat_path, panel_path
             result.predicted = record.classes[int(cam.probabilities.argmax())]

@@ -45,6 +45,7 @@ from cxr_covid.inference.operating_point import (
 from cxr_covid.inference.scoring import Scorer, probabilities_label
 from cxr_covid.models.store import ModelRecord, StoredModel
 from cxr_covid.progress import NULL, Reporter
+from cxr_covid.text import escape_name
 
 FORMATS = ("csv", "jsonl")
 STDOUT = "-"
@@ -76,8 +77,9 @@ def infer_format(out: str, fmt: str | None) -> str:
 
 
 def path_key(path: str | Path) -> str:
-    """How `resume` recognises an input: its absolute, normalised path."""
-    return os.path.normcase(os.path.abspath(str(path)))
+    """How `resume` recognises an input: its absolute, normalised path, escaped as the
+    results file writes it (a name that is not UTF-8)."""
+    return os.path.normcase(os.path.abspath(escape_name(str(path))))
 
 
 @dataclass
@@ -149,7 +151,7 @@ class RowWriter:
 
     def row(self, prediction: Prediction) -> dict[str, Any]:
         probs = prediction.probabilities
-        row: dict[str, Any] = {"path": str(prediction.path)}
+        row: dict[str, Any] = {"path": escape_name(str(prediction.path))}
         if probs is None:
             row["predicted_class"] = None
             row.update({f"p_{c}": None for c in self.classes})
@@ -163,7 +165,7 @@ class RowWriter:
         row["ood_score"] = score
         row["calibration"] = self.calibration if probs is not None else None
         row["model"] = self.model_id
-        row["error"] = prediction.error
+        row["error"] = None if prediction.error is None else escape_name(prediction.error)
         return row
 
     def write(self, predictions: Sequence[Prediction]) -> None:

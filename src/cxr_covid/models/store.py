@@ -17,11 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import atomic, paths
+from cxr_covid import atomic, jsonfile, paths
 from cxr_covid.data.dataset import check_name
 from cxr_covid.data.images import Preprocessing
 from cxr_covid.errors import ModelError
 from cxr_covid.models.records import History, SavedEvaluation, evaluations_from_list
+from cxr_covid.models.validation import decision_rule_problem
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "model.json"
@@ -121,7 +122,7 @@ def record_problem(record: ModelRecord) -> str | None:
         Preprocessing.from_dict(record.preprocessing)
     except (TypeError, ValueError) as exc:
         return f"preprocessing: {exc}"
-    return None
+    return decision_rule_problem(record.calibration, record.operating_point, classes)
 
 
 def check_network_matches(model: Any, record: ModelRecord, where: Path) -> None:
@@ -153,7 +154,7 @@ def read_record(path: Path) -> ModelRecord:
     is read (StoredModel.record and reload_record come here), so every check of a stored
     record belongs here."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsonfile.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ModelError(f"{path.parent}: no {RECORD_FILE}; not a cxr-covid model") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -228,10 +229,46 @@ def load_keras_file(path: Path, *, compile: bool = False) -> Any:
             f"{path}: corrupt or truncated model file, not a loadable Keras model "
             "(not a complete .keras zip archive)"
         )
+    check_keras_archive(path)
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as exc:
         raise ModelError(f"{path}: {_load_failure(exc)}") from exc
+
+
+# A .keras file is a zip of config.json + metadata.json (text: a few KB to ~1 MB for the
+# study's networks) and model.weights.h5 (the weights). Keras reads the JSON whole into memory,
+# so a deflate bomb there cost gigabytes on every load (issue 22, case 5). The bounds, checked
+# on the declared sizes before Keras opens the file (Python's zipfile never inflates a member
+# past its declared size):
+MAX_KERAS_JSON_BYTES = 16 * 1024**2  # config.json / metadata.json
+MAX_KERAS_UNPACKED_BYTES = 8 * 1024**3  # everything: weights of the largest network x ~90
+MAX_KERAS_MEMBERS = 1000
+
+
+def check_keras_archive(path: Path) -> None:
+    """ModelError when the .keras zip would inflate beyond the bounds above, or inflates
+    more than 100x (the dataset archives' per-member rule, data/extract.py)."""
+    import zipfile
+
+    from cxr_covid.data.extract import Limits, check_archive
+    from cxr_covid.errors import ArchiveError
+
+    limits = Limits(max_bytes=MAX_KERAS_UNPACKED_BYTES, max_members=MAX_KERAS_MEMBERS)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = check_archive(archive, limits, path.stat().st_size)
+    except ArchiveError as exc:
+        raise ModelError(f"{path}: refused model file: {exc}") from exc
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path}: corrupt or truncated model file ({exc})") from exc
+    for info in members:
+        if info.filename.endswith(".json") and info.file_size > MAX_KERAS_JSON_BYTES:
+            raise ModelError(
+                f"{path}: refused model file: its {info.filename} would inflate to "
+                f"{info.file_size:,} bytes, more than the limit of {MAX_KERAS_JSON_BYTES:,} "
+                "(a real one is a few KB; a bomb?)"
+            )
 
 
 def _load_failure(exc: Exception) -> str:

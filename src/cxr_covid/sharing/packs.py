@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cxr_covid import atomic, paths
+from cxr_covid import atomic, jsonfile, paths
 from cxr_covid.about import __version__
 from cxr_covid.data.dataset import check_name
-from cxr_covid.data.download import fetch
+from cxr_covid.data.download import check_url, fetch
 from cxr_covid.data.extract import Limits, safe_extract
 from cxr_covid.data.manifest import sha256_file
 from cxr_covid.errors import DownloadError, ModelError, UsageError, WriteError
@@ -49,6 +49,15 @@ PACK_MANIFEST = "cxr-covid-pack.json"
 PACK_KIND = "cxr-covid-model"
 PACK_FORMAT = 1
 PACK_SUFFIX = ".cxr-model.zip"
+# The most a pack may be, downloaded (issue 22, case 4): the study's largest network,
+# Inception v3, packs to about 90 MB; 2 GiB leaves room for far larger ones while an endless
+# or lying server is stopped long before the disk fills.
+MAX_PACK_BYTES = 2 * 1024**3
+# What to do when a model URL answers with a sign-in or error page: no Kaggle credentials.
+MODEL_ACCESS_HELP = (
+    "this server wants a login that cxr-covid cannot give; download the pack in a browser "
+    "and import the file: cxr-covid models import PATH"
+)
 PACK_FILES = (store.MODEL_FILE, store.RECORD_FILE, CARD_FILE, PREPROCESSING_FILE)
 
 ByteProgress = Callable[[int, int | None], None]
@@ -111,11 +120,7 @@ def pack_model(
     record = stored.record()
     if not stored.model_path.is_file():
         raise ModelError(f"{stored.root}: no {store.MODEL_FILE}; not a complete model")
-    target = Path(out).expanduser() if out is not None else Path(record.id + PACK_SUFFIX)
-    if target.is_dir():
-        target = target / (record.id + PACK_SUFFIX)
-    if target.exists() and not force:
-        raise UsageError(f"{target} exists: choose another --out, or add --force to replace it")
+    target = _pack_target(out, record.id, force)
     texts = {
         store.RECORD_FILE: json.dumps(record.to_dict(), indent=2, default=str) + "\n",
         CARD_FILE: render(record, dataset_info_for(record)),
@@ -171,6 +176,29 @@ def pack_model(
     return PackResult(record.id, target, digest, size, files[store.MODEL_FILE]["bytes"], recorded)
 
 
+def _pack_target(out: Path | None, model_id: str, force: bool) -> Path:
+    """Where the pack goes. Never `-` (a pack is a binary zip plus its .sha256 file, not a
+    stream) and never over anything but a regular file: `--force` over /dev/null as root
+    used to replace the device node (issue 22, case 7)."""
+    if out is not None and str(out) == "-":
+        raise UsageError(
+            "--out -: a pack cannot be written to standard output (it is a zip with a "
+            ".sha256 file beside it); give a file name"
+        )
+    target = Path(out).expanduser() if out is not None else Path(model_id + PACK_SUFFIX)
+    if target.is_dir():
+        target = target / (model_id + PACK_SUFFIX)
+    for path in (target, target.with_name(target.name + ".sha256")):
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise UsageError(
+                f"{path} exists and is not a regular file (a device, pipe, socket or broken "
+                "link): it is never replaced, even with --force; choose another --out"
+            )
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists: choose another --out, or add --force to replace it")
+    return target
+
+
 def open_pack(archive: Path, dest: Path, *, limits: Limits | None = None) -> Path:
     """Unpack and verify a pack into the new folder `dest`; returns `dest`.
 
@@ -213,7 +241,7 @@ def open_pack(archive: Path, dest: Path, *, limits: Limits | None = None) -> Pat
 def _read_manifest(folder: Path, name: str) -> dict[str, Any]:
     path = folder / PACK_MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = jsonfile.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(
             f"{name}: not a cxr-covid model pack (no {PACK_MANIFEST}; make one with "
@@ -273,9 +301,18 @@ def import_model(
         check_name(name)
     downloaded: Path | None = None
     if _is_url(source):
+        check_url(source)
         key = hashlib.sha256(_public_source(source).encode()).hexdigest()[:16]
         downloaded = paths.ensure(paths.home() / "downloads") / f"model-{key}.zip"
-        archive = fetch(source, downloaded, sha256=sha256, progress=progress)
+        archive = fetch(
+            source,
+            downloaded,
+            sha256=sha256,
+            progress=progress,
+            access_help=MODEL_ACCESS_HELP,
+            max_bytes=MAX_PACK_BYTES,
+            limit_hint=" (the most a model pack may be)",
+        )
     else:
         archive = Path(source).expanduser()
         if not archive.is_file():
