@@ -35,6 +35,7 @@ from cxr_covid.models import store
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.reproduce import seeds as reproduce_seeds
 from cxr_covid.text import format_duration
+from cxr_covid.training.precision import in_auto_precision
 
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
@@ -391,6 +392,7 @@ def _train_counts(dataset: Any) -> tuple[int, int, int]:
     return original, augmented, val
 
 
+@in_auto_precision  # timed in the precision its training will use
 def measure_step_seconds(arch: str, image_size: int, batch_size: int, steps: int = 3) -> float:
     """Seconds per training step of a fresh model on random pixels, after one warm-up step."""
     import keras

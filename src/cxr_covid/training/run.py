@@ -40,7 +40,8 @@ from cxr_covid.models.flops import summarize as _summarize
 from cxr_covid.models.records import HISTORY_COLUMNS, History
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.training import limits, resume_state
-from cxr_covid.training.distribute import PRECISIONS, STRATEGIES, Placement
+from cxr_covid.training.distribute import STRATEGIES, Placement
+from cxr_covid.training.precision import check_request as check_precision
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -63,7 +64,7 @@ class TrainConfig:
     augment: bool = False
     deterministic: bool = False
     strategy: str = "auto"
-    precision: str = "float32"
+    precision: str = "auto"  # training/precision.py
     resize: str = "nearest"
     group: str | None = None  # models trained together with several seeds (`--seeds`)
     calibrate: bool = True  # fit temperature scaling and the OOD guard at the end (scoring.py)
@@ -105,10 +106,7 @@ class TrainConfig:
             raise UsageError(
                 f"unknown strategy {self.strategy!r} (choose from: {', '.join(STRATEGIES)})"
             )
-        if self.precision not in PRECISIONS:
-            raise UsageError(
-                f"unknown precision {self.precision!r} (choose from: {', '.join(PRECISIONS)})"
-            )
+        check_precision(self.precision, self.deterministic)
         if self.resize not in RESIZE_METHODS:
             raise UsageError(
                 f"unknown resize method {self.resize!r} (choose from: {', '.join(RESIZE_METHODS)})"
@@ -161,6 +159,7 @@ class RunInfo:
     device: str
     precision: str
     notes: list[str] = field(default_factory=list)
+    precision_reason: str = ""
 
 
 @dataclass
@@ -245,6 +244,7 @@ class _State:
     resumed: int = 0
     manifest_sha256: str = ""
     started: str = ""
+    precision: str = ""  # the Keras policy the run's epochs use (a resume keeps it)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> _State:
@@ -582,7 +582,7 @@ def _train_run(run: _RunContext) -> TrainResult:
     started = time.perf_counter()
     config = run.config
     rows = _checked_rows(run)
-    placement = _place(config)
+    placement = _place(config, run.state)
     prep = Preprocessing(image_size=config.image_size, resize=config.resize, input=config.input)
     recipe, composition = _recipe(config, rows.train)
     cache_args: dict[str, Any] = {"rows": rows.all, "classes": rows.classes}
@@ -644,13 +644,19 @@ def _checked_rows(run: _RunContext) -> _Rows:
     return _Rows(list(rows), digest, classes, train_rows, val_rows, augmented)
 
 
-def _place(config: TrainConfig) -> Placement:
+def _place(config: TrainConfig, state: _State) -> Placement:
     """The devices and strategy, with the seed and op determinism set before any model."""
     import keras
 
     from cxr_covid.training import distribute
 
-    placement = distribute.place(config.strategy, config.precision)
+    placement = distribute.place(
+        config.strategy,
+        config.precision,
+        deterministic=config.deterministic,
+        started_with=state.precision,
+    )
+    state.precision = placement.precision
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         _op_determinism(True)
@@ -746,6 +752,7 @@ def _run_info(
         device=placement.device,
         precision=placement.precision,
         notes=placement.notes,
+        precision_reason=placement.precision_reason,
     )
 
 
@@ -818,6 +825,7 @@ def _record(
             "replicas": placement.replicas,
             "workers": placement.workers,
             "precision_used": placement.precision,
+            "precision_reason": placement.precision_reason,
             "notes": placement.notes,
         },
         history=History.from_dict(state.history),
