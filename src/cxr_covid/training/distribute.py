@@ -20,10 +20,9 @@ from typing import Any
 
 from cxr_covid.errors import UsageError
 from cxr_covid.training import precision as precisions
-from cxr_covid.training.precision import PRECISIONS
+from cxr_covid.training.precision import PRECISIONS as PRECISIONS  # re-exported
 
 STRATEGIES: tuple[str, ...] = ("auto", "one-device", "mirrored", "multi-worker")
-__all__ = ["PRECISIONS", "STRATEGIES", "Placement", "place"]
 
 
 @dataclass
