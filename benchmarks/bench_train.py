@@ -15,6 +15,13 @@ Measured side by side in one run (ratios are what count on a shared machine):
     Goal: large/small <= 1.25 and < 3 GiB.
 (c) images/s and achieved GFLOP/s (training = 3x forward FLOPs) of both architectures fed by
     the pipeline, against an estimate of the machine's FP32 peak.
+
+`--precision` measures only issue 18's comparison instead: images/s of `train --precision
+float32` against `--precision bfloat16` (Keras mixed_bfloat16), for each of `--archs`,
+interleaved over `--rounds` rounds (median). Goal: >= 2.5x on a CPU with AMX. It prints the
+CPU's bfloat16 flags and skips, saying why, where there are none (`--force` measures anyway):
+
+    PYTHONPATH=src python benchmarks/bench_train.py --precision [--force] [--write]
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ sys.path.insert(0, str(REPO))  # tests.helpers: the same generated images the te
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SECTION = "## Training"
+PRECISION_SECTION = "## Training precision: float32 vs bfloat16"
 
 
 def _vm_hwm_bytes() -> int:
@@ -58,13 +66,22 @@ def _set_home(home: Path) -> None:
 # --- (a) and (c): throughput ---------------------------------------------------------------
 
 
-def _pipeline_run(arch: str, size: int, batch: int, epochs: int, seed: int) -> float:
+def _pipeline_run(
+    arch: str, size: int, batch: int, epochs: int, seed: int, precision: str = "float32"
+) -> float:
     from cxr_covid.models import store
     from cxr_covid.training import run as training
 
     result = training.train(
         training.TrainConfig(
-            arch=arch, dataset="bench", epochs=epochs, batch_size=batch, image_size=size, seed=seed
+            arch=arch,
+            dataset="bench",
+            epochs=epochs,
+            batch_size=batch,
+            image_size=size,
+            seed=seed,
+            precision=precision,
+            calibrate=False,
         )
     )
     store.remove(result.model)
@@ -325,10 +342,10 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = SECTION) -> None:
     path = REPO / "docs" / "performance.md"
     current = path.read_text(encoding="utf-8")
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(current):
         updated = pattern.sub(lambda _: text + "\n", current)
     else:
@@ -374,6 +391,54 @@ def guard_cost(args: argparse.Namespace) -> None:
     print(f"guard / training, scaled to 30 epochs: {guard_s / (per_epoch * 30):.3%}")
 
 
+def precision_comparison(args: argparse.Namespace) -> str | None:
+    """Issue 18: float32 vs bfloat16 training images/s, interleaved rounds, one process.
+    None (after saying why) where the CPU has no bfloat16 flags and --force is not given."""
+    from cxr_covid.training import precision
+
+    flags = precision.bf16_flags(precision.cpu_flags())
+    info = machine()
+    shown = ", ".join(flags) or "none"
+    print(f"CPU {info['cpu']} ({info['cores']} cores); bfloat16 flags: {shown}")
+    if not flags and not args.force:
+        print("skipped: this CPU has neither AMX-BF16 nor AVX512-BF16 (--force measures anyway)")
+        return None
+    runs: dict[str, dict[str, list[float]]] = {
+        arch: {"float32": [], "bfloat16": []} for arch in args.archs
+    }
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+        home = Path(tmp)
+        _set_home(home)
+        _make_dataset(home, -(-args.images // 3 * 10 // 6), args.size)
+        for _ in range(args.rounds):  # interleaved so load from other processes hits both
+            for arch in args.archs:
+                for name in ("float32", "bfloat16"):
+                    ips = _pipeline_run(arch, args.size, args.batch, args.epochs, args.seed, name)
+                    runs[arch][name].append(ips)
+                    print(f"  {arch} {name}: {ips:.2f} images/s", flush=True)
+    lines = [
+        PRECISION_SECTION,
+        "",
+        f"`{_command(args)}`: {info['cpu']}, {info['cores']} cores, TensorFlow "
+        f"{info['tensorflow']}; CPU bfloat16 flags: {shown}; load average "
+        f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}. {args.size} px, batch {args.batch}, "
+        f"{args.epochs} epochs per run (the first untimed), {args.rounds} interleaved round(s); "
+        "median images/s of the training phase.",
+        "",
+        "| architecture | float32 images/s | bfloat16 images/s | bfloat16 / float32 |",
+        "|---|---|---|---|",
+    ]
+    for arch, by_name in runs.items():
+        f32, bf16 = (statistics.median(by_name[n]) for n in ("float32", "bfloat16"))
+        lines.append(f"| {arch} | {f32:.2f} | {bf16:.2f} | {bf16 / f32:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _command(args: argparse.Namespace) -> str:
+    return "PYTHONPATH=src python benchmarks/bench_train.py " + " ".join(args.argv)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=224, help="image size for (a) and (c)")
@@ -394,8 +459,23 @@ def main() -> None:
         action="store_true",
         help="only measure what calibration + the OOD guard add to a baseline run",
     )
+    parser.add_argument(
+        "--precision",
+        action="store_true",
+        help="only compare float32 and bfloat16 training images/s (issue 18)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="--precision: measure even without bfloat16 flags"
+    )
     args = parser.parse_args()
     args.argv = [a for a in sys.argv[1:] if a != "--rss-child"]
+    if args.precision:
+        text = precision_comparison(args)
+        if text is not None:
+            print(text)
+            if args.write:
+                write_section(text, PRECISION_SECTION)
+        return
     if args.guard:
         guard_cost(args)
         return

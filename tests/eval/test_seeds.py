@@ -502,7 +502,7 @@ def test_the_recipe_options_are_every_training_option_but_naming_and_placement()
     from cxr_covid.models.records import RECIPE_DEFAULTS
     from cxr_covid.training.run import TrainConfig
 
-    placement = {"seed", "name", "group", "deterministic", "strategy", "calibrate"}
+    placement = {"seed", "name", "group", "deterministic", "strategy", "precision", "calibrate"}
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.name not in placement}
     assert defaults == RECIPE_DEFAULTS
 

@@ -70,7 +70,7 @@ def ensure_control(
             group=None,  # never one of the audited model's seeds (eval --group)
             input="no-lungs",
             strategy="auto",
-            precision="float32",
+            precision="auto",  # the control need not match: stored float32 either way
         )
         if not config.dataset:
             raise DataError(f"model {record.id} does not record its dataset: no control possible")

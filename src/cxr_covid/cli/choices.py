@@ -13,9 +13,9 @@ from typing import Literal
 
 # cxr_covid.models (the registered built-in architectures)
 Arch = Literal["baseline", "inception", "inception-nb"]
-# cxr_covid.training.distribute.STRATEGIES / PRECISIONS
+# cxr_covid.training.distribute.STRATEGIES / cxr_covid.training.precision.PRECISIONS
 Strategy = Literal["auto", "one-device", "mirrored", "multi-worker"]
-Precision = Literal["float32", "mixed"]
+Precision = Literal["auto", "float32", "bfloat16", "float16", "mixed"]
 # cxr_covid.data.images.RESIZE_METHODS
 Resize = Literal["nearest", "bilinear", "bicubic", "area", "lanczos"]
 # cxr_covid.data.lungs.INPUTS

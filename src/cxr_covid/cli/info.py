@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,8 +22,17 @@ def info(
 
     with err.status("Asking TensorFlow for devices...") if not as_json else _nullcontext():
         report = describe()
+        precision = auto_precision()
     if as_json:
-        print_json(report.to_dict(), schema="info")
+        data = report.to_dict()
+        print_json(
+            {
+                **{k: data.pop(k) for k in ("versions", "home", "home_overridden", "devices")},
+                "precision": precision,
+                **data,
+            },
+            schema="info",
+        )
         return
     versions = Table(title="cxr-covid", show_header=False, title_justify="left")
     for key, value in report.versions.items():
@@ -31,6 +40,11 @@ def info(
     versions.add_row("home", report.home + ("  (CXR_COVID_HOME)" if report.home_overridden else ""))
     devices = ", ".join(f"{d['type']}:{d['name'].split(':', 1)[-1]}" for d in report.devices)
     versions.add_row("devices", devices or "none")
+    flags = ", ".join(precision["cpu_bf16_flags"]) or "none"
+    versions.add_row(
+        "precision auto",
+        f"{precision['auto']} ({precision['reason']}; CPU bfloat16 flags: {flags})",
+    )
     out.print(versions)
 
     broken = "\n".join(
@@ -68,6 +82,15 @@ def info(
 
     models = models_table(report.models)
     out.print(models if report.models else "[dim]No models yet: `cxr-covid train`.[/]")
+
+
+def auto_precision() -> dict[str, Any]:
+    """What `train --precision auto` picks here: policy, reason, the CPU's bfloat16 flags."""
+    from cxr_covid.training import precision
+
+    choice = precision.choose_here("auto")
+    flags = precision.bf16_flags(precision.cpu_flags())
+    return {"auto": choice.policy, "reason": choice.reason, "cpu_bf16_flags": flags}
 
 
 class _nullcontext:

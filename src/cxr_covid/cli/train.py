@@ -154,8 +154,12 @@ def train(
     ] = "auto",
     precision: Annotated[
         Precision,
-        typer.Option("--precision", help="float32, or mixed (float16 compute, on GPUs only)."),
-    ] = "float32",
+        typer.Option(
+            "--precision",
+            help="auto (float16 on a tensor-core GPU, bfloat16 on a CPU with AMX, else "
+            "float32), float32, bfloat16, float16, or mixed (the device's best mixed one).",
+        ),
+    ] = "auto",
     resize: Annotated[
         Resize,
         typer.Option(
@@ -351,6 +355,7 @@ class _TrainView:
     def start(self, info: RunInfo) -> None:
         console = self.reporter.console
         resumed = f", resuming at epoch {info.first_epoch}" if info.first_epoch > 1 else ""
+        reason = f" ({info.precision_reason})" if info.precision_reason else ""
         console.print(
             f"Training [bold]{info.architecture}[/] as [bold]{info.run_id}[/] on "
             f"{info.dataset}: {info.train_images} training / {info.val_images} validation "
@@ -359,7 +364,7 @@ class _TrainView:
         )
         console.print(
             f"[dim]{info.device}; strategy {info.strategy} ({info.replicas} replica(s)); "
-            f"{info.precision}[/]",
+            f"precision {info.precision}{reason}[/]",
             soft_wrap=True,
         )
         for note in info.notes:

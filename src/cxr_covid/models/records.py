@@ -20,8 +20,9 @@ HISTORY_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 # The training options that define a recipe, with the value a record written before the option
 # existed stands for: two models are seeds of one recipe when these agree. Every TrainConfig
 # field is here except the ones that name a model or only say where and how exactly it ran
-# (seed, name, group, deterministic, strategy, calibrate); a test checks both against
-# TrainConfig, so a new training option cannot be left out.
+# (seed, name, group, deterministic, strategy, precision, calibrate); a test checks both against
+# TrainConfig, so a new training option cannot be left out. Precision is placement, not recipe:
+# `auto` gives float32 or bfloat16 depending on the machine, and the stored model is float32.
 RECIPE_DEFAULTS: dict[str, Any] = {
     "arch": "baseline",
     "dataset": None,
@@ -31,7 +32,6 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "early_stopping": None,
     "augment": False,
-    "precision": "float32",
     "resize": "nearest",
     "balance_sources": False,
     "augment_acquisition": False,

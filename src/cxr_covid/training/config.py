@@ -12,7 +12,8 @@ from cxr_covid.data.lungs import INPUTS
 from cxr_covid.data.normalize import NORMALIZE_MODES
 from cxr_covid.errors import UsageError
 from cxr_covid.training import limits
-from cxr_covid.training.distribute import PRECISIONS, STRATEGIES
+from cxr_covid.training.distribute import STRATEGIES
+from cxr_covid.training.precision import check_request as check_precision
 
 
 @dataclass
@@ -29,7 +30,7 @@ class TrainConfig:
     augment: bool = False
     deterministic: bool = False
     strategy: str = "auto"
-    precision: str = "float32"
+    precision: str = "auto"  # training/precision.py
     resize: str = "nearest"
     group: str | None = None  # models trained together with several seeds (`--seeds`)
     calibrate: bool = True  # fit temperature scaling and the OOD guard at the end (scoring.py)
@@ -76,10 +77,7 @@ class TrainConfig:
             raise UsageError(
                 f"unknown strategy {self.strategy!r} (choose from: {', '.join(STRATEGIES)})"
             )
-        if self.precision not in PRECISIONS:
-            raise UsageError(
-                f"unknown precision {self.precision!r} (choose from: {', '.join(PRECISIONS)})"
-            )
+        check_precision(self.precision, self.deterministic)
         if self.resize not in RESIZE_METHODS:
             raise UsageError(
                 f"unknown resize method {self.resize!r} (choose from: {', '.join(RESIZE_METHODS)})"

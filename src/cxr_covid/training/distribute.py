@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cxr_covid.errors import UsageError
+from cxr_covid.training import precision as precisions
+from cxr_covid.training.precision import PRECISIONS as PRECISIONS  # re-exported
 
 STRATEGIES: tuple[str, ...] = ("auto", "one-device", "mirrored", "multi-worker")
-PRECISIONS: tuple[str, ...] = ("float32", "mixed")
 
 
 @dataclass
@@ -33,8 +34,9 @@ class Placement:
     worker_index: int
     is_chief: bool
     device: str  # human-readable description for the record
-    precision: str  # the precision actually used
+    precision: str  # the Keras policy actually used (float32, mixed_bfloat16, mixed_float16)
     notes: list[str]
+    precision_reason: str = ""  # why that policy (training/precision.py)
 
 
 def _tf_config() -> dict[str, Any]:
@@ -87,15 +89,21 @@ def gpu_descriptions() -> list[str]:
     return names
 
 
-def place(strategy: str = "auto", precision: str = "float32") -> Placement:
-    """Create the strategy and set Keras' precision policy (call before building a model)."""
-    import keras
+def place(
+    strategy: str = "auto",
+    precision: str = "auto",
+    *,
+    deterministic: bool = False,
+    started_with: str = "",
+) -> Placement:
+    """Create the strategy and set Keras' precision policy (call before building a model).
+
+    `started_with`: the policy a resumed run's epochs used so far (refused if it differs)."""
     import tensorflow as tf
 
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r} (choose from: {', '.join(STRATEGIES)})")
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r} (choose from: {', '.join(PRECISIONS)})")
+    precisions.check_request(precision, deterministic)
     config = _tf_config()
     gpus = gpu_descriptions()
     notes: list[str] = []
@@ -125,13 +133,16 @@ def place(strategy: str = "auto", precision: str = "float32") -> Placement:
     else:
         strat = tf.distribute.get_strategy()
 
-    used_precision = "float32"
-    if precision == "mixed":
-        if gpus:
-            used_precision = "mixed_float16"
-        else:
-            notes.append("--precision mixed: no GPU, so float32 is kept (a CPU gains nothing)")
-    keras.mixed_precision.set_global_policy(used_precision)
+    choice = precisions.choose(
+        precision,
+        gpu_capabilities=precisions.gpu_capabilities(),
+        flags=precisions.cpu_flags(),
+        deterministic=deterministic,
+    )
+    precisions.check_resume(started_with, choice)
+    if choice.note:
+        notes.append(f"--precision {precision}: {choice.note}")
+    precisions.set_policy(choice.policy)
 
     device = ", ".join(f"GPU {g}" for g in gpus) if gpus else cpu_description()
     if workers > 1:
@@ -144,8 +155,9 @@ def place(strategy: str = "auto", precision: str = "float32") -> Placement:
         worker_index=worker_index,
         is_chief=is_chief,
         device=device,
-        precision=used_precision,
+        precision=choice.policy,
         notes=notes,
+        precision_reason=choice.reason,
     )
 
 

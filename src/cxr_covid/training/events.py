@@ -47,6 +47,7 @@ class RunInfo:
     device: str
     precision: str
     notes: list[str] = field(default_factory=list)
+    precision_reason: str = ""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from cxr_covid.training.record import build_record, images_per_second, save_mode
 from cxr_covid.training.run_folder import (
     BEST_FILE,
     RNG_FILE,
+    RunState,
     load_best_weights,
     load_checkpoint,
     write_run,
@@ -125,7 +126,7 @@ def _train_run(run: RunContext) -> TrainResult:
     started = time.perf_counter()
     config = run.config
     rows = _checked_rows(run)
-    placement = _place(config)
+    placement = _place(config, run.state)
     prep = Preprocessing(
         image_size=config.image_size,
         resize=config.resize,
@@ -204,13 +205,19 @@ def _checked_rows(run: RunContext) -> Rows:
     return Rows(list(rows), digest, classes, train_rows, val_rows, augmented)
 
 
-def _place(config: TrainConfig) -> Placement:
+def _place(config: TrainConfig, state: RunState) -> Placement:
     """The devices and strategy, with the seed and op determinism set before any model."""
     import keras
 
     from cxr_covid.training import distribute
 
-    placement = distribute.place(config.strategy, config.precision)
+    placement = distribute.place(
+        config.strategy,
+        config.precision,
+        deterministic=config.deterministic,
+        started_with=state.precision,
+    )
+    state.precision = placement.precision
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         _op_determinism(True)
@@ -312,6 +319,7 @@ def _run_info(
         device=placement.device,
         precision=placement.precision,
         notes=placement.notes,
+        precision_reason=placement.precision_reason,
     )
 
 

@@ -32,6 +32,7 @@ from cxr_covid.progress import NULL, Reporter
 from cxr_covid.training import run_folder
 from cxr_covid.training.config import TrainConfig
 from cxr_covid.training.events import EpochReport, RunInfo, TrainResult
+from cxr_covid.training.precision import in_auto_precision
 
 REUSE = "reuse"  # the model exists: nothing to do
 RESUME = "resume"  # an interrupted run folder exists: continue it
@@ -264,6 +265,7 @@ class GridEstimate:
         return sum(self.seconds.values())
 
 
+@in_auto_precision  # timed in the precision its training will use
 def measure_step_seconds(arch: str, image_size: int, batch_size: int, steps: int = 3) -> float:
     """Seconds per training step of a fresh model on random pixels, after one warm-up step."""
     import keras

@@ -64,6 +64,7 @@ def build_record(
             "replicas": placement.replicas,
             "workers": placement.workers,
             "precision_used": placement.precision,
+            "precision_reason": placement.precision_reason,
             "notes": placement.notes,
         },
         history=History.from_dict(state.history),

@@ -64,6 +64,7 @@ class RunState:
     resumed: int = 0
     manifest_sha256: str = ""
     started: str = ""
+    precision: str = ""  # the Keras policy the run's epochs use (a resume keeps it)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
