@@ -95,6 +95,10 @@ def audit(
         mask_dir=masks,
     )
     options.validate()
+    from cxr_covid.cli.model_line import announce_models
+    from cxr_covid.models import store
+
+    announce_models([store.resolve(model or None).id], given=bool(model))
     result = _run(options)
     if as_json:
         print_json(result.to_dict(), schema="audit")

@@ -168,6 +168,10 @@ def evaluate(
         members = group_models(group)
         models = [str(m.root) for m in members]
         group_records = [m.record() for m in members]
+    from cxr_covid.cli.model_line import announce_models
+    from cxr_covid.models import store
+
+    announce_models([store.resolve(m).id for m in models or [""]], given=bool(models))
     _check_outputs_writable(
         [p for p in (json_path, csv_path, markdown_path) if p is not None and str(p) != "-"],
         plots,

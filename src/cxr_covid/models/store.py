@@ -54,6 +54,9 @@ class ModelRecord:
     operating_point: dict[str, Any] = field(default_factory=dict)  # eval --save-operating-point
     versions: dict[str, str] = field(default_factory=dict)
     sharing: dict[str, Any] = field(default_factory=dict)  # packs written; where it came from
+    # When the model entered this store (trained, imported, ensembled): what "newest" means.
+    # Empty in records written before it existed (see added_at).
+    added: str = ""
 
     @property
     def prep(self) -> Preprocessing:
@@ -99,6 +102,7 @@ _FIELD_TYPES: dict[str, type] = {
     "operating_point": dict,
     "versions": dict,
     "sharing": dict,
+    "added": str,
 }
 
 
@@ -247,14 +251,26 @@ def save(model: Any, record: ModelRecord, *, replace: bool = False) -> StoredMod
     target = model_dir(record.id)
     if target.exists() and not replace:
         raise ModelError(f"a model named {record.id!r} already exists (use another --name)")
+    record.added = now_iso()
     with atomic.building_dir(target, replace=replace) as tmp:
         model.save(tmp / MODEL_FILE)
         atomic.write_json(tmp / RECORD_FILE, record.to_dict())
     return StoredModel(target)
 
 
+def added_at(record: ModelRecord) -> str:
+    """When the model entered this store (ISO 8601, UTC). Records written before `added`
+    existed fall back to their import time, else to when they were made (= trained here)."""
+    imported = record.sharing.get("imported_from")
+    if record.added:
+        return record.added
+    if isinstance(imported, dict) and isinstance(imported.get("imported"), str):
+        return str(imported["imported"])
+    return record.created
+
+
 def list_models() -> list[StoredModel]:
-    """Complete models in the store, oldest first."""
+    """Complete models in the store, in the order they were added to it (newest last)."""
     root = paths.models_dir()
     if not root.is_dir():
         return []
@@ -267,17 +283,18 @@ def list_models() -> list[StoredModel]:
         and (p / MODEL_FILE).is_file()
     ]
 
-    def created(m: StoredModel) -> tuple[str, str]:
+    def added(m: StoredModel) -> tuple[str, str]:
         try:
-            return (m.record().created, m.id)
+            return (added_at(m.record()), m.id)
         except ModelError:
             return ("", m.id)
 
-    return sorted(found, key=created)
+    return sorted(found, key=added)
 
 
 def resolve(name: str | None = None) -> StoredModel:
-    """A stored model by id (or a path to a model folder), or the newest when none is given."""
+    """A stored model by id (or a path to a model folder), or, when none is given, the one
+    most recently added to the store (trained or imported)."""
     if name:
         as_path = Path(name).expanduser()
         if (as_path / RECORD_FILE).is_file():
