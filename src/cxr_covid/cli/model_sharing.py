@@ -57,10 +57,15 @@ def export(
     from rich.markup import escape
 
     from cxr_covid.models import store
-    from cxr_covid.sharing.export import TOLERANCE, check_dependencies, check_format, export_model
+    from cxr_covid.sharing.export import (
+        TOLERANCE,
+        check_dependencies,
+        check_installed,
+        export_model,
+    )
     from cxr_covid.tf_runtime import import_tensorflow_quietly
 
-    check_format(fmt)
+    check_installed(fmt)  # a missing extra is said at once, before TensorFlow loads
     stored = store.resolve(model or None)
     # The converters import TensorFlow: import it first, without its start-up noise.
     import_tensorflow_quietly()
