@@ -83,7 +83,8 @@ def class_metric_rows(evaluation: ModelEvaluation) -> list[list[str]]:
             cell(c.specificity),
             cell(c.ppv),
             cell(c.npv),
-            estimate(c.f1),
+            # No image of the class: F1 is 0 by convention, not a measurement (as sensitivity).
+            estimate(c.f1) if c.accuracy.n else "n/a",
             estimate(c.auc),
         ]
         for c in evaluation.per_class
@@ -167,11 +168,16 @@ def methods_note(report: EvaluationReport) -> str:
         if report.bootstrap > 0
         else "no interval (--bootstrap 0)"
     )
-    return (
+    note = (
         f"Cells: accuracy (correct/images) [{level} Wilson interval]. F1, balanced accuracy, "
-        f"macro-F1 and ROC AUC: {bootstrap}. McNemar: two-sided exact and mid-p "
-        "tests on the images where exactly one of the two models is right."
+        f"macro-F1 and ROC AUC: {bootstrap}."
     )
+    if report.comparisons:  # the legend of the McNemar table, only where there is one
+        note += (
+            " McNemar: two-sided exact and mid-p tests on the images where exactly one of "
+            "the two models is right."
+        )
+    return note
 
 
 # --- Markdown -------------------------------------------------------------------------------
