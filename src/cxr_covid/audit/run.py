@@ -475,7 +475,9 @@ def _attention(
 
 
 def _pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:.0f} %"
+    from cxr_covid.text import percent
+
+    return percent(x, 0)
 
 
 def _ci(p: stats.Proportion) -> str:

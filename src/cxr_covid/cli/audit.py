@@ -13,6 +13,7 @@ from rich.table import Table
 from cxr_covid.cli.choices import Fill
 from cxr_covid.cli.console import err, out, print_json
 from cxr_covid.cli.options import ExternalClassMap, ExternalFolders
+from cxr_covid.text import percent
 
 if TYPE_CHECKING:
     from cxr_covid.audit.run import AuditResult
@@ -130,7 +131,7 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
             audit_report.cell(view.accuracy),
             escape(audit_report.distribution(view)) + (" [yellow]!" if view.collapsed else ""),
         )
-    table.caption = f"chance {100 * result.chance:.0f} %; {escape(result.lung_field['reason'])}"
+    table.caption = f"chance {percent(result.chance, 0)}; {escape(result.lung_field['reason'])}"
     console.print(table)
     if result.attention is not None and result.attention.per_image:
         att = Table(title="Grad-CAM mass inside the lung field")
@@ -140,10 +141,10 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
         for cls, spread in result.attention.per_class().items():
             att.add_row(
                 classes.display_name(cls),
-                f"{100 * spread['median']:.0f} %",
-                f"{100 * spread['q1']:.0f}-{100 * spread['q3']:.0f} %",
+                percent(spread["median"], 0),
+                f"{100 * spread['q1']:.0f}-{percent(spread['q3'], 0)}",
             )
-        att.caption = f"uniform attention: {100 * result.attention.field_area:.0f} %"
+        att.caption = f"uniform attention: {percent(result.attention.field_area, 0)}"
         console.print(att)
     for ext in result.external:
         ext_table = Table(title=f"External: {escape(ext.folder)} ({ext.images} images)")

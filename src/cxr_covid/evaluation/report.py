@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import atomic, classes, csv_safe, stats
+from cxr_covid import atomic, classes, csv_safe, stats, text
 from cxr_covid.evaluation.core import EvaluationReport, ModelEvaluation
 from cxr_covid.evaluation.subgroups import SMALL_SUBGROUP
 
 
 def percent(x: float, digits: int = 2) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:.{digits}f}%"
+    return text.percent(x, digits)
 
 
 def cell(p: stats.Proportion) -> str:
@@ -161,7 +161,7 @@ def accuracy_title(report: EvaluationReport) -> str:
 
 
 def methods_note(report: EvaluationReport) -> str:
-    level = f"{100 * report.confidence:g} %"
+    level = f"{100 * report.confidence:g}%"
     bootstrap = (
         f"[{level} percentile bootstrap, {report.bootstrap} resamples stratified by class, "
         f"seed {report.seed}]"

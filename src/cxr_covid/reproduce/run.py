@@ -599,8 +599,11 @@ def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult
     # fails at once (offline, say) leaves no empty run folder behind.
     run_dir = run_dir.resolve()
     state = RunState.open(run_dir, settings, options.restart)
+    if not _dataset_exists(dataset_name):
+        _check_reachable(settings["source"])  # offline: fail now, naming no folder
 
-    reporter.message(f"run folder: {run_dir}")
+    new = "" if run_dir.is_dir() else " (created when the first step finishes)"
+    reporter.message(f"run folder: {run_dir}{new}")
     if settings["study_protocol"]:
         reporter.message(
             f"preset {preset.name}: {preset.description}. Training inception at 224 px for "
@@ -627,8 +630,6 @@ def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult
     keys = list(dict.fromkeys(spec.key for _, spec in todo))
     step_cache: dict[str, float] = {}
     timing = None
-    if not _dataset_exists(dataset_name):
-        _check_reachable(settings["source"])  # offline: fail now, not after the estimate
     if todo and options.estimate and not _dataset_exists(dataset_name):
         expected = expected_counts(settings)
         if expected is not None:
