@@ -57,6 +57,7 @@ class ModelRecord:
     # When the model entered this store (trained, imported, ensembled): what "newest" means.
     # Empty in records written before it existed (see added_at).
     added: str = ""
+    audits: list[dict[str, Any]] = field(default_factory=list)  # models/audit_log.py
 
     @property
     def prep(self) -> Preprocessing:
@@ -67,6 +68,9 @@ class ModelRecord:
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
         data["history"] = self.history.to_dict()
         data["evaluations"] = [e.to_dict() for e in self.evaluations]
+        for newer in _WRITTEN_WHEN_SET:  # an older record reads and writes back unchanged
+            if not data[newer]:
+                del data[newer]
         return data
 
     @classmethod
@@ -86,6 +90,9 @@ class ModelRecord:
         return record
 
 
+# Fields added after the first records: left out of model.json until they hold something.
+_WRITTEN_WHEN_SET = ("added", "audits")
+
 _FIELD_TYPES: dict[str, type] = {
     "id": str,
     "architecture": str,
@@ -103,6 +110,7 @@ _FIELD_TYPES: dict[str, type] = {
     "versions": dict,
     "sharing": dict,
     "added": str,
+    "audits": list,
 }
 
 
