@@ -94,3 +94,12 @@ def test_audit_names_its_model_before_it_works(tiny: Path, monkeypatch) -> None:
     monkeypatch.setattr(audit_cli, "_run", stop)
     result = runner.invoke(app, ["audit"])
     assert f"Model: {TINY_ID} (the newest added to the store)" in result.stderr
+
+
+def test_two_models_added_within_a_second_keep_their_order(tiny: Path, tmp_path: Path) -> None:
+    pack = tmp_path / "p.cxr-model.zip"
+    assert runner.invoke(app, ["models", "pack", TINY_ID, "-o", str(pack)]).exit_code == 0
+    for name in ("zz-first", "aa-second"):  # ids sort the other way round
+        result = runner.invoke(app, ["models", "import", str(pack), "--name", name])
+        assert result.exit_code == 0, result.stderr
+    assert store.resolve().id == "aa-second"

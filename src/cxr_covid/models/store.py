@@ -32,6 +32,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def added_now() -> str:
+    """`added`: to the microsecond, so two models added within a second keep their order."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
 @dataclass
 class ModelRecord:
     """model.json. Required fields first; the rest is filled by whoever trains or evaluates."""
@@ -259,7 +264,7 @@ def save(model: Any, record: ModelRecord, *, replace: bool = False) -> StoredMod
     target = model_dir(record.id)
     if target.exists() and not replace:
         raise ModelError(f"a model named {record.id!r} already exists (use another --name)")
-    record.added = now_iso()
+    record.added = added_now()
     with atomic.building_dir(target, replace=replace) as tmp:
         model.save(tmp / MODEL_FILE)
         atomic.write_json(tmp / RECORD_FILE, record.to_dict())

@@ -316,7 +316,7 @@ def _store_pack(
         if model_id != record.id:
             record.sharing = {**record.sharing, "original_id": record.id}
             record.id = model_id
-        record.added = store.now_iso()  # imported = added to this store: now the newest
+        record.added = store.added_now()  # imported = added to this store: now the newest
         record.sharing = {
             **record.sharing,
             "imported_from": {
