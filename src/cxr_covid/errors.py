@@ -99,7 +99,11 @@ EXIT_CODES: list[tuple[int, str]] = [
     (EXIT_MODEL, "model missing or not a cxr-covid model"),
     (EXIT_IMAGE, "image unreadable, empty or too large"),
     (EXIT_PARTIAL, "finished, but some inputs failed (see the report)"),
-    (EXIT_DEPENDENCY, "optional dependency missing (e.g. pip install 'cxr-covid[dicom]')"),
+    (
+        EXIT_DEPENDENCY,
+        "optional dependency missing (e.g. pip install 'cxr-covid[dicom]'; from a checkout: "
+        "pip install -e '.[dicom]')",
+    ),
     (EXIT_WRITE, "cannot write: disk full, read-only or no permission"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C); nothing half-written is left"),
 ]

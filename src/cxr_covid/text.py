@@ -1,11 +1,21 @@
-"""How durations and comma lists read and parse, in one place for the core and the CLI.
+"""How durations, percentages and comma lists read and parse, in one place for the core and
+the CLI.
 
 (Accuracies with their interval read one way too: eval_report.cell and accuracy_cell.)
 """
 
 from __future__ import annotations
 
+import math
 import os
+
+
+def percent(fraction: float, digits: int = 1) -> str:
+    """A fraction as a percentage, the one way every table and line writes it: `87.9%` (no
+    space, as in the study's tables); `n/a` when there is no number."""
+    if not math.isfinite(fraction):
+        return "n/a"
+    return f"{100 * fraction:.{digits}f}%"
 
 
 def format_duration(seconds: float, *, rough: bool = False) -> str:

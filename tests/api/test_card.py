@@ -94,7 +94,7 @@ def test_card_has_mitchell_sections_and_every_evaluation(tiny: Path, cxr_home: P
     assert "s" * 64 in card and "m" * 64 in card and "a" * 64 in card
     assert "| train | 3 | 3 | 3 |" in card
     # An evaluation kind the card does not know is still shown, as it is.
-    assert '"adults"' in card and "subgroups" in card
+    assert "- adults:" in card and "subgroups" in card
     # Caveats and licences.
     assert "paediatric" in card.lower() and "33 COVID-19 test images" in card
     assert "CC BY 4.0" in card and "CC BY 3.0" in card and "own terms" in card

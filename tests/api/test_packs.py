@@ -116,8 +116,8 @@ def test_existing_id_is_never_overwritten_without_force(tiny: Path, tmp_path: Pa
     path, _ = _pack(tmp_path)
     before = (tiny / "model.json").read_text()
     code, _out, err = _import(str(path))
-    assert code == EXIT_MODEL
-    assert "--force" in err
+    assert code == EXIT_USAGE  # fixed on the command line (--force, --name): not "model missing"
+    assert "already exists" in err and "--force" in err
     assert (tiny / "model.json").read_text() == before
     code, out, err = _import(str(path), "--force")
     assert code == 0, err

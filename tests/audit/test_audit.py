@@ -141,7 +141,7 @@ def test_shortcut_outside_the_lungs_gives_a_damning_verdict_and_a_cached_control
     assert result.control.view.accuracy.value >= 0.8
     assert result.level in ("strong", "moderate")
     assert "lung-blind model" in result.verdict and "shortcut" in result.verdict
-    assert f"{round(100 * result.control.view.accuracy.value)} %" in result.verdict
+    assert f"{round(100 * result.control.view.accuracy.value)}%" in result.verdict
     assert stages.advanced >= {
         audit_results.VIEWS_TASK,
         audit_results.ATTENTION_TASK,

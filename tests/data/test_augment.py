@@ -183,3 +183,22 @@ def test_identical_training_images_get_distinct_files(cxr_home: Path) -> None:
     augmented = [r.path for r in dataset.rows() if r.origin != ORIGINAL]
     assert len(augmented) == len(set(augmented)) == 28  # 7 training images x 4
     assert all(dataset.file(r).is_file() for r in dataset.rows())
+
+
+def test_augment_says_when_it_makes_a_class_the_largest(cxr_home: Path) -> None:
+    """Issue 21, item 12: 420 -> 2,100 COVID-19 against 280 viral pneumonia went unsaid."""
+    build_dataset(cxr_home, "d", per_class=10, size=24)
+    result = runner.invoke(app, ["augment"])
+    assert result.exit_code == 0, result.stderr
+    assert "Original data" in result.stdout  # the counts before and after
+    warning = " ".join(result.stderr.split())
+    assert "Warning: augmentation makes covid the largest training class (6 -> 30" in warning
+    data = json.loads(runner.invoke(app, ["augment", "--json"]).stdout)
+    assert data["warnings"] and "covid" in data["warnings"][0]
+
+
+def test_balance_raises_to_the_largest_class_without_a_warning(cxr_home: Path) -> None:
+    build_dataset(cxr_home, "d", per_class=10, size=24)
+    result = runner.invoke(app, ["augment", "--balance", "--classes", "covid"])
+    assert result.exit_code == 0, result.stderr
+    assert "Warning" not in result.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_covid.errors import UsageError
+from cxr_covid.errors import DataError, UsageError
 from cxr_covid.inference.files import expand_inputs, output_stems
 
 
@@ -60,12 +60,14 @@ def test_duplicates_are_dropped_and_order_is_kept(
     assert [p.name for p in found] == ["b.JPG", "a.png"]
 
 
-def test_missing_path_and_empty_results_are_usage_errors(tree: Path) -> None:
+def test_missing_path_is_a_usage_error_and_a_folder_without_images_a_data_error(
+    tree: Path,
+) -> None:
     with pytest.raises(UsageError, match="no such file"):
         expand_inputs([str(tree / "missing.png")])
     (tree / "only" / "inner").mkdir(parents=True)
     (tree / "only" / "inner" / "z.png").write_bytes(b"x")
-    with pytest.raises(UsageError, match="add -r"):
+    with pytest.raises(DataError, match="add -r"):
         expand_inputs([str(tree / "only")])
     with pytest.raises(UsageError, match="no image files"):
         expand_inputs([str(tree / "*.gif")])

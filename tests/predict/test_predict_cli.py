@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cxr_covid.cli import app
 from cxr_covid.data.images import load_for_model
-from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_PARTIAL, EXIT_USAGE
+from cxr_covid.errors import EXIT_DATA, EXIT_DEPENDENCY, EXIT_PARTIAL, EXIT_USAGE
 from cxr_covid.inference.batches import predict_paths
 from cxr_covid.inference.predict import columns, predict_to_file
 from cxr_covid.models import store
@@ -191,12 +191,18 @@ def test_missing_dicom_extra_is_exit_9(
     assert "pip install 'cxr-covid[dicom]'" in result.output
 
 
-def test_no_images_found_is_a_usage_error(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_folder_without_images_is_a_data_error(tiny_model: Path, tmp_path: Path) -> None:
+    """Issue 21, item 12: it exited 2, the code of a bad command line."""
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.png").write_bytes(b"")
     args = ["predict", str(tmp_path), "-m", str(tiny_model), "-o", str(tmp_path / "r.csv")]
     result = runner.invoke(app, args)
-    assert result.exit_code == EXIT_USAGE and "-r" in result.output
+    assert result.exit_code == EXIT_DATA and "-r" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["predict", str(empty), "-m", str(tiny_model), "-o", "-"])
+    assert result.exit_code == EXIT_DATA
+    assert f"Error: no image files found in {empty}" in " ".join(result.stderr.split())
     missing = runner.invoke(app, ["predict", str(tmp_path / "nope.png"), "-o", "-"])
     assert missing.exit_code == EXIT_USAGE and "no such file" in missing.output
 

@@ -16,6 +16,7 @@ from cxr_covid import atomic, classes, stats
 from cxr_covid.about import DISCLAIMER
 from cxr_covid.data.overlap import CHECKED_TRANSFORMATIONS
 from cxr_covid.evaluation.plots import new_figure, save_png
+from cxr_covid.text import percent
 
 if TYPE_CHECKING:
     from cxr_covid.audit.results import AttentionResult, AuditResult, ViewResult
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def _pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:.1f} %"
+    return percent(x)
 
 
 def cell(p: stats.Proportion) -> str:
@@ -237,7 +238,7 @@ def write_panels(
     for rank, i in enumerate(order, 1):
         size = pixels[i].shape[0]
         heat = upsample(cams[i].cam, size, size)
-        title = f"{images[i].name}: {100 * share_of[str(images[i])]:.0f} % inside the lungs"
+        title = f"{images[i].name}: {percent(share_of[str(images[i])], 0)} inside the lungs"
         png = panel_png(pixels[i], overlay(pixels[i], heat), model_classes, cams[i], title=title)
         relative = f"panels/{rank:02d}-{images[i].stem}.png"
         atomic.write_bytes(folder / relative, png)

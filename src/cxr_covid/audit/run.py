@@ -143,6 +143,9 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
     target = (options.out or default_folder(record.id)).expanduser()
     _write_folder(result, target, test.paths, pixels, cams, model_classes, options.panels)
     result.folder = target
+    from cxr_covid.models.audit_log import append_audit  # a card can then show it
+
+    append_audit(stored, result.to_dict())
     return result
 
 

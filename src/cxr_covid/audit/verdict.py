@@ -12,7 +12,9 @@ from cxr_covid.audit.results import AttentionResult, ControlResult, ExternalResu
 
 
 def _pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:.0f} %"
+    from cxr_covid.text import percent
+
+    return percent(x, 0)
 
 
 def _ci(p: stats.Proportion) -> str:

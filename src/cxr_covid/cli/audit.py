@@ -13,6 +13,7 @@ from rich.table import Table
 from cxr_covid.cli.choices import Fill
 from cxr_covid.cli.console import err, out, print_json
 from cxr_covid.cli.options import ExternalClassMap, ExternalFolders
+from cxr_covid.text import percent
 
 if TYPE_CHECKING:
     from cxr_covid.audit.results import AuditResult
@@ -105,6 +106,10 @@ def audit(
         source_probe=source_probe,
     )
     options.validate()
+    from cxr_covid.cli.model_line import announce_models
+    from cxr_covid.models import store
+
+    announce_models([store.resolve(model or None).id], given=bool(model))
     result = _run(options)
     if as_json:
         print_json(result.to_dict(), schema="audit")
@@ -137,7 +142,7 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
             audit_report.cell(view.accuracy),
             escape(audit_report.distribution(view)) + (" [yellow]!" if view.collapsed else ""),
         )
-    table.caption = f"chance {100 * result.chance:.0f} %; {escape(result.lung_field['reason'])}"
+    table.caption = f"chance {percent(result.chance, 0)}; {escape(result.lung_field['reason'])}"
     console.print(table)
     if result.attention is not None and result.attention.per_image:
         att = Table(title="Grad-CAM mass inside the lung field")
@@ -147,10 +152,10 @@ def render(result: AuditResult, *, to_stderr: bool = False) -> None:
         for cls, spread in result.attention.per_class().items():
             att.add_row(
                 classes.display_name(cls),
-                f"{100 * spread['median']:.0f} %",
-                f"{100 * spread['q1']:.0f}-{100 * spread['q3']:.0f} %",
+                percent(spread["median"], 0),
+                f"{100 * spread['q1']:.0f}-{percent(spread['q3'], 0)}",
             )
-        att.caption = f"uniform attention: {100 * result.attention.field_area:.0f} %"
+        att.caption = f"uniform attention: {percent(result.attention.field_area, 0)}"
         console.print(att)
     for ext in result.external:
         ext_table = Table(title=f"External: {escape(ext.folder)} ({ext.images} images)")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cxr_covid.cli.console import MAX_SEED, out, print_json
+from cxr_covid.cli.console import MAX_SEED, err, out, print_json
 from cxr_covid.text import split_list
 from cxr_covid.training.limits import MAX_AUGMENT_FACTOR
 
@@ -70,6 +71,8 @@ def augment(
         )
     if as_json:
         print_json(to_json(result), schema="augment")
+        for warning in result.warnings:  # stdout carries the JSON; the warning goes to stderr
+            err.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
         return
     render(result)
 
@@ -109,3 +112,5 @@ def render(result: AugmentResult) -> None:
             f"Already augmented with these settings: {', '.join(result.skipped)} "
             "(--force redoes it)."
         )
+    for warning in result.warnings:
+        err.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)

@@ -151,6 +151,10 @@ def evaluate(
     group_records = None
     if group is not None:
         models, group_records = _group_members(group, models)
+    from cxr_covid.cli.model_line import announce_models
+    from cxr_covid.models import store
+
+    announce_models([store.resolve(m).id for m in models or [""]], given=bool(models))
     _check_outputs_writable(outputs.files(), plots, (models or [""]) if save else None)
 
     report = _run_with_progress(

@@ -78,6 +78,7 @@ def heatmap(
     from cxr_covid.about import DISCLAIMER
     from cxr_covid.api import load_model
     from cxr_covid.classes import display_name
+    from cxr_covid.cli.model_line import announce_models
     from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.errors import PartialFailure
     from cxr_covid.inference.files import expand_inputs
@@ -88,6 +89,7 @@ def heatmap(
     # model folder or a pack file. `loaded` keeps an opened pack's folder alive meanwhile.
     loaded = load_model(model)
     stored = loaded.stored
+    announce_models([loaded.id], given=model is not None)
     try:
         with RichReporter(transient=False) as reporter:
             summary = heatmap_files(

@@ -35,7 +35,7 @@ def export(
             "--out",
             "-o",
             help="Folder to create for the artifact and preprocessing.json "
-            "(default: <model-id>-<format>).",
+            "(default: <model-id>-<format> in the model's folder).",
             show_default=False,
         ),
     ] = None,
@@ -57,15 +57,21 @@ def export(
     from rich.markup import escape
 
     from cxr_covid.models import store
-    from cxr_covid.sharing.export import TOLERANCE, check_dependencies, check_format, export_model
+    from cxr_covid.sharing.export import (
+        TOLERANCE,
+        check_dependencies,
+        check_installed,
+        export_model,
+    )
     from cxr_covid.tf_runtime import import_tensorflow_quietly
 
-    check_format(fmt)
+    check_installed(fmt)  # a missing extra is said at once, before TensorFlow loads
     stored = store.resolve(model or None)
     # The converters import TensorFlow: import it first, without its start-up noise.
     import_tensorflow_quietly()
     check_dependencies(fmt)  # before loading the model: a missing extra is said at once
-    target = out_dir if out_dir is not None else Path(f"{stored.id}-{fmt}")
+    # Outputs that belong to a model go beside it (docs/home.md); --out puts them elsewhere.
+    target = out_dir if out_dir is not None else stored.root / f"{stored.id}-{fmt}"
     result = export_model(
         stored,
         fmt,
@@ -104,7 +110,8 @@ def pack(
         typer.Option(
             "--out",
             "-o",
-            help="Pack file (or folder) to write (default: ./<model-id>.cxr-model.zip).",
+            help="Pack file (or folder) to write (default: <model-id>.cxr-model.zip in the "
+            "model's folder).",
             show_default=False,
         ),
     ] = None,
@@ -117,7 +124,9 @@ def pack(
     from cxr_covid.models import store
     from cxr_covid.sharing.packs import pack_model
 
-    result = pack_model(store.resolve(model or None), out_file, force=force)
+    stored = store.resolve(model or None)
+    # Beside the model by default (docs/home.md): a checkout or the current folder stays clean.
+    result = pack_model(stored, out_file if out_file is not None else stored.root, force=force)
     if as_json:
         print_json(result.to_dict(), schema="models-pack")
         return
@@ -195,30 +204,50 @@ def import_(
 def card(
     model: Annotated[str, MODEL_ARG] = "",
     out_file: Annotated[
-        str,
-        typer.Option("--out", "-o", help="File to write, or - for stdout."),
-    ] = "MODEL_CARD.md",
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Also write a copy to this file or folder, or - for stdout (the card is "
+            "always written beside the model, as MODEL_CARD.md in its folder).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Write the model card (Mitchell et al. 2019 sections) from the model record."""
+    """Write the model card (Mitchell et al. 2019 sections) into the model's folder."""
     import sys
 
     from rich.markup import escape
 
     from cxr_covid import atomic
-    from cxr_covid.errors import UsageError
+    from cxr_covid.errors import CxrCovidError, UsageError
     from cxr_covid.models import store
-    from cxr_covid.sharing.card import dataset_info_for, render
+    from cxr_covid.sharing.card import CARD_FILE, dataset_info_for, render
 
-    record = store.resolve(model or None).record()
+    stored = store.resolve(model or None)
+    record = stored.record()
     text = render(record, dataset_info_for(record))
+    # Outputs that belong to a model go beside it (docs/home.md); a pack carries it too.
+    beside = stored.root / CARD_FILE
+    try:
+        atomic.write_text(beside, text)
+    except (OSError, CxrCovidError) as exc:
+        if out_file is None:
+            raise
+        err.print(escape(f"note: cannot write {beside} ({exc}); writing only --out"))
+    else:
+        say = err if out_file == "-" else out
+        say.print(escape(f"wrote the model card of {record.id} to {beside}"), soft_wrap=True)
+    if out_file is None:
+        return
     if out_file == "-":
         sys.stdout.write(text)
         return
     target = Path(out_file).expanduser()
     if target.is_dir():
-        target = target / "MODEL_CARD.md"
+        target = target / CARD_FILE
     try:
         atomic.write_text(target, text)
     except OSError as exc:
         raise UsageError(f"cannot write {target} ({exc.strerror or exc})") from exc
-    out.print(escape(f"wrote the model card of {record.id} to {target}"), soft_wrap=True)
+    out.print(escape(f"and a copy to {target}"), soft_wrap=True)

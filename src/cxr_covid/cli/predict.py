@@ -79,6 +79,7 @@ def predict(
     from rich.markup import escape
 
     from cxr_covid.api import load_model
+    from cxr_covid.cli.model_line import announce_models
     from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.errors import PartialFailure, UsageError
     from cxr_covid.inference.files import expand_inputs
@@ -95,6 +96,7 @@ def predict(
     # model folder or a pack file. `loaded` keeps an opened pack's folder alive meanwhile.
     loaded = load_model(model)
     stored = loaded.stored
+    announce_models([loaded.id], given=model is not None)
 
     try:
         with RichReporter(transient=False) as reporter:

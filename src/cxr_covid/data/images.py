@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxr_covid.about import install_hint
 from cxr_covid.data.lungs import INPUTS
 from cxr_covid.data.normalize import check_mode
 from cxr_covid.data.normalize import normalize as normalize_pixels
@@ -233,7 +234,7 @@ def _read_dicom(data: bytes, name: str = "<bytes>") -> np.ndarray:
         import pydicom
     except ImportError as exc:
         raise DependencyError(
-            "reading DICOM needs the optional extra: pip install 'cxr-covid[dicom]'"
+            "reading DICOM needs the optional extra: " + install_hint("dicom")
         ) from exc
     try:  # pydicom >= 3
         from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]

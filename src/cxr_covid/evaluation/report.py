@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cxr_covid import atomic, classes, csv_safe, stats
+from cxr_covid import atomic, classes, csv_safe, stats, text
 from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
 from cxr_covid.evaluation.subgroups import SMALL_SUBGROUP
 
 
 def percent(x: float, digits: int = 2) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:.{digits}f}%"
+    return text.percent(x, digits)
 
 
 def cell(p: stats.Proportion) -> str:
@@ -83,7 +83,8 @@ def class_metric_rows(evaluation: ModelEvaluation) -> list[list[str]]:
             cell(c.specificity),
             cell(c.ppv),
             cell(c.npv),
-            estimate(c.f1),
+            # No image of the class: F1 is 0 by convention, not a measurement (as sensitivity).
+            estimate(c.f1) if c.accuracy.n else "n/a",
             estimate(c.auc),
         ]
         for c in evaluation.per_class
@@ -160,18 +161,23 @@ def accuracy_title(report: EvaluationReport) -> str:
 
 
 def methods_note(report: EvaluationReport) -> str:
-    level = f"{100 * report.confidence:g} %"
+    level = f"{100 * report.confidence:g}%"
     bootstrap = (
         f"[{level} percentile bootstrap, {report.bootstrap} resamples stratified by class, "
         f"seed {report.seed}]"
         if report.bootstrap > 0
         else "no interval (--bootstrap 0)"
     )
-    return (
+    note = (
         f"Cells: accuracy (correct/images) [{level} Wilson interval]. F1, balanced accuracy, "
-        f"macro-F1 and ROC AUC: {bootstrap}. McNemar: two-sided exact and mid-p "
-        "tests on the images where exactly one of the two models is right."
+        f"macro-F1 and ROC AUC: {bootstrap}."
     )
+    if report.comparisons:  # the legend of the McNemar table, only where there is one
+        note += (
+            " McNemar: two-sided exact and mid-p tests on the images where exactly one of "
+            "the two models is right."
+        )
+    return note
 
 
 # --- Markdown -------------------------------------------------------------------------------

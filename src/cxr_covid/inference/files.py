@@ -19,8 +19,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from cxr_covid.data.images import is_image_file
-from cxr_covid.errors import UsageError
+from cxr_covid.data.images import IMAGE_SUFFIXES, is_image_file
+from cxr_covid.errors import DataError, UsageError
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -85,8 +85,9 @@ def _expand_one(spec: str, recursive: bool) -> tuple[list[Path], int]:
 def expand_inputs(specs: Sequence[str], recursive: bool = False) -> list[Path]:
     """Every file named by `specs`, in the order given, each once.
 
-    Raises UsageError for a name that does not exist, or when nothing at all is found (with a
-    hint about `-r` when folders were skipped).
+    Raises UsageError for a name that does not exist or a pattern that matches nothing (the
+    command line is wrong), DataError when the folders given hold no image (the data is:
+    exit 3, with a hint about `-r` when sub-folders were skipped).
     """
     if not specs:
         raise UsageError("give at least one image, folder or glob pattern")
@@ -103,7 +104,10 @@ def expand_inputs(specs: Sequence[str], recursive: bool = False) -> list[Path]:
             if skipped_folders
             else ""
         )
-        raise UsageError(f"no image files found in {', '.join(specs)}{hint}")
+        message = f"no image files found in {', '.join(specs)}{hint}"
+        if any(Path(spec).expanduser().is_dir() for spec in specs):
+            raise DataError(f"{message} (image files: {', '.join(IMAGE_SUFFIXES)})")
+        raise UsageError(message)
     return files
 
 

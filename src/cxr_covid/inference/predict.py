@@ -30,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from cxr_covid import atomic, csv_safe
+from cxr_covid.about import install_hint
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
 from cxr_covid.inference.batches import Prediction, predict_paths
@@ -256,7 +257,7 @@ def check_dicom_support(paths: Sequence[Path]) -> None:
     if any(p.suffix.lower() in DICOM_SUFFIXES for p in paths) and not dicom_available():
         raise DependencyError(
             "these inputs include DICOM files, which need the optional extra: "
-            "pip install 'cxr-covid[dicom]'"
+            + install_hint("dicom")
         )
 
 

@@ -33,6 +33,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def added_now() -> str:
+    """`added`: to the microsecond, so two models added within a second keep their order."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
 @dataclass
 class ModelRecord:
     """model.json. Required fields first; the rest is filled by whoever trains or evaluates."""
@@ -55,6 +60,10 @@ class ModelRecord:
     operating_point: dict[str, Any] = field(default_factory=dict)  # eval --save-operating-point
     versions: dict[str, str] = field(default_factory=dict)
     sharing: dict[str, Any] = field(default_factory=dict)  # packs written; where it came from
+    # When the model entered this store (trained, imported, ensembled): what "newest" means.
+    # Empty in records written before it existed (see added_at).
+    added: str = ""
+    audits: list[dict[str, Any]] = field(default_factory=list)  # models/audit_log.py
 
     @property
     def prep(self) -> Preprocessing:
@@ -65,6 +74,9 @@ class ModelRecord:
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
         data["history"] = self.history.to_dict()
         data["evaluations"] = [e.to_dict() for e in self.evaluations]
+        for newer in _WRITTEN_WHEN_SET:  # an older record reads and writes back unchanged
+            if not data[newer]:
+                del data[newer]
         return data
 
     @classmethod
@@ -84,6 +96,9 @@ class ModelRecord:
         return record
 
 
+# Fields added after the first records: left out of model.json until they hold something.
+_WRITTEN_WHEN_SET = ("added", "audits")
+
 _FIELD_TYPES: dict[str, type] = {
     "id": str,
     "architecture": str,
@@ -100,6 +115,8 @@ _FIELD_TYPES: dict[str, type] = {
     "operating_point": dict,
     "versions": dict,
     "sharing": dict,
+    "added": str,
+    "audits": list,
 }
 
 
@@ -307,14 +324,26 @@ def save(model: Any, record: ModelRecord, *, replace: bool = False) -> StoredMod
     target = model_dir(record.id)
     if target.exists() and not replace:
         raise ModelError(f"a model named {record.id!r} already exists (use another --name)")
+    record.added = added_now()
     with atomic.building_dir(target, replace=replace) as tmp:
         model.save(tmp / MODEL_FILE)
         atomic.write_json(tmp / RECORD_FILE, record.to_dict())
     return StoredModel(target)
 
 
+def added_at(record: ModelRecord) -> str:
+    """When the model entered this store (ISO 8601, UTC). Records written before `added`
+    existed fall back to their import time, else to when they were made (= trained here)."""
+    imported = record.sharing.get("imported_from")
+    if record.added:
+        return record.added
+    if isinstance(imported, dict) and isinstance(imported.get("imported"), str):
+        return str(imported["imported"])
+    return record.created
+
+
 def list_models() -> list[StoredModel]:
-    """Complete models in the store, oldest first."""
+    """Complete models in the store, in the order they were added to it (newest last)."""
     root = paths.models_dir()
     if not root.is_dir():
         return []
@@ -327,17 +356,18 @@ def list_models() -> list[StoredModel]:
         and (p / MODEL_FILE).is_file()
     ]
 
-    def created(m: StoredModel) -> tuple[str, str]:
+    def added(m: StoredModel) -> tuple[str, str]:
         try:
-            return (m.record().created, m.id)
+            return (added_at(m.record()), m.id)
         except ModelError:
             return ("", m.id)
 
-    return sorted(found, key=created)
+    return sorted(found, key=added)
 
 
 def resolve(name: str | None = None) -> StoredModel:
-    """A stored model by id (or a path to a model folder), or the newest when none is given."""
+    """A stored model by id (or a path to a model folder), or, when none is given, the one
+    most recently added to the store (trained or imported)."""
     if name:
         as_path = Path(name).expanduser()
         if (as_path / RECORD_FILE).is_file():

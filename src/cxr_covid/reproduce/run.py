@@ -107,7 +107,10 @@ def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult
     augmentation, training and evaluation as tasks."""
     preset, dataset_name, state = _open_run(options)
     settings = state.data["settings"]
-    reporter.message(f"run folder: {state.root}")
+    if not dataset_exists(dataset_name):
+        check_reachable(settings["source"])  # offline: fail now, naming no folder
+    new = "" if state.root.is_dir() else " (created when the first step finishes)"
+    reporter.message(f"run folder: {state.root}{new}")
     _announce(preset, settings, reporter)
 
     seed_list = reproduce_seeds.seeds_of(settings["seed"], options.seeds)
@@ -117,12 +120,10 @@ def run(options: ReproduceOptions, reporter: Reporter = NULL) -> ReproduceResult
     trained_by_seed, todo = trainings.planned(state, jobs, reporter)
     step_cache: dict[str, float] = {}
     timing = None
-    if not dataset_exists(dataset_name):
-        check_reachable(settings["source"])  # offline: fail now, not after the estimate
-        if options.estimate:
-            basis = "before download, assuming the first release's 2905 images"
-            counts = expected_counts(settings)
-            timing = _estimate(counts, settings, todo, reporter, step_cache, basis)
+    if options.estimate and not dataset_exists(dataset_name):
+        basis = "before download, assuming the first release's 2905 images"
+        counts = expected_counts(settings)
+        timing = _estimate(counts, settings, todo, reporter, step_cache, basis)
 
     dataset = ensure_dataset(options, settings, state, reporter)
     ensure_augmented(dataset, settings, state, reporter)

@@ -11,6 +11,7 @@ so the card never silently drops what a model carries.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -19,9 +20,12 @@ from cxr_covid.classes import display_name
 from cxr_covid.evaluation.report import cell
 from cxr_covid.models.records import SavedEvaluation
 from cxr_covid.models.store import ModelRecord
+from cxr_covid.sharing.card_sections import audit_lines, calibration_lines, provenance_lines
 from cxr_covid.stats import proportion, proportion_of
 
 CARD_FILE = "MODEL_CARD.md"
+# Where dataset_info_for puts the dataset's collection and age-group counts (not in dataset.json).
+PROVENANCE_KEY = "provenance_summary"
 STUDY = (
     "Lázaro Herrasti and Barco Terrones (2020), *COVID-19 Detection from chest X-Ray images "
     "using Convolutional Neural Networks*"
@@ -51,6 +55,8 @@ _KNOWN_FIELDS = {
     "calibration",
     "ood",
     "operating_point",
+    "added",
+    "audits",
 }
 _TRAINING_KEYS = (
     "epochs",
@@ -111,6 +117,7 @@ def render(record: ModelRecord, dataset_info: dict[str, Any] | None = None) -> s
         *_training_data(record, dataset_info or {}),
         *_evaluation(record),
         *_decisions(record),
+        *audit_lines(record),
         *_further(record),
         "## Ethical considerations and caveats",
         "",
@@ -234,11 +241,7 @@ def _training_data(record: ModelRecord, info: dict[str, Any]) -> list[str]:
         for key in ("train_images", "val_images", "augmented_train_images"):
             if key in data:
                 lines.append(f"- {key.replace('_', ' ')}: {data[key]}.")
-    lines.append(
-        "- Sources by class: viral pneumonia (all) and part of the normal images are the "
-        "Kermany et al. paediatric collection; COVID-19 images are adults from public "
-        "repositories (see the licences below)."
-    )
+    lines += provenance_lines(record, info.get(PROVENANCE_KEY))
     return [*lines, ""]
 
 
@@ -311,7 +314,8 @@ def _one_evaluation(number: int, evaluation: SavedEvaluation, classes: list[str]
         for cls, row in zip(classes, matrix, strict=False):
             lines.append(f"| {display_name(cls)} | " + " | ".join(map(str, row)) + " |")
     if evaluation.extra:
-        lines += ["", *_generic(evaluation.extra)]
+        calibration, rest = calibration_lines(evaluation.extra)
+        lines += ["", *calibration, *(_generic(rest) if rest else [])]
     return [*lines, ""]
 
 
@@ -329,10 +333,27 @@ def _further(record: ModelRecord) -> list[str]:
     return lines
 
 
-def _generic(value: Any) -> list[str]:
-    if isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
-        return [f"- {k}: {_value(v)}" for k, v in value.items()]
-    return ["```json", json.dumps(value, indent=2, default=str, ensure_ascii=False), "```"]
+def _generic(value: Any, indent: str = "") -> list[str]:
+    """A record field this card has no section for, as nested bullet lists (JSON only for
+    lists of objects, which have no plain-text shape)."""
+    if isinstance(value, dict):
+        lines = []
+        for k, v in value.items():
+            if isinstance(v, dict) and v:
+                lines += [f"{indent}- {k}:", *_generic(v, indent + "  ")]
+            elif isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+                lines += [f"{indent}- {k}:", *_json(v, indent + "  ")]
+            elif isinstance(v, list):
+                lines.append(f"{indent}- {k}: {', '.join(_value(x) for x in v) or 'none'}")
+            else:
+                lines.append(f"{indent}- {k}: {_value(v)}")
+        return lines
+    return _json(value, indent)
+
+
+def _json(value: Any, indent: str = "") -> list[str]:
+    text = json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return [f"{indent}{line}" for line in ["```json", *text.splitlines(), "```"]]
 
 
 def _value(value: Any) -> str:
@@ -362,4 +383,8 @@ def dataset_info_for(record: ModelRecord) -> dict[str, Any]:
     # would describe other images.
     if info.get("split_sha256") != record.dataset.get("split_sha256"):
         return {}
+    from cxr_covid.data.confounding import summarize
+
+    with contextlib.suppress(CxrCovidError, OSError):
+        info[PROVENANCE_KEY] = summarize(Dataset(dataset_path(name)).rows()).to_dict()
     return info

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cxr_covid import atomic
-from cxr_covid.about import __version__
+from cxr_covid.about import __version__, install_hint
 from cxr_covid.data.images import is_image_file, load_for_model
 from cxr_covid.data.normalize import describe as describe_normalize
 from cxr_covid.errors import DependencyError, ModelError, UsageError
@@ -82,8 +84,29 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def check_installed(fmt: str) -> None:
+    """Raise DependencyError naming the extra when a converter or runtime is not installed.
+
+    Looks the modules up without importing them (tf2onnx imports TensorFlow, ~10 s), so the
+    CLI calls it before anything heavy; `check_dependencies` then imports them for real.
+    """
+    modules, extra = _NEEDS[check_format(fmt)]
+    missing = [pip_name for module, pip_name in modules if not _findable(module)]
+    if missing:
+        raise _missing(fmt, missing, extra)
+
+
+def _findable(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is not None  # None: blocked, as `import` would find it
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def check_dependencies(fmt: str) -> None:
-    """Raise DependencyError naming the extra when a converter or runtime is missing."""
+    """Raise DependencyError naming the extra when a converter or runtime cannot be imported."""
     modules, extra = _NEEDS[check_format(fmt)]
     missing = []
     for module, pip_name in modules:
@@ -92,9 +115,13 @@ def check_dependencies(fmt: str) -> None:
         except ImportError:
             missing.append(pip_name)
     if missing:
-        raise DependencyError(
-            f"exporting to {fmt} needs {', '.join(missing)}: pip install 'cxr-covid[{extra}]'"
-        )
+        raise _missing(fmt, missing, extra)
+
+
+def _missing(fmt: str, missing: list[str], extra: str | None) -> DependencyError:
+    return DependencyError(
+        f"exporting to {fmt} needs {', '.join(missing)}: {install_hint(extra or fmt)}"
+    )
 
 
 def preprocessing_spec(record: ModelRecord, artifact: str | None = None) -> dict[str, Any]:

@@ -346,27 +346,28 @@ def _store_pack(
         target = store.model_dir(model_id)
         replaced = target.exists()
         if replaced and not force:
-            raise ModelError(
+            raise UsageError(
                 f"a model named {model_id!r} already exists: add --force to replace it, "
                 "or --name to import it under another id"
             )
         if model_id != record.id:
             record.sharing = {**record.sharing, "original_id": record.id}
             record.id = model_id
+        record.added = store.added_now()  # imported = added to this store: now the newest
         record.sharing = {
             **record.sharing,
             "imported_from": {
                 "source": _public_source(source),
                 "sha256": digest,
                 "bytes": archive.stat().st_size,
-                "imported": store.now_iso(),
+                "imported": record.added,
             },
         }
         stored.write_record(record)
         try:
             atomic.commit_dir(folder, target, replace=force)
         except FileExistsError:
-            raise ModelError(
+            raise UsageError(
                 f"a model named {model_id!r} appeared meanwhile; add --force"
             ) from None
         return ImportResult(
