@@ -55,6 +55,8 @@ class ModelRecord:
     operating_point: dict[str, Any] = field(default_factory=dict)  # eval --save-operating-point
     versions: dict[str, str] = field(default_factory=dict)
     sharing: dict[str, Any] = field(default_factory=dict)  # packs written; where it came from
+    # An ensemble's member networks (models/ensemble.py, `models ensemble`); empty otherwise.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def prep(self) -> Preprocessing:
@@ -65,6 +67,8 @@ class ModelRecord:
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
         data["history"] = self.history.to_dict()
         data["evaluations"] = [e.to_dict() for e in self.evaluations]
+        if not self.members:  # only an ensemble has them: other records stay as they were
+            del data["members"]
         return data
 
     @classmethod
@@ -100,6 +104,7 @@ _FIELD_TYPES: dict[str, type] = {
     "operating_point": dict,
     "versions": dict,
     "sharing": dict,
+    "members": list,
 }
 
 
@@ -118,6 +123,8 @@ def record_problem(record: ModelRecord) -> str | None:
         return "no class list"
     if not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
         return f"classes should be distinct names, not {classes!r}"
+    if not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in record.members):
+        return "members should be objects with an id"
     try:
         Preprocessing.from_dict(record.preprocessing)
     except (TypeError, ValueError) as exc:
