@@ -92,8 +92,8 @@ def feature_model(model: Any) -> Any:
 
     nets = members(model)
     if len(nets) == 1:
-        return keras.Model(model.inputs, penultimate_of(model))
+        return keras.Model(model.input, penultimate_of(model))
     inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), name=INPUT_LAYER)
-    parts = [keras.Model(n.inputs, penultimate_of(n))(inputs) for n in nets]
+    parts = [keras.Model(n.input, penultimate_of(n))(inputs) for n in nets]
     joined = keras.layers.Concatenate(name="member_features")(parts)
     return keras.Model(inputs, joined)
