@@ -279,3 +279,33 @@ def test_a_trained_seed_group_is_evaluated_as_one_model_on_its_dataset(cxr_home:
     group = runner.invoke(app, ["eval", "--group", "grp", "--json"])
     assert group.exit_code == 0, group.output
     assert "grp-mean" not in group.stdout  # the ensemble is no seed of its group
+
+
+def test_audit_and_operating_point_take_an_ensemble(cxr_home: Path, tmp_path: Path) -> None:
+    """The audit's every part (views, attention, source probe, lung-blind control retraining
+    the members' shared recipe) and a saved operating point that predict then applies."""
+    from cxr_covid.audit.results import AuditOptions
+    from cxr_covid.audit.run import run_audit
+    from tests.audit.test_audit import SIZE as FILM
+    from tests.audit.test_audit import build
+
+    build(cxr_home, "corners", shortcut=True, per_class=10)
+    data = {"name": "corners"}
+    for seed in (1, 2):
+        member(f"c-s{seed}", seed, group="c", size=FILM, dataset=data)
+    make_ensemble("c", name="c-mean", calibrate=False)
+    result = run_audit(AuditOptions(model="c-mean", control_epochs=1, panels=1))
+    assert result.control is not None and result.attention is not None
+    assert result.attention.layer == "last_conv"
+    chosen = runner.invoke(
+        app,
+        ["eval", "c-mean", "--operating-point", "covid:threshold=0.3", "--save-operating-point"],
+    )
+    assert chosen.exit_code == 0, chosen.output
+    assert store.resolve("c-mean").record().operating_point["threshold"] == 0.3
+    images = sorted((cxr_home / "datasets" / "corners" / "images").rglob("*.png"))[:3]
+    out = tmp_path / "p.csv"
+    done = runner.invoke(app, ["predict", *map(str, images), "-m", "c-mean", "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    header = next(csv.reader(io.StringIO(out.read_text())))
+    assert any(h.startswith("decision[") and "covid" in h and "0.3" in h for h in header), header
