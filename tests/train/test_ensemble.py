@@ -41,24 +41,25 @@ def member(
     same_as: str | None = None,
     dataset: dict[str, object] | None = None,
     labels: list[str] | None = None,
+    architecture: str = "baseline",
 ) -> store.StoredModel:
     """An untrained baseline stored as seed `seed` of `group` (weights copied from the model
     `same_as` when given)."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    network = models.build("baseline", size, len(labels or CLASSES))
+    network = models.build(architecture, size, len(labels or CLASSES))
     if same_as is not None:
         network.set_weights(store.resolve(same_as).load().get_weights())
-    training: dict[str, object] = {"arch": "baseline", "image_size": size, "seed": seed}
+    training: dict[str, object] = {"arch": architecture, "image_size": size, "seed": seed}
     if group is not None:
         training["group"] = group
     record = store.ModelRecord(
         id=model_id,
-        architecture="baseline",
+        architecture=architecture,
         classes=list(labels or CLASSES),
         preprocessing=Preprocessing(image_size=size).to_dict(),
-        last_conv_layer=models.get("baseline").last_conv,
+        last_conv_layer=models.get(architecture).last_conv,
         dataset=dict(dataset or {}),
         training=training,
         metrics={"best_epoch": 1, "best_val_accuracy": 0.5},
@@ -176,6 +177,11 @@ def test_a_group_becomes_a_calibrated_model_that_every_command_takes(
         assert done.exit_code == 0, done.output
         headers.append(next(csv.reader(io.StringIO(out.read_text()))))
     assert headers[0] == headers[1]
+    # The calibrated, guarded ensemble explains itself: captions come from its scorer.
+    maps = tmp_path / "maps"
+    drawn = runner.invoke(app, ["heatmap", str(images[0]), "-m", "g-ensemble", "-o", str(maps)])
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "maps" / f"{images[0].stem}.heatmap.png").is_file()
 
 
 def test_export_pack_and_import_keep_the_ensemble(cxr_home: Path, tmp_path: Path) -> None:
@@ -309,3 +315,19 @@ def test_audit_and_operating_point_take_an_ensemble(cxr_home: Path, tmp_path: Pa
     assert done.exit_code == 0, done.output
     header = next(csv.reader(io.StringIO(out.read_text())))
     assert any(h.startswith("decision[") and "covid" in h and "0.3" in h for h in header), header
+
+
+def test_members_of_different_architectures_are_averaged_and_explained(cxr_home: Path) -> None:
+    member("base", 1)
+    member("incep", 2, architecture="inception-nb")
+    make_ensemble(member_ids=["base", "incep"], name="mixed", calibrate=False)
+    stored = store.resolve("mixed")
+    record = stored.record()
+    assert "arch" in record.training["ensemble"]["differing_options"]
+    assert [m["architecture"] for m in record.members] == ["baseline", "inception-nb"]
+    image = pixels(1, seed=2)[0]
+    cam = make_explainer(stored.load(), None, record.last_conv_layer)(image)
+    assert cam.cam.ndim == 2 and 0.0 <= float(cam.cam.min()) <= float(cam.cam.max()) <= 1.0
+    x = pixels()
+    mean = sum(Scorer(m.load(), m.record())(x).raw for m in map(store.resolve, ("base", "incep")))
+    np.testing.assert_allclose(Scorer(stored.load(), record)(x).raw, mean / 2, atol=1e-6)
