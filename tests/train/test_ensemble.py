@@ -166,6 +166,9 @@ def test_a_group_becomes_a_calibrated_model_that_every_command_takes(
     evaluated = runner.invoke(app, ["eval", "g-ensemble", "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["models"][0]["model"] == "g-ensemble"
+    beside = runner.invoke(app, ["eval", "g-s1", "g-ensemble", "--json"])  # McNemar between
+    assert beside.exit_code == 0, beside.output
+    assert json.loads(beside.stdout)["mcnemar"], beside.stdout
     recalibrated = runner.invoke(app, ["calibrate", "g-ensemble"])
     assert recalibrated.exit_code == 0, recalibrated.output
 
@@ -245,6 +248,11 @@ def test_members_that_cannot_be_averaged_are_refused(cxr_home: Path) -> None:
     )
     one_line_error([*base, "solo"], 2, "at least two members")
     one_line_error([*base, "nowhere"], 6, "no stored models in group 'nowhere'")
+    # Calibration needs one recorded dataset, present in the home.
+    one_line_error([*base, "--member", "a", "--member", "solo-s1", "--name", "y"], 3, "--no-cal")
+    member("gone-s1", 5, group="gone", dataset={"name": "gone"})
+    member("gone-s2", 6, group="gone", dataset={"name": "gone"})
+    one_line_error([*base, "gone"], 3, "calibrated on it: pass --no-calibrate")
     one_line_error([*base, "--member", "a", "--member", "ghost", "--name", "x"], 6, "ghost")
     one_line_error([*base, "--member", "a", "--member", "a", "--name", "x"], 2, "more than once")
     one_line_error([*base, "--member", "a", "--member", "big"], 2, "--name is required")

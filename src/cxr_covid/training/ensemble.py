@@ -171,7 +171,10 @@ def fit_guards(
             "the members were not trained on one recorded dataset, so the ensemble has no "
             "validation split to calibrate on: pass --no-calibrate"
         )
-    dataset = resolve_dataset(str(name))
+    try:
+        dataset = resolve_dataset(str(name))
+    except DataError as exc:
+        raise DataError(f"{exc}; the ensemble is calibrated on it: pass --no-calibrate") from exc
     rows = dataset.rows()
     recorded = record.dataset.get("manifest_sha256")
     if recorded and manifest_hash(rows) != recorded:
