@@ -246,6 +246,13 @@ def test_members_that_cannot_be_averaged_are_refused(cxr_home: Path) -> None:
     one_line_error(
         [*base, "--member", "a", "--member", "two-class", "--name", "x"], 6, "differ in classes"
     )
+    for key, value in (("normalize", "equalize"), ("input", "lungs"), ("resize", "bilinear")):
+        other = member(f"other-{key}", 7)
+        record = other.record()
+        record.preprocessing[key] = value
+        other.write_record(record)
+        argv = [*base, "--member", "a", "--member", other.id, "--name", "x"]
+        one_line_error(argv, 6, f"preprocessing ({key})")
     one_line_error([*base, "solo"], 2, "at least two members")
     one_line_error([*base, "nowhere"], 6, "no stored models in group 'nowhere'")
     # Calibration needs one recorded dataset, present in the home.
