@@ -288,12 +288,14 @@ class Model:
         return heat
 
     def _explainer(self, layer: str | None) -> Any:
-        from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer
+        from cxr_covid.inference.gradcam import make_explainer
 
-        chosen = choose_layer(self.keras_model, layer, self.record.last_conv_layer)
-        if chosen not in self._explainers:
-            self._explainers[chosen] = GradCamExplainer(self.keras_model, chosen)
-        return self._explainers[chosen]
+        key = layer or ""
+        if key not in self._explainers:
+            self._explainers[key] = make_explainer(
+                self.keras_model, layer, self.record.last_conv_layer
+            )
+        return self._explainers[key]
 
 
 def _is_array(item: Any) -> bool:

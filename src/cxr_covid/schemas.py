@@ -28,6 +28,7 @@ VERSIONS: dict[str, int] = {
     "models-export": 1,
     "models-pack": 1,
     "models-import": 1,
+    "models-ensemble": 1,
     "datasets-list": 1,
     "datasets-show": 1,
 }

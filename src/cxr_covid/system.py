@@ -137,12 +137,19 @@ def _broken(model_id: str, reason: str) -> ModelSummary:
     )
 
 
+def architecture_label(record: store.ModelRecord) -> str:
+    """The architecture as listed: an ensemble says how many members it averages."""
+    if record.members:
+        return f"{record.architecture} ({len(record.members)} members)"
+    return record.architecture
+
+
 def _summarize(record: store.ModelRecord) -> ModelSummary:
     val = record.metrics.get("best_val_accuracy")
     test_accuracy, test_images = _latest_accuracy(record, "test")
     return ModelSummary(
         id=record.id,
-        architecture=record.architecture,
+        architecture=architecture_label(record),
         dataset=str(record.dataset.get("name", "")),
         image_size=int(record.preprocessing.get("image_size", 0)),
         augmented=bool(record.training.get("augment", False)),

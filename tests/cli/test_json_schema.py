@@ -37,6 +37,7 @@ BY_COMMAND = {
     "models export": {"models-export"},
     "models pack": {"models-pack"},
     "models import": {"models-import"},
+    "models ensemble": {"models-ensemble"},
     "datasets list": {"datasets-list"},
     "datasets show": {"datasets-show"},
 }

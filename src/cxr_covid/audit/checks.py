@@ -143,10 +143,10 @@ def measure_attention(
     fields: np.ndarray,
     reporter: Reporter,
 ) -> tuple[AttentionResult, list[Any]]:
-    from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer, upsample
+    from cxr_covid.inference.gradcam import make_explainer, upsample
 
-    layer = choose_layer(model, None, record.last_conv_layer)
-    explainer = GradCamExplainer(model, layer)
+    explainer = make_explainer(model, None, record.last_conv_layer)
+    layer = explainer.layer
     size = record.prep.image_size
     shares: list[tuple[str, str, float]] = []
     cams: list[Any] = []

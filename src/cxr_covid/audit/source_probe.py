@@ -80,11 +80,9 @@ class SourceProbeResult:
 
 def penultimate(model: Any, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     """(N, D) features the classifier reads (the input of its softmax layer)."""
-    import keras
+    from cxr_covid.models.ensemble import feature_model
 
-    from cxr_covid import models
-
-    features = keras.Model(model.input, models.penultimate_features(model))
+    features = feature_model(model)  # an ensemble's members' features side by side
     out = [
         np.asarray(features(pixels[i : i + batch_size].astype(np.float32), training=False))
         for i in range(0, len(pixels), batch_size)

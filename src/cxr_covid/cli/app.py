@@ -243,6 +243,7 @@ def _register_commands() -> None:
         evaluate,
         heatmap,
         info,
+        model_ensemble,
         model_sharing,
         models,
         predict,
@@ -262,6 +263,7 @@ def _register_commands() -> None:
     models.app.command("pack", epilog=EPILOG)(model_sharing.pack)
     models.app.command("import", epilog=EPILOG)(model_sharing.import_)
     models.app.command("card", epilog=EPILOG)(model_sharing.card)
+    models.app.command("ensemble", epilog=EPILOG)(model_ensemble.ensemble)
     app.command("audit", help=audit.HELP, epilog=EPILOG)(audit.audit)
     app.add_typer(models.app, name="models", help=models.HELP)
     app.add_typer(datasets.app, name="datasets", help=datasets.HELP)

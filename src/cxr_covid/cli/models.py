@@ -94,6 +94,11 @@ def show_command(
     table.add_row("classes", ", ".join(record.classes))
     table.add_row("preprocessing", ", ".join(f"{k}={v}" for k, v in record.preprocessing.items()))
     table.add_row("Grad-CAM layer", record.last_conv_layer)
+    for i, member in enumerate(record.members):  # an ensemble (`models ensemble`)
+        seed = member.get("seed")
+        table.add_row(
+            f"member {i}", f"{member.get('id')}" + (f" (seed {seed})" if seed is not None else "")
+        )
     from cxr_covid.inference.scoring import describe
 
     for label, text in describe(record):

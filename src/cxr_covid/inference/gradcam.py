@@ -10,6 +10,9 @@ The layer defaults to the one the model record names (`last_conv_layer`); an exp
 layer overrides it, and a model whose record names a missing layer falls back to the last
 layer with a spatial (4-D) output. Images are read through the shared decode path, so the
 heat map explains exactly the prediction `predict` reports.
+
+An ensemble (models/ensemble.py) is explained member by member (`make_explainer`): each
+member's map for the ensemble's class, scaled to 0-1 as for one model, then averaged.
 """
 
 from __future__ import annotations
@@ -159,8 +162,60 @@ class GradCamExplainer:
         )
 
 
+class EnsembleExplainer:
+    """Grad-CAM of an ensemble: the mean of its members' maps, each for the class the
+    ensemble predicts (or the one asked for) and scaled to 0-1 as one model's is, so every
+    member weighs the same and a region only some members use comes out cooler."""
+
+    def __init__(self, model: Any, explainers: Sequence[GradCamExplainer]) -> None:
+        from cxr_covid.models.ensemble import member_name
+
+        self._model = model
+        self._explainers = list(explainers)
+        layers = {e.layer for e in self._explainers}
+        self.layer = (
+            layers.pop()
+            if len(layers) == 1
+            else ", ".join(f"{member_name(i)}/{e.layer}" for i, e in enumerate(self._explainers))
+        )
+
+    def __call__(self, pixels: np.ndarray, class_index: int | None = None) -> GradCam:
+        probs = np.asarray(self._model(pixels[None].astype(np.float32), training=False))[0]
+        chosen = int(probs.argmax()) if class_index is None else class_index
+        cams = [explain(pixels, chosen) for explain in self._explainers]
+        height = max(c.cam.shape[0] for c in cams)
+        width = max(c.cam.shape[1] for c in cams)
+        maps = [c.cam if c.cam.shape == (height, width) else upsample(c.cam, height, width)
+                for c in cams]  # fmt: skip
+        parts = [c.features for c in cams if c.features is not None]
+        features = np.concatenate(parts, axis=1) if len(parts) == len(cams) else None
+        return GradCam(
+            np.mean(maps, axis=0).astype(np.float32),
+            chosen,
+            probs.astype(np.float32),
+            self.layer,
+            max(c.raw_max for c in cams),
+            features,
+        )
+
+
+def make_explainer(
+    model: Any, requested: str | None = None, recorded: str | None = None
+) -> GradCamExplainer | EnsembleExplainer:
+    """The explainer of `model` (the layer chosen by `choose_layer`, in each member of an
+    ensemble): the one place that knows an ensemble is explained member by member."""
+    from cxr_covid.models.ensemble import members
+
+    networks = members(model)
+    if len(networks) == 1:
+        return GradCamExplainer(model, choose_layer(model, requested, recorded))
+    return EnsembleExplainer(
+        model, [GradCamExplainer(n, choose_layer(n, requested, recorded)) for n in networks]
+    )
+
+
 def explain_pixels(
-    explainer: GradCamExplainer,
+    explainer: GradCamExplainer | EnsembleExplainer,
     image: np.ndarray,
     prep: Preprocessing,
     class_index: int | None = None,
@@ -415,11 +470,10 @@ def heatmap_files(
     record = stored.record()
     class_index = resolve_class(class_name, record.classes) if class_name else None
     model = stored.load()
-    chosen_layer = choose_layer(model, layer, record.last_conv_layer)
-    explainer = GradCamExplainer(model, chosen_layer)
+    explainer = make_explainer(model, layer, record.last_conv_layer)
     scorer = _scorer(model, record)
     prep: Preprocessing = record.prep
-    summary = HeatmapSummary(record.id, chosen_layer)
+    summary = HeatmapSummary(record.id, explainer.layer)
     reporter.start(HEATMAP_TASK, total=len(paths), unit="images")
     for done, (path, (heat_path, panel_path)) in enumerate(
         zip(paths, destinations, strict=True), 1

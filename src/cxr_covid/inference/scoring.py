@@ -9,6 +9,8 @@ input of the softmax Dense head) and computes everything else from those feature
     ood_score   = Mahalanobis distance / threshold   (ood.py; > 1 means flagged)
 
 so calibration and the guard cost one small matrix product per batch, not a second pass.
+An ensemble (models/ensemble.py) has one head per member: its features are the members'
+features side by side, and its logits the log of the members' averaged probabilities (`Head`).
 A record without calibration or guard (older models) gets T = 1 and no OOD figure, and says
 "uncalibrated".
 
@@ -34,7 +36,7 @@ from cxr_covid.inference import calibration, ood
 from cxr_covid.inference.calibration import Calibration
 from cxr_covid.inference.ood import OodGuard
 from cxr_covid.inference.operating_point import OperatingPoint
-from cxr_covid.models import store
+from cxr_covid.models import ensemble, store
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,65 @@ def softmax_head(model: Any) -> Any:
     return head
 
 
+@dataclass(frozen=True)
+class Head:
+    """A model's softmax head(s) as numpy: one (kernel, bias) per member network (one for a
+    plain model), applied to the features `feature_step` returns."""
+
+    kernels: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    @property
+    def dims(self) -> int:
+        return sum(int(k.shape[0]) for k in self.kernels)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        f = np.asarray(features, dtype=np.float64)
+        if len(self.kernels) == 1:
+            out: np.ndarray = f @ self.kernels[0] + self.biases[0]
+            return out
+        # An ensemble outputs the mean of its members' softmax probabilities, which has no
+        # logit of its own; temperature scaling (calibration) needs one, so the ensemble's
+        # logits are the log of its averaged probabilities (their softmax is that average
+        # again, exactly). Computed as a log-mean-exp of the members' log-softmax, so that a
+        # probability that underflows to 0 never becomes log(0).
+        log_probs, start = [], 0
+        for kernel, bias in zip(self.kernels, self.biases, strict=True):
+            part = f[:, start : start + kernel.shape[0]] @ kernel + bias
+            start += kernel.shape[0]
+            log_probs.append(part - _logsumexp(part, axis=1)[:, None])
+        stacked = np.stack(log_probs)  # (members, n, classes)
+        mean: np.ndarray = _logsumexp(stacked, axis=0) - math.log(len(log_probs))
+        return mean
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    out: np.ndarray = np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(x - top), axis=axis))
+    return out
+
+
+def classifier_head(model: Any) -> Head:
+    """The softmax head of every member network (ensemble.members), as numpy."""
+    heads = [softmax_head(network) for network in ensemble.members(model)]
+    return Head(
+        tuple(np.asarray(h.kernel, dtype=np.float64) for h in heads),
+        tuple(np.asarray(h.bias, dtype=np.float64) for h in heads),
+    )
+
+
 _STEPS: dict[int, tuple[Any, Callable[[np.ndarray], np.ndarray]]] = {}
 
 
 def feature_step(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Penultimate features for uint8-valued pixels, compiled once per model."""
-    import keras
     import tensorflow as tf
 
     cached = _STEPS.get(id(model))
     if cached is not None and cached[0] is model:
         return cached[1]
-    head = softmax_head(model)
-    features = keras.Model(model.inputs, head.input)
+    classifier_head(model)  # refuses a model without a softmax head, before compiling
+    features = ensemble.feature_model(model)
     shape = tuple(model.inputs[0].shape[1:])
 
     @tf.function(  # type: ignore[untyped-decorator]
@@ -103,9 +151,7 @@ class Scorer:
     """Calibrated probabilities and OOD scores for batches of uint8 pixels."""
 
     def __init__(self, model: Any, record: store.ModelRecord) -> None:
-        head = softmax_head(model)
-        self.kernel = np.asarray(head.kernel, dtype=np.float64)
-        self.bias = np.asarray(head.bias, dtype=np.float64)
+        self.head = classifier_head(model)
         self.features = feature_step(model)
         self.calibration = Calibration.from_record(_field(record, "calibration"))
         self.guard = OodGuard.from_record(_field(record, "ood"))
@@ -116,8 +162,7 @@ class Scorer:
         return probabilities_label(self.calibration)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.asarray(features, dtype=np.float64) @ self.kernel + self.bias
-        return out
+        return self.head.logits(features)
 
     def from_features(self, features: np.ndarray, pixels: np.ndarray | None) -> BatchScores:
         """Scores from penultimate features (and the input pixels, for the guard's pixel
@@ -178,7 +223,7 @@ def features_of(model: Any, batches: Iterator[np.ndarray]) -> tuple[np.ndarray, 
             features.append(run(pixels))
             statistics.append(ood.pixel_statistics(pixels))
     if not features:
-        return np.zeros((0, int(softmax_head(model).kernel.shape[0]))), np.zeros((0, 0))
+        return np.zeros((0, classifier_head(model).dims)), np.zeros((0, 0))
     return np.concatenate(features).astype(np.float64), np.concatenate(statistics)
 
 
@@ -227,8 +272,7 @@ def fit_from_features(
 ) -> FittedGuards:
     """Fit temperature and guard from (features, pixel statistics) of both splits."""
     (train_features, train_stats), (val_features, val_stats) = train, val
-    head = softmax_head(model)
-    logits = val_features @ np.asarray(head.kernel, np.float64) + np.asarray(head.bias, np.float64)
+    logits = classifier_head(model).logits(val_features)
     created = store.now_iso()
     cal = calibration.fit(logits, val_labels, f"{source}, val split", created)
     guard = None

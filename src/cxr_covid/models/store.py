@@ -64,6 +64,8 @@ class ModelRecord:
     # Empty in records written before it existed (see added_at).
     added: str = ""
     audits: list[dict[str, Any]] = field(default_factory=list)  # models/audit_log.py
+    # An ensemble's member networks (models/ensemble.py, `models ensemble`); empty otherwise.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def prep(self) -> Preprocessing:
@@ -97,7 +99,7 @@ class ModelRecord:
 
 
 # Fields added after the first records: left out of model.json until they hold something.
-_WRITTEN_WHEN_SET = ("added", "audits")
+_WRITTEN_WHEN_SET = ("added", "audits", "members")
 
 _FIELD_TYPES: dict[str, type] = {
     "id": str,
@@ -117,6 +119,7 @@ _FIELD_TYPES: dict[str, type] = {
     "sharing": dict,
     "added": str,
     "audits": list,
+    "members": list,
 }
 
 
@@ -135,6 +138,8 @@ def record_problem(record: ModelRecord) -> str | None:
         return "no class list"
     if not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
         return f"classes should be distinct names, not {classes!r}"
+    if not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in record.members):
+        return "members should be objects with an id"
     try:
         Preprocessing.from_dict(record.preprocessing)
     except (TypeError, ValueError) as exc:

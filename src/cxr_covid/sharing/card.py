@@ -165,6 +165,7 @@ def _details(record: ModelRecord) -> list[str]:
         "model).",
         f"- Grad-CAM layer: `{record.last_conv_layer}`.",
     ]
+    lines += _members(record)
     if prep.normalize != "none":
         from cxr_covid.data.normalize import describe
 
@@ -185,6 +186,30 @@ def _details(record: ModelRecord) -> list[str]:
             f"`{imported.get('sha256', '?')}`) on {imported.get('imported', '?')}."
         )
     return [*lines, ""]
+
+
+def _members(record: ModelRecord) -> list[str]:
+    """An ensemble's member models (`models ensemble`); nothing for a plain model."""
+    if not record.members:
+        return []
+    lines = [
+        f"- Ensemble: the mean of the softmax probabilities of {len(record.members)} models "
+        "(Grad-CAM: the mean of their maps):"
+    ]
+    for member in record.members:
+        seed = member.get("seed")
+        accuracy = member.get("best_val_accuracy")
+        lines.append(
+            f"  - `{member.get('id')}` ({member.get('architecture')}"
+            + (f", seed {seed}" if seed is not None else "")
+            + (
+                f", validation accuracy {100 * accuracy:.1f}%"
+                if isinstance(accuracy, float)
+                else ""
+            )
+            + ")"
+        )
+    return lines
 
 
 def _intended_use() -> list[str]:
