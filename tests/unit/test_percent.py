@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cxr_covid import text
 from cxr_covid.audit import report as audit_report
-from cxr_covid.audit import run as audit_run
+from cxr_covid.audit import verdict as audit_verdict
 from cxr_covid.evaluation import report as eval_report
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "cxr_covid"
@@ -20,7 +20,7 @@ def test_one_helper_writes_every_percentage() -> None:
     assert text.percent(float("nan")) == "n/a"
     assert eval_report.percent(0.8788) == "87.88%"
     assert audit_report._pct(0.5) == "50.0%"
-    assert audit_run._pct(0.5) == "50%"
+    assert audit_verdict._pct(0.5) == "50%"
 
 
 def test_no_figure_is_formatted_with_a_space_before_the_percent_sign() -> None:

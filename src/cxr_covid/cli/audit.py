@@ -130,6 +130,7 @@ def _run(options: object) -> AuditResult:
 def render(result: AuditResult, *, to_stderr: bool = False) -> None:
     from cxr_covid import classes
     from cxr_covid.audit import report as audit_report
+    from cxr_covid.text import percent
 
     console = err if to_stderr else out
     table = Table(title=f"Shortcut audit: {escape(result.model_id)} (test split)")
@@ -204,12 +205,12 @@ def _render_probe(console: Any, probe: SourceProbeResult) -> None:
             name,
             escape(", ".join(f"{c} {n}" for c, n in p.collections.items())),
             audit_report.estimate_cell(p.balanced_accuracy),
-            f"{100 * p.chance:.0f} %",
+            percent(p.chance, 0),
         )
     table.add_row(
         "overall",
         "",
         audit_report.estimate_cell(probe.overall),
-        f"{100 * (probe.overall_chance or 0):.0f} %",
+        percent(probe.overall_chance or 0, 0),
     )
     console.print(table)
