@@ -290,7 +290,7 @@ class _TestSets:
             for images in external_test_sets(
                 self.data_dir or Path(), record.classes, self.class_map
             ):
-                key = (images.source, images.name, classes_key)
+                key: tuple[str, ...] = (images.source, images.name, classes_key)
                 self.test_sets[key] = images
                 keys.append(key)
             self.cohort_keys[classes_key] = keys
