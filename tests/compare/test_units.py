@@ -3,6 +3,8 @@ ensemble and its McNemar, and decisions that never read an external set's labels
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +14,7 @@ from cxr_covid.cli import app
 from cxr_covid.compare import judging
 from cxr_covid.compare.recipes import RECIPE_FLAGS, RECIPES, parse_recipe, parse_recipes
 from cxr_covid.errors import UsageError
+from tests.json_docs import assert_documented
 
 runner = CliRunner()
 CLASSES = ["covid", "normal", "viral_pneumonia"]
@@ -73,6 +76,10 @@ def test_compare_list_and_a_bad_recipe_on_the_command_line() -> None:
     listed = runner.invoke(app, ["compare", "--list"])
     assert listed.exit_code == 0, listed.output
     assert "robust-markers" in listed.output and "--balance-sources" in listed.output
+    listed_json = runner.invoke(app, ["compare", "--list", "--json"])
+    assert_documented("compare-list", json.loads(listed_json.stdout))
+    names = [r["name"] for r in json.loads(listed_json.stdout)["recipes"]]
+    assert names == list(RECIPES)
     bad = runner.invoke(app, ["compare", "--recipe", "mine=--frobnicate"])
     assert bad.exit_code == 2
     assert "unknown option '--frobnicate'" in bad.output
