@@ -112,3 +112,36 @@ def test_compare_command_prints_the_table_and_json(tiny: Path, tmp_path: Path) -
     for words in ("Recipes on tiny", "mine, ensemble", "Against plain", "research tool"):
         assert words in table.stdout
     assert "0 trained, 2 reused" in table.output
+
+
+def test_compare_audit_and_audit_external_per_cohort(tiny: Path, tmp_path: Path) -> None:
+    """--audit: the first seed's lung-blind control and source probe, read back on a rerun;
+    and `audit --external` on a cohort tree gives one external result per cohort."""
+    from cxr_covid.audit.results import AuditOptions
+    from cxr_covid.audit.run import run_audit
+
+    options = _options(tiny, tmp_path / "run")
+    options.recipes = parse_recipes(["plain"])
+    options.audit, options.audit_control_epochs = True, 1
+    result = run_compare(options)
+    (plain,) = result.recipes
+    assert plain.audit is not None and plain.audit["model"] == plain.models[0]
+    assert plain.audit["control"].endswith("]") and "%" in plain.audit["control"]
+    assert plain.audit["source_probe"]  # skipped here (no collections), and says why
+    assert (tmp_path / "run" / "audits" / "plain" / "audit.json").is_file()
+    assert "Audit (first seed" in (tmp_path / "run" / "compare.md").read_text()
+    again = run_compare(options)  # the written audit is read back, not redone
+    assert again.recipes[0].audit == plain.audit
+
+    audit = run_audit(
+        AuditOptions(
+            model=plain.models[0],
+            external=[tiny],
+            control=False,
+            attention=False,
+            source_probe=False,
+            out=tmp_path / "audit",
+        )
+    )
+    assert [Path(e.folder).name for e in audit.external] == ["site-covid", "site-kids"]
+    assert [e.images for e in audit.external] == [3, 6]
