@@ -145,3 +145,16 @@ def test_compare_audit_and_audit_external_per_cohort(tiny: Path, tmp_path: Path)
     )
     assert [Path(e.folder).name for e in audit.external] == ["site-covid", "site-kids"]
     assert [e.images for e in audit.external] == [3, 6]
+
+
+def test_an_adversarial_recipe_without_sources_is_refused_before_training(
+    tiny: Path, tmp_path: Path
+) -> None:
+    from cxr_covid.errors import CxrCovidError
+
+    options = _options(tiny, tmp_path / "run")
+    options.recipes = parse_recipes(["plain", "adversarial"])
+    counting = _Counting()
+    with pytest.raises(CxrCovidError, match="records no collections"):
+        run_compare(options, trainer=grid.Trainer(train=counting.train))
+    assert counting.trained == 0

@@ -229,7 +229,7 @@ def to_markdown(result: CompareResult) -> str:
         parts += ["", "## Audit (first seed of each recipe)", ""]
         parts += _md_table(audit_header(), audit_rows(result))
     parts += ["", "## What these figures may measure", ""]
-    parts += [f"- {c}" for c in result.caveats] or ["- (no provenance recorded for the dataset)"]
+    parts += [f"- {c}" for c in result.caveats]
     parts += [f"- {n}" for n in result.notes]
     parts += ["", f"Decisions: {DECISIONS}.", "", RESEARCH, "", DISCLAIMER, ""]
     return "\n".join(parts)

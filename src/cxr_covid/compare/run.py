@@ -49,6 +49,7 @@ def run_compare(
     rows = dataset.rows()
     split = split_hash(rows)
     model_classes = classes.label_order(sorted({r.label for r in rows}))
+    _check_adversarial(options, model_classes, rows, dataset.name)
     jobs = grid_jobs.build_jobs(options, split)
     folder = grid_jobs.run_folder(options, split)
     state = grid.GridFolder(folder)
@@ -76,6 +77,19 @@ def run_compare(
     atomic.write_json(folder / "compare.json", result.to_dict())
     atomic.write_text(folder / "compare.md", to_markdown(result))
     return result
+
+
+def _check_adversarial(
+    options: CompareOptions, model_classes: list[str], rows: Sequence[Any], dataset: str
+) -> None:
+    """A source-adversarial recipe on a dataset with no source to remove is refused before
+    anything trains, not after the recipes before it (training/adversarial.plan's rule)."""
+    from cxr_covid.training.adversarial import plan
+
+    train_rows = [r for r in rows if r.split == "train"]
+    for recipe in options.recipes:
+        if recipe.options.get("adversarial_source"):
+            plan(model_classes, train_rows, 1.0, dataset)
 
 
 def _internal_set(dataset: str, model_classes: list[str]) -> _Set:
@@ -262,7 +276,14 @@ def _options_dict(options: CompareOptions) -> dict[str, Any]:
     }
 
 
+SHORTCUT_NOTE = (
+    "high accuracy on pooled public chest X-rays may measure where an image comes from (its "
+    "collection, hospital, the patients' ages, burned-in markers) rather than the disease; the "
+    "external sets are the check, and `--audit` measures it on the internal data"
+)
+
+
 def _caveats(dataset: str) -> list[str]:
     from cxr_covid.evaluation.testsets import dataset_caveats
 
-    return dataset_caveats(dataset)
+    return [SHORTCUT_NOTE, *dataset_caveats(dataset)]
