@@ -156,6 +156,10 @@ def table_rows(result: CompareResult) -> list[list[list[str]]]:
     return rows
 
 
+def _p_value(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
 def against_header() -> list[str]:
     return ["recipe", "set", "class", "recall - plain, by seed", "seed test p", "ensembles: +/-, p"]
 
@@ -172,7 +176,7 @@ def against_rows(result: CompareResult) -> list[list[str]]:
                 classes.display_name(a.class_name),
                 f"{diffs} pts",
                 f"{a.seed_p:.2f}",
-                f"+{m.a_only} / -{m.b_only}, p={m.p_exact:.4f}",
+                f"+{m.a_only} / -{m.b_only}, p={_p_value(m.p_exact)}",
             ]
         )
     return rows
