@@ -22,6 +22,8 @@ VERSIONS: dict[str, int] = {
     "reproduce": 1,
     "calibrate": 1,
     "audit": 1,
+    "compare": 1,
+    "compare-list": 1,
     "info": 1,
     "models-list": 1,
     "models-show": 1,

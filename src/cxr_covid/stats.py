@@ -23,6 +23,7 @@ tested against hand-computed cases and reused by any caller.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -355,6 +356,23 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
         p_exact=exact,
         p_mid=mid,
     )
+
+
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """Exact two-sided paired permutation (sign-flip) test that paired differences centre on 0.
+
+    Every one of the 2^n sign assignments is equally likely under the null; the p-value is the
+    share whose |mean| is at least the observed one. With n pairs the smallest possible p is
+    2 / 2^n (0.25 with 3 seeds): few pairs give the test little power. 1.0 for no pairs."""
+    d = np.asarray(list(differences), dtype=np.float64)
+    if d.size == 0 or not np.all(np.isfinite(d)):
+        return 1.0 if d.size == 0 else math.nan
+    if d.size > 20:
+        raise ValueError("sign_flip_p enumerates 2^n assignments: at most 20 pairs")
+    observed = abs(d.mean())
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+    means = np.abs((signs * d).mean(axis=1))
+    return float(np.mean(means >= observed - 1e-12))
 
 
 # --- calibration ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ BY_COMMAND = {
     "reproduce": {"reproduce"},
     "calibrate": {"calibrate"},
     "audit": {"audit"},
+    "compare": {"compare", "compare-list"},
     "info": {"info"},
     "models list": {"models-list"},
     "models show": {"models-show"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.data.lungs import LungFieldSource
 from cxr_covid.models import store
 from cxr_covid.progress import Reporter
+
+if TYPE_CHECKING:
+    from cxr_covid.evaluation.testsets import EvalImages
 
 
 def view_result(
@@ -94,12 +97,27 @@ def external_sets(
     class_map: dict[str, str],
     internal: ViewResult,
     batch_size: int,
+) -> list[ExternalResult]:
+    """One result per cohort of `folder` (a folder of class folders is one cohort)."""
+    from cxr_covid.evaluation.testsets import external_test_sets
+
+    return [
+        external_set(test_set, model, record, internal, batch_size)
+        for test_set in external_test_sets(folder, record.classes, class_map)
+    ]
+
+
+def external_set(
+    test_set: EvalImages,
+    model: Any,
+    record: store.ModelRecord,
+    internal: ViewResult,
+    batch_size: int,
 ) -> ExternalResult:
     from cxr_covid.data.overlap import overlaps_for_model
-    from cxr_covid.evaluation.testsets import folder_test_set
     from cxr_covid.inference.batches import predict_paths
 
-    test_set = folder_test_set(folder, record.classes, class_map)
+    folder = test_set.source.removeprefix("folder ")
     labels = dict(zip(test_set.paths, test_set.labels, strict=True))
     # Identical files and near-duplicates of the model's training and validation images
     # are left out: they would measure memory, not generalisation (the same check as eval).

@@ -207,9 +207,9 @@ def _external(
     if not options.external:
         return external
     reporter.start(EXTERNAL_TASK, total=len(options.external), unit="sets")
-    for folder in options.external:
-        reporter.advance(EXTERNAL_TASK, len(external))
-        external.append(
+    for done, folder in enumerate(options.external):
+        reporter.advance(EXTERNAL_TASK, done)
+        external.extend(
             external_sets(
                 folder.expanduser(), model, record, options.class_map, full, options.batch_size
             )

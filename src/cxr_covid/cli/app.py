@@ -185,10 +185,21 @@ _RERUN_HINTS = {
     "reproduce": " (rerun the same command to continue: finished steps are skipped)",
     "download": " (rerun the same command: an interrupted transfer resumes)",
     "audit": " (rerun the same command: a trained lung-blind control is reused)",
+    "compare": " (rerun the same command to continue: finished trainings are reused)",
 }
 
 # Commands whose work needs TensorFlow; their --help must not import it.
-_TF_COMMANDS = {"train", "eval", "reproduce", "predict", "heatmap", "info", "calibrate", "audit"}
+_TF_COMMANDS = {
+    "train",
+    "eval",
+    "reproduce",
+    "predict",
+    "heatmap",
+    "info",
+    "calibrate",
+    "audit",
+    "compare",
+}
 
 
 def _runs_tensorflow(ctx: Any) -> bool:
@@ -238,6 +249,7 @@ def _register_commands() -> None:
         audit,
         augment,
         calibrate,
+        compare,
         datasets,
         download,
         evaluate,
@@ -265,6 +277,7 @@ def _register_commands() -> None:
     models.app.command("card", epilog=EPILOG)(model_sharing.card)
     models.app.command("ensemble", epilog=EPILOG)(model_ensemble.ensemble)
     app.command("audit", help=audit.HELP, epilog=EPILOG)(audit.audit)
+    app.command("compare", help=compare.HELP, epilog=EPILOG)(compare.compare)
     app.add_typer(models.app, name="models", help=models.HELP)
     app.add_typer(datasets.app, name="datasets", help=datasets.HELP)
     app.command("info", help=info.HELP, epilog=EPILOG)(info.info)

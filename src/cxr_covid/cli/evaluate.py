@@ -351,7 +351,8 @@ def render(report: EvaluationReport, title: str | None = None) -> None:
     out.print(f"[dim]{escape(eval_report.methods_note(report))}[/]")
     for evaluation in report.evaluations:
         details = Table(
-            title=escape(f"{evaluation.model_id}: one class vs the rest"), title_justify="left"
+            title=escape(f"{eval_report.model_label(evaluation)}: one class vs the rest"),
+            title_justify="left",
         )
         for name in eval_report.class_metric_header():
             details.add_column(name, overflow="fold")  # wrap a figure, never cut it

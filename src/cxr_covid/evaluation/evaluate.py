@@ -31,7 +31,7 @@ from cxr_covid.evaluation.testsets import (
     check_split,
     dataset_caveats,
     dataset_test_set,
-    folder_test_set,
+    external_test_sets,
 )
 from cxr_covid.models import store
 from cxr_covid.progress import NULL, Reporter
@@ -207,26 +207,27 @@ def evaluate(
     chosen = _TestSets(split, data_dir, class_map, allow_split_change)
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
-        test_set, warnings, overlaps = chosen.for_model(stored.record())
-        evaluation = evaluate_model(
-            stored,
-            test_set,
-            confidence=confidence,
-            bootstrap=bootstrap,
-            seed=seed,
-            batch_size=batch_size,
-            warnings=warnings,
-            reporter=reporter,
-            operating_point=operating_point,
-        )
-        evaluation.overlaps = overlaps
-        evaluations.append(evaluation)
-        if save:
-            save_to_record(stored, evaluation)
-        if save_operating_point:
-            from cxr_covid.evaluation.decisions import save_operating_point as store_point
+        # A tree of cohorts (--data) gives one evaluation per cohort and model.
+        for test_set, warnings, overlaps in chosen.for_model(stored.record()):
+            evaluation = evaluate_model(
+                stored,
+                test_set,
+                confidence=confidence,
+                bootstrap=bootstrap,
+                seed=seed,
+                batch_size=batch_size,
+                warnings=warnings,
+                reporter=reporter,
+                operating_point=operating_point,
+            )
+            evaluation.overlaps = overlaps
+            evaluations.append(evaluation)
+            if save:
+                save_to_record(stored, evaluation)
+            if save_operating_point:
+                from cxr_covid.evaluation.decisions import save_operating_point as store_point
 
-            store_point(stored, evaluation.decisions)
+                store_point(stored, evaluation.decisions)
 
     comparisons, notes = compare(evaluations)
     return EvaluationReport(evaluations, comparisons, notes, confidence, bootstrap, seed)
@@ -261,10 +262,13 @@ class _TestSets:
     test_sets: dict[tuple[str, ...], EvalImages] = field(default_factory=dict)
     caveats: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
     overlap_checks: dict[tuple[str, ...], OverlapCheck] = field(default_factory=dict)
+    cohort_keys: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
 
-    def for_model(self, record: store.ModelRecord) -> tuple[EvalImages, list[str], list[Overlap]]:
+    def for_model(
+        self, record: store.ModelRecord
+    ) -> list[tuple[EvalImages, list[str], list[Overlap]]]:
         if self.data_dir is not None:
-            return self._folder(record, self.data_dir)
+            return [self._folder(record, cohort) for cohort in self._cohorts(record)]
         name = record.dataset.get("name")
         if not name:
             raise DataError(
@@ -276,14 +280,26 @@ class _TestSets:
             self.test_sets[key] = dataset_test_set(str(name), self.split)
             self.caveats[key] = dataset_caveats(str(name))
         warnings = check_split(record, self.test_sets[key], self.allow_split_change)
-        return self.test_sets[key], warnings + self.caveats[key], []
+        return [(self.test_sets[key], warnings + self.caveats[key], [])]
+
+    def _cohorts(self, record: store.ModelRecord) -> list[tuple[str, ...]]:
+        """The keys of `data_dir`'s cohorts for this model's classes, read once."""
+        classes_key = ",".join(record.classes)
+        if classes_key not in self.cohort_keys:
+            keys = []
+            for images in external_test_sets(
+                self.data_dir or Path(), record.classes, self.class_map
+            ):
+                key: tuple[str, ...] = (images.source, images.name, classes_key)
+                self.test_sets[key] = images
+                keys.append(key)
+            self.cohort_keys[classes_key] = keys
+        return self.cohort_keys[classes_key]
 
     def _folder(
-        self, record: store.ModelRecord, data_dir: Path
+        self, record: store.ModelRecord, key: tuple[str, ...]
     ) -> tuple[EvalImages, list[str], list[Overlap]]:
-        key: tuple[str, ...] = (str(data_dir), ",".join(record.classes))
-        if key not in self.test_sets:
-            self.test_sets[key] = folder_test_set(data_dir, record.classes, self.class_map)
+        data_dir = self.test_sets[key].source.removeprefix("folder ")
         # External images the model was trained on measure memory: leave them out.
         # Models trained on the same split share one check.
         trained_on = (
@@ -316,6 +332,8 @@ def compare(evaluations: Sequence[ModelEvaluation]) -> tuple[list[PairComparison
     notes: list[str] = []
     for i, a in enumerate(evaluations):
         for b in evaluations[i + 1 :]:
+            if (a.test_set.source, a.test_set.name) != (b.test_set.source, b.test_set.name):
+                continue  # other cohorts of one tree: nothing to pair
             if (
                 a.paths != b.paths
                 or not np.array_equal(a.y_true, b.y_true)

@@ -52,7 +52,9 @@ def p_value(p: float) -> str:
 
 
 def model_label(evaluation: ModelEvaluation) -> str:
-    return evaluation.model_id
+    """The model's id, and the cohort when `--data` was a tree of cohorts."""
+    cohort = evaluation.test_set.name
+    return f"{evaluation.model_id} on {cohort}" if cohort else evaluation.model_id
 
 
 def study_header(report: EvaluationReport) -> list[str]:
@@ -198,7 +200,7 @@ def to_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
     parts += [markdown_table(study_header(report), study_rows(report)), ""]
     parts += [methods_note(report), ""]
     for evaluation in report.evaluations:
-        parts += [f"## {evaluation.model_id}", ""]
+        parts += [f"## {model_label(evaluation)}", ""]
         parts += [
             f"{evaluation.architecture}, {evaluation.image_size} px, "
             f"{'with' if evaluation.augmented else 'without'} augmentation; "

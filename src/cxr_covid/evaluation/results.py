@@ -103,6 +103,7 @@ class ModelEvaluation:
             "classes": self.classes,
             "split": self.test_set.split,
             "source": self.test_set.source,
+            "cohort": self.test_set.name or None,
             "dataset": self.test_set.dataset,
             "split_sha256": self.test_set.split_sha256,
             "n": self.n,

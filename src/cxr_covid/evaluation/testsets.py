@@ -3,6 +3,7 @@ checks that the images were held out from the model's training."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ class EvalImages:
     split_sha256: str | None = None
     # Per image, where it comes from: its collection, or "folder NAME" for --data.
     groups: tuple[str, ...] = ()
+    # The cohort's name when the folder was one cohort of a tree (external_test_sets), else "".
+    name: str = ""
 
     def group_of(self, index: int) -> str:
         return self.groups[index] if self.groups else "unknown"
@@ -46,6 +49,7 @@ class EvalImages:
             dataset=self.dataset,
             split_sha256=self.split_sha256,
             groups=tuple(self.group_of(i) for i in keep) if self.groups else (),
+            name=self.name,
         )
 
     def counts(self) -> dict[str, int]:
@@ -142,6 +146,64 @@ def folder_test_set(
         source=f"folder {root}",
         groups=(f"folder {root.name}",) * len(paths),
     )
+
+
+# --- a tree of cohorts ------------------------------------------------------------------------
+
+COHORT_DEPTH = 3  # how deep a cohort may sit under the folder given (cohort/site/class/)
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """One external set of a folder: a folder of class folders, named by its path in the tree."""
+
+    name: str  # "" when the folder given is itself a folder of class folders
+    root: Path
+
+
+def _names_a_class(folder: Path, class_map: dict[str, str] | None) -> bool:
+    return classes.canonical(folder.name, class_map) is not None
+
+
+def find_cohorts(root: Path, class_map: dict[str, str] | None = None) -> list[Cohort]:
+    """The external sets under `root`: `root` itself when it holds class folders (download's
+    rule, `_class_folders`), else every sub-folder (to COHORT_DEPTH) that holds class folders,
+    each one cohort (cxr-external-dev: hannover-covid/covid/, kermany-test/{normal,...}/).
+    A tree with no class folder anywhere is returned as one set, so `folder_test_set` names
+    its unknown folders as it always did."""
+    root = root.expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    found: list[Cohort] = []
+    _collect_cohorts(root, root, class_map, COHORT_DEPTH, found)
+    if not found or found == [Cohort(".", root)]:
+        return [Cohort("", root)]
+    return found
+
+
+def _collect_cohorts(
+    root: Path, folder: Path, class_map: dict[str, str] | None, depth: int, found: list[Cohort]
+) -> None:
+    if any(_names_a_class(f, class_map) for f in _class_folders(folder)):
+        found.append(Cohort(folder.relative_to(root).as_posix(), folder))
+        return
+    if depth == 0:
+        return
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not is_ignored_folder(child.name):
+            _collect_cohorts(root, child, class_map, depth - 1, found)
+
+
+def external_test_sets(
+    root: Path, model_classes: Sequence[str], class_map: dict[str, str] | None = None
+) -> list[EvalImages]:
+    """One labelled set per cohort of `root` (see find_cohorts), each read by folder_test_set
+    and named by its cohort; a plain folder of class folders gives one unnamed set."""
+    sets = []
+    for cohort in find_cohorts(root, class_map):
+        images = folder_test_set(cohort.root, model_classes, class_map)
+        sets.append(dataclasses.replace(images, name=cohort.name))
+    return sets
 
 
 # --- results --------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""compare's pieces on known numbers: recipes and their parsing, the seed-paired test, the
+ensemble and its McNemar, and decisions that never read an external set's labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cxr_covid import stats, study
+from cxr_covid.cli import app
+from cxr_covid.compare import judging
+from cxr_covid.compare.recipes import RECIPE_FLAGS, RECIPES, parse_recipe, parse_recipes
+from cxr_covid.errors import UsageError
+from tests.json_docs import assert_documented
+
+runner = CliRunner()
+CLASSES = ["covid", "normal", "viral_pneumonia"]
+
+
+def test_named_recipes_and_robust_is_the_presets() -> None:
+    assert {"plain", "robust", "adversarial", "equalize", "clahe", "markers", "lungs"} <= set(
+        RECIPES
+    )
+    assert RECIPES["robust"].options == study.PRESETS["robust"].recipe
+    assert RECIPES["robust-markers"].options == {
+        **study.PRESETS["robust"].recipe,
+        "augment_markers": True,
+    }
+
+
+def test_recipe_flags_are_trains_own() -> None:
+    """A custom recipe is written with `train`'s own flags and choices."""
+    import typer.main
+
+    from cxr_covid.cli.app import app as root
+
+    train = typer.main.get_command(root).commands["train"]  # type: ignore[attr-defined]
+    params = {opt: p for p in train.params for opt in getattr(p, "opts", [])}
+    assert set(RECIPE_FLAGS) <= set(params)
+    from typing import get_args
+
+    from cxr_covid.cli import choices as cli_choices
+
+    trains = {"--normalize": "Normalize", "--input": "InputView", "--arch": "Arch"}
+    for flag, (_name, kind, choices) in RECIPE_FLAGS.items():
+        if kind == "choice":
+            assert set(choices) <= set(get_args(getattr(cli_choices, trains[flag]))), flag
+
+
+def test_custom_recipe_parsing_and_refusal() -> None:
+    mine = parse_recipe("mine=--normalize clahe --augment-markers --adversarial-weight=0.5")
+    assert mine.name == "mine"
+    assert mine.options == {
+        "normalize": "clahe",
+        "augment_markers": True,
+        "adversarial_weight": 0.5,
+    }
+    for bad, words in [
+        ("mine=--epochs 3", "unknown option '--epochs'"),
+        ("mine=--normalize sharpen", "not one of"),
+        ("mine=--normalize", "needs a value"),
+        ("plain=--augment", "built-in"),
+        ("Bad Name=--augment", "recipe name"),
+        ("nosuch", "unknown recipe 'nosuch'"),
+    ]:
+        with pytest.raises(UsageError, match=words):
+            parse_recipe(bad)
+    with pytest.raises(UsageError, match="given twice"):
+        parse_recipes(["plain", "plain"])
+
+
+def test_compare_list_and_a_bad_recipe_on_the_command_line() -> None:
+    listed = runner.invoke(app, ["compare", "--list"])
+    assert listed.exit_code == 0, listed.output
+    assert "robust-markers" in listed.output and "--balance-sources" in listed.output
+    listed_json = runner.invoke(app, ["compare", "--list", "--json"])
+    assert_documented("compare-list", json.loads(listed_json.stdout))
+    names = [r["name"] for r in json.loads(listed_json.stdout)["recipes"]]
+    assert names == list(RECIPES)
+    bad = runner.invoke(app, ["compare", "--recipe", "mine=--frobnicate"])
+    assert bad.exit_code == 2
+    assert "unknown option '--frobnicate'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_sign_flip_test_on_known_numbers() -> None:
+    # 3 positive differences: only all-+ and all-- reach |mean| -> 2/8.
+    assert stats.sign_flip_p([0.1, 0.2, 0.3]) == pytest.approx(0.25)
+    # Sums over the 8 sign flips of (0.1, -0.05, 0.2): |0.35| twice, |0.25| twice (the
+    # observed), |0.15| twice, |0.05| twice -> 4 of 8 at least as far from 0.
+    assert stats.sign_flip_p([0.1, -0.05, 0.2]) == pytest.approx(4 / 8)
+    assert stats.sign_flip_p([0.1] * 6) == pytest.approx(2 / 64)
+    assert stats.sign_flip_p([]) == 1.0
+
+
+def test_ensemble_is_the_mean_and_its_mcnemar_on_known_numbers() -> None:
+    a = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1]])
+    b = np.array([[0.3, 0.6, 0.1], [0.2, 0.7, 0.1]])
+    assert np.allclose(judging.ensemble_probabilities([a, b]), [[0.6, 0.35, 0.05], [0.2, 0.7, 0.1]])
+    y = np.array([0, 0, 0, 0, 1, 1])
+    # Recipe's ensemble right on images 0,1,2 (covid) ; plain's right on image 3 only.
+    recipe = np.eye(3)[[0, 0, 0, 1, 1, 1]]
+    plain = np.eye(3)[[1, 1, 1, 0, 1, 1]]
+    ours, theirs = judging.judge(recipe, y, CLASSES), judging.judge(plain, y, CLASSES)
+    assert ours.recall["covid"].successes == 3 and theirs.recall["covid"].successes == 1
+    result = judging.against_plain("x", "set", "covid", ([ours], [theirs]), (ours, theirs), y == 0)
+    assert (result.mcnemar.a_only, result.mcnemar.b_only) == (3, 1)
+    assert result.mcnemar.p_exact == pytest.approx(stats.mcnemar_p(3, 1)[0])
+    assert result.differences == pytest.approx((0.5,))
+    assert result.seed_p == pytest.approx(1.0)  # one pair: both signs give the same |mean|
+
+
+def test_auroc_only_where_covid_and_others_are_present() -> None:
+    probs = np.array([[0.9, 0.1, 0.0], [0.4, 0.6, 0.0], [0.2, 0.3, 0.5], [0.6, 0.2, 0.2]])
+    assert judging.covid_auroc(probs, np.array([0, 0, 1, 2]), CLASSES) == pytest.approx(0.75)
+    assert judging.covid_auroc(probs, np.array([0, 0, 0, 0]), CLASSES) is None
+    assert judging.covid_auroc(probs, np.array([1, 1, 2, 2]), CLASSES) is None
+
+
+def test_decisions_never_read_external_labels() -> None:
+    """The decision rule sees probabilities only: relabelling an external set changes the
+    figures, never which class each image is called."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=40)
+    y = rng.integers(0, 3, size=40)
+    first = judging.judge(probs, y, CLASSES)
+    second = judging.judge(probs, rng.permutation(y), CLASSES)
+    called = judging.decide(probs)
+    assert np.array_equal(first.correct, called == y)
+    assert not np.array_equal(first.correct, second.correct)  # the labels did change
+    assert np.array_equal(judging.decide(probs), np.argmax(probs, axis=1))
