@@ -20,6 +20,8 @@ VERSIONS: dict[str, int] = {
     "train-summary": 1,
     "eval": 1,
     "reproduce": 1,
+    "predict": 1,
+    "heatmap": 1,
     "calibrate": 1,
     "audit": 1,
     "info": 1,

@@ -29,6 +29,8 @@ BY_COMMAND = {
     "train": {"train", "train-seeds", "train-summary"},
     "eval": {"eval"},
     "reproduce": {"reproduce"},
+    "predict": {"predict"},
+    "heatmap": {"heatmap"},
     "calibrate": {"calibrate"},
     "audit": {"audit"},
     "info": {"info"},
