@@ -34,6 +34,7 @@ from cxr_covid.inference.files import output_stems
 from cxr_covid.models.store import StoredModel
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.text import escape_name
+from cxr_covid.tf_runtime import compile_once
 
 # A perceptual map (even steps of heat look like even steps of colour, unlike jet's bands),
 # drawn with an opacity that follows the heat: cold regions show the film untouched.
@@ -118,12 +119,6 @@ class GradCamExplainer:
         self._head = head
         shape = tuple(model.inputs[0].shape[1:])
 
-        @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[
-                tf.TensorSpec((1, *shape), tf.float32),
-                tf.TensorSpec((), tf.int32),
-            ]
-        )
         def step(x: Any, class_index: Any) -> tuple[Any, Any, Any, Any]:
             class_index = tf.cast(class_index, tf.int32)
             with tf.GradientTape() as tape:
@@ -144,7 +139,8 @@ class GradCamExplainer:
             cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0]
             return cam, probs[0], chosen, last
 
-        self._step = step
+        signature = [tf.TensorSpec((1, *shape), tf.float32), tf.TensorSpec((), tf.int32)]
+        self._step = compile_once(step, signature)
 
     def __call__(self, pixels: np.ndarray, class_index: int | None = None) -> GradCam:
         x = pixels[None].astype(np.float32)
