@@ -378,7 +378,8 @@ def test_a_missing_sources_file_fails_before_any_work(tmp_path: Path) -> None:
 
 def test_sources_attach_to_an_existing_dataset_keeping_split_and_hashes(tmp_path: Path) -> None:
     root, sources = _folder_with_sources(tmp_path)
-    download_dataset(from_dir=root, name="mine")
+    # The sources.csv beside the folder would be found and used: leave it out on purpose.
+    download_dataset(from_dir=root, name="mine", find_sources=False)
     augment_dataset(resolve_dataset("mine"), factor=2, seed=0)
     dataset = resolve_dataset("mine")
     before = dataset.rows()
