@@ -30,8 +30,10 @@ VERSIONS: dict[str, int] = {
     "models-export": 1,
     "models-pack": 1,
     "models-import": 1,
+    "models-rm": 1,
     "datasets-list": 1,
     "datasets-show": 1,
+    "datasets-rm": 1,
 }
 
 

@@ -41,6 +41,8 @@ BY_COMMAND = {
     "models import": {"models-import"},
     "datasets list": {"datasets-list"},
     "datasets show": {"datasets-show"},
+    "models rm": {"models-rm"},
+    "datasets rm": {"datasets-rm"},
 }
 
 
