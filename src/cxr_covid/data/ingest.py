@@ -210,9 +210,8 @@ def download_dataset(
     """Get a dataset into the home as `<home>/datasets/<name>/`, verified and split.
 
     `sources`: a `path,source[,age_group]` CSV saying where each image comes from (see
-    data/provenance.py); read before anything is downloaded. Without it, a `sources.csv`
-    that travels with a local folder or zip is used, and `reporter` is told (`find_sources`
-    False: not looked for; data/sources_lookup.py). `reporter` sees the stages:
+    data/provenance.py), else one found with a local folder or zip (data/sources_lookup.py;
+    not with `find_sources=False`). `reporter` sees the stages:
     Downloading (bytes), Unpacking or Copying (files), Checking images."""
     selected = parse_classes(classes)
     if len(selected) < 2:
@@ -225,8 +224,7 @@ def download_dataset(
         check_name(name)  # '' included: it would silently become the default name
     sources_file = prov.read_sources_csv(sources) if sources is not None else None
     source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
-    if sources_file is None and find_sources:
-        sources_file = _travelling_sources(source, reporter)
+    sources_file = sources_file or (_travelling_sources(source, reporter) if find_sources else None)
     sha256 = _checked_sha256(sha256, source)
     target = dataset_path(name or source.default_name)
     if target.exists() and not force:
