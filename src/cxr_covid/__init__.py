@@ -3,7 +3,8 @@
 A research tool, not a diagnostic device. Importing this package must stay cheap: it never
 imports TensorFlow, so `cxr-covid --help` answers instantly. The heavy parts live in modules
 that import TensorFlow inside the functions that need them. The public Python API
-(`load_model`, `list_models`, `list_datasets`: docs/api.md) is imported on first use.
+(`load_model`, `list_models`, `list_datasets`, `train`, `evaluate`, `audit_model`: docs/api.md) is
+imported on first use.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,12 @@ if TYPE_CHECKING:
         InvalidImageArray,
         Model,
         Predictions,
+        audit_model,
+        evaluate,
         list_datasets,
         list_models,
         load_model,
+        train,
     )
 
 from cxr_covid.about import DISCLAIMER, __version__
@@ -28,9 +32,12 @@ __all__ = [
     "Model",
     "Predictions",
     "__version__",
+    "audit_model",
+    "evaluate",
     "list_datasets",
     "list_models",
     "load_model",
+    "train",
 ]
 
 _API = frozenset(__all__) - {"DISCLAIMER", "__version__"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,12 +24,14 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from cxr_covid.data.images import MAX_PIXELS, Preprocessing, apply_input, read_image, resize
-from cxr_covid.errors import ImageError, UsageError
+from cxr_covid.errors import DependencyError, ImageError, UsageError
 from cxr_covid.inference.ood import FLAG_ABOVE
 from cxr_covid.models import store
 from cxr_covid.system import DatasetSummary, ModelSummary, summarize_datasets, summarize_models
 
-ImageInput = str | os.PathLike[str] | np.ndarray
+# A path, a NumPy array, a PIL image or a TensorFlow tensor (HxW, HxWxC; a 4-D array or
+# tensor is a batch). PIL and TensorFlow are recognised without importing either.
+ImageInput = str | os.PathLike[str] | np.ndarray | Any
 ErrorPolicy = Literal["raise", "keep"]
 
 
@@ -96,6 +99,41 @@ class Predictions(Sequence[ImageResult]):
             if result.probabilities:
                 table[row] = result.vector
         return table
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per image with `predict`'s columns: source, predicted_class,
+        p_<class>..., decision, ood, ood_score, error (None where empty)."""
+        records = []
+        for result in self._results:
+            row: dict[str, Any] = {"source": result.source, "predicted_class": result.label}
+            for cls in self.classes:
+                row[f"p_{cls}"] = result.probabilities.get(cls)
+            row.update(
+                decision=result.decision,
+                ood=result.ood,
+                ood_score=result.ood_score,
+                error=result.error,
+            )
+            records.append(row)
+        return records
+
+    def to_pandas(self) -> Any:
+        """The results as a pandas DataFrame (`to_records`' columns, one row per image).
+
+        pandas is optional: DependencyError with the install hint when it is missing."""
+        import importlib
+
+        try:
+            # Through importlib: pandas is optional, and ships no type information.
+            pandas = importlib.import_module("pandas")
+        except ImportError:
+            raise DependencyError(
+                "Predictions.to_pandas needs pandas, which cxr-covid does not install: "
+                "pip install pandas (or use .to_records() for plain dicts)"
+            ) from None
+        columns = ["source", "predicted_class", *(f"p_{c}" for c in self.classes)]
+        columns += ["decision", "ood", "ood_score", "error"]
+        return pandas.DataFrame(self.to_records(), columns=columns)
 
 
 def pixels_from_array(array: Any, prep: Preprocessing) -> np.ndarray:
@@ -281,6 +319,7 @@ class Model:
 
         class_index = resolve_class(target, self.classes) if target else None
         explainer = self._explainer(layer)
+        image = _plain(image)
         original = rgb_from_array(image) if _is_array(image) else read_image(_as_path(image))
         _cam, heat, _caption, _ood = explain_pixels(
             explainer, original, self.preprocessing, class_index
@@ -302,6 +341,45 @@ def _is_array(item: Any) -> bool:
     return isinstance(item, np.ndarray)
 
 
+def _is_pil_image(item: Any) -> bool:
+    pil = sys.modules.get("PIL.Image")  # loaded if the caller made one; never imported here
+    return pil is not None and isinstance(item, pil.Image)
+
+
+def _is_tensor(item: Any) -> bool:
+    tf = sys.modules.get("tensorflow")  # likewise: a tensor means TensorFlow is loaded
+    return tf is not None and isinstance(item, tf.Tensor)
+
+
+def _from_pil(image: Any) -> np.ndarray:
+    """A PIL image as the array `rgb_from_array` takes: 8-bit grey or RGB as uint8, 16-bit
+    and 32-bit grey scaled by their depth into 0-1 (as a 16-bit PNG file is read), anything
+    else (palette, RGBA, CMYK, LA) converted to RGB."""
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(image)
+    if mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.float64) / 65535.0
+    if mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode == "I":
+            depth = 65535.0 if values.size == 0 or values.max() <= 65535 else 2.0**32 - 1
+            values = values / depth
+        return values
+    if mode == "1":
+        return np.asarray(image.convert("L"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _plain(item: Any) -> Any:
+    """A PIL image or tensor as a NumPy array; anything else unchanged."""
+    if _is_pil_image(item):
+        return _from_pil(item)
+    if _is_tensor(item):
+        return np.asarray(item.numpy())
+    return item
+
+
 _BYTES_REFUSED = (
     "image bytes are not accepted: pass a file path, or the decoded pixels as a NumPy "
     "array (e.g. np.asarray(PIL.Image.open(io.BytesIO(data))))"
@@ -314,24 +392,28 @@ def _as_path(item: Any) -> Path:
     if isinstance(item, (str, os.PathLike)):
         return Path(os.fspath(item))
     raise InvalidImageArray(
-        f"expected a file path or a NumPy image array, not {type(item).__name__}"
+        f"expected a file path, a NumPy array, a PIL image or a TensorFlow tensor, not "
+        f"{type(item).__name__}"
     )
 
 
 def _as_items(images: Any) -> list[Any]:
     if isinstance(images, (bytes, bytearray, memoryview)):
         raise InvalidImageArray(_BYTES_REFUSED)
+    images = _plain(images)
     if isinstance(images, np.ndarray):
         return list(images) if images.ndim == 4 else [images]
     if isinstance(images, (str, os.PathLike)):
         return [images]
     if isinstance(images, Sequence) or hasattr(images, "__iter__"):
-        items = list(images)
+        items = [_plain(item) for item in images]
         for item in items:
             if not _is_array(item):
                 _as_path(item)
         return items
-    raise InvalidImageArray(f"expected paths or NumPy image arrays, not {type(images).__name__}")
+    raise InvalidImageArray(
+        f"expected paths, NumPy arrays, PIL images or tensors, not {type(images).__name__}"
+    )
 
 
 def load_model(model: str | os.PathLike[str] | None = None) -> Model:
@@ -363,3 +445,86 @@ def list_models() -> list[ModelSummary]:
 def list_datasets() -> list[DatasetSummary]:
     """Every dataset in the home, oldest first, as `cxr-covid datasets list --json` shows."""
     return summarize_datasets()
+
+
+# --- training, evaluation and the audit: the commands' core, for Python users ---------------
+
+
+def train(dataset: str | None = None, *, reporter: Any = None, **options: Any) -> Any:
+    """Train a new model and save it in the store, as `cxr-covid train` does.
+
+    `options` are `train`'s settings by their Python names (`arch`, `epochs`, `image_size`,
+    `batch_size`, `learning_rate`, `seed`, `augment`, `name`, ...: the fields of
+    `cxr_covid.training.config.TrainConfig`). Returns the `TrainResult` (`.model` the stored
+    model, `.best_val_accuracy`, `.to_dict()`); `load_model(result.model.id)` predicts with it.
+    """
+    from cxr_covid.progress import NULL
+    from cxr_covid.tf_runtime import import_tensorflow_quietly
+    from cxr_covid.training.config import TrainConfig
+    from cxr_covid.training.run import train as train_model
+
+    _check_options("train", options, TrainConfig.__dataclass_fields__, ("dataset",))
+    import_tensorflow_quietly()
+    return train_model(TrainConfig(dataset=dataset, **options), reporter or NULL)
+
+
+def evaluate(
+    models: str | Model | Sequence[str | Model] | None = None,
+    *,
+    data: str | os.PathLike[str] | None = None,
+    reporter: Any = None,
+    **options: Any,
+) -> Any:
+    """Evaluate one or more models (default: the newest) and compare them, as `cxr-covid
+    eval` does: on the test split of the dataset each was trained on, or on `data`, a folder
+    of class folders. `options`: `split`, `class_map`, `confidence`, `bootstrap`, `seed`,
+    `batch_size`, `save` (default True: the evaluation is kept in each model's record),
+    `operating_point`. Returns the `EvaluationReport` (`.models`, `.to_dict()`)."""
+    import inspect
+
+    from cxr_covid.evaluation.evaluate import evaluate as evaluate_models
+    from cxr_covid.progress import NULL
+    from cxr_covid.tf_runtime import import_tensorflow_quietly
+
+    allowed = inspect.signature(evaluate_models).parameters
+    _check_options("evaluate", options, allowed, ("models", "data_dir", "reporter"))
+    if isinstance(models, (str, Model)):
+        models = [models]
+    chosen = None if models is None else [m.stored if isinstance(m, Model) else m for m in models]
+    import_tensorflow_quietly()
+    data_dir = None if data is None else Path(os.fspath(data)).expanduser()
+    return evaluate_models(chosen, data_dir=data_dir, reporter=reporter or NULL, **options)
+
+
+def audit_model(model: str | Model | None = None, *, reporter: Any = None, **options: Any) -> Any:
+    """Run the shortcut audit on one model (default: the newest), as `cxr-covid audit` does.
+
+    (Not `cxr_covid.audit`: that name is the audit's package, `cxr_covid.audit.run`.)
+
+    `options`: `external` (folders of class folders), `class_map`, `control`,
+    `control_epochs`, `fill`, `attention`, `panels`, `out`, `batch_size`, `mask_dir`,
+    `source_probe` (the fields of `cxr_covid.audit.results.AuditOptions`). Returns the
+    `AuditResult` (`.verdict`, `.to_dict()`); its report is written into the run folder."""
+    from cxr_covid.audit.results import AuditOptions
+    from cxr_covid.audit.run import run_audit
+    from cxr_covid.progress import NULL
+    from cxr_covid.tf_runtime import import_tensorflow_quietly
+
+    _check_options("audit", options, AuditOptions.__dataclass_fields__, ("model",))
+    if isinstance(model, Model):
+        model = str(model.stored.root)
+    options["external"] = [Path(os.fspath(p)) for p in options.get("external", [])]
+    import_tensorflow_quietly()
+    return run_audit(AuditOptions(model=model, **options), reporter or NULL)
+
+
+def _check_options(
+    function: str, given: dict[str, Any], allowed: Any, positional: Sequence[str]
+) -> None:
+    known = sorted(set(allowed) - set(positional))
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise UsageError(
+            f"cxr_covid.{function}: unknown option(s) {', '.join(unknown)} "
+            f"(known: {', '.join(known)})"
+        )

@@ -19,11 +19,22 @@ LUNG_OPACITY = "lung_opacity"
 ALL_CLASSES: tuple[str, ...] = (COVID, NORMAL, VIRAL_PNEUMONIA, LUNG_OPACITY)
 STUDY_CLASSES: tuple[str, ...] = (COVID, NORMAL, VIRAL_PNEUMONIA)
 
+# The one vocabulary every table, message and picture uses: the CLI's and the CSV's class
+# names (covid, normal, viral_pneumonia) written as words, so a reader matches them at sight.
 DISPLAY_NAMES: dict[str, str] = {
+    COVID: "COVID-19",
+    NORMAL: "normal",
+    VIRAL_PNEUMONIA: "viral pneumonia",
+    LUNG_OPACITY: "lung opacity",
+}
+
+# The study's own table headings, used only where its published table is shown beside ours
+# (reproduce's comparison, the seed tables' "study:" columns), so both can be read against
+# the paper.
+STUDY_HEADINGS: dict[str, str] = {
     COVID: "Covid-19",
     NORMAL: "Healthy",
     VIRAL_PNEUMONIA: "Pneumonia",
-    LUNG_OPACITY: "Lung opacity",
 }
 
 # Folder names seen in the Kaggle releases and in other public collections, normalised by
@@ -59,7 +70,14 @@ def canonical(name: str, extra_aliases: dict[str, str] | None = None) -> str | N
 
 
 def display_name(cls: str) -> str:
+    """How a class is written for people: `COVID-19`, `normal`, `viral pneumonia`."""
     return DISPLAY_NAMES.get(cls, cls)
+
+
+def study_heading(cls: str) -> str:
+    """The study's heading for a class (`Covid-19`, `Healthy`, `Pneumonia`), for the
+    published figures only; other classes fall back to `display_name`."""
+    return STUDY_HEADINGS.get(cls, display_name(cls))
 
 
 def label_order(classes: list[str] | tuple[str, ...]) -> list[str]:

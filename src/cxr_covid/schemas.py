@@ -20,6 +20,8 @@ VERSIONS: dict[str, int] = {
     "train-summary": 1,
     "eval": 1,
     "reproduce": 1,
+    "predict": 1,
+    "heatmap": 1,
     "calibrate": 1,
     "audit": 1,
     "compare": 1,
@@ -31,8 +33,10 @@ VERSIONS: dict[str, int] = {
     "models-pack": 1,
     "models-import": 1,
     "models-ensemble": 1,
+    "models-rm": 1,
     "datasets-list": 1,
     "datasets-show": 1,
+    "datasets-rm": 1,
 }
 
 

@@ -88,7 +88,7 @@ def test_card_has_mitchell_sections_and_every_evaluation(tiny: Path, cxr_home: P
     # Counts and the Wilson interval of 29/33, computed, not copied from the record.
     assert "87.88% (29/33) [72.7-95.2]" in card
     assert "80.00% (8/10) [49.0-94.3]" in card
-    assert "| Covid-19 | 8 | 1 | 1 |" in card
+    assert "| COVID-19 | 8 | 1 | 1 |" in card
     assert "18.00% (18/20)" not in card and "90.00% (18/20)" in card
     # Training data: hashes, archive, split, counts from the matching dataset.json.
     assert "s" * 64 in card and "m" * 64 in card and "a" * 64 in card

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.api.conftest import TINY_ID
+from tests.helpers import build_dataset
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -26,6 +27,7 @@ def test_docs_have_examples() -> None:
 
 
 def test_api_examples_run(
+    cxr_home: Path,
     tiny: Path,
     xrays: list[Path],
     tmp_path: Path,
@@ -40,6 +42,7 @@ def test_api_examples_run(
     work.mkdir()
     shutil.copy(xrays[0], work / "a.png")
     Image.open(xrays[1]).save(work / "b.png")
+    build_dataset(cxr_home, "dev", per_class=10, size=32)  # for train / evaluate / audit
     monkeypatch.chdir(work)
     namespace: dict[str, object] = {}
     for number, block in enumerate(_blocks(), 1):
@@ -53,3 +56,10 @@ def test_api_examples_run(
     assert "dtype uint16" in printed
     cam = namespace["cam"]
     assert isinstance(cam, np.ndarray) and cam.ndim == 2
+    # PIL input, records / pandas, and the train -> evaluate -> audit -> predict chain.
+    assert namespace["from_pil"][0].label == namespace["model"].predict("a.png")[0].label  # type: ignore[index,attr-defined]
+    assert "needs pandas" in printed or "(2, 9)" in printed
+    assert "mine-32" in printed
+    report = namespace["report"]
+    assert report.evaluations[0].accuracy.n == 6  # type: ignore[attr-defined]
+    assert namespace["audited"].model_id == "mine-32"  # type: ignore[attr-defined]

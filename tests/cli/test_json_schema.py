@@ -29,6 +29,8 @@ BY_COMMAND = {
     "train": {"train", "train-seeds", "train-summary"},
     "eval": {"eval"},
     "reproduce": {"reproduce"},
+    "predict": {"predict"},
+    "heatmap": {"heatmap"},
     "calibrate": {"calibrate"},
     "audit": {"audit"},
     "compare": {"compare", "compare-list"},
@@ -41,6 +43,8 @@ BY_COMMAND = {
     "models ensemble": {"models-ensemble"},
     "datasets list": {"datasets-list"},
     "datasets show": {"datasets-show"},
+    "models rm": {"models-rm"},
+    "datasets rm": {"datasets-rm"},
 }
 
 

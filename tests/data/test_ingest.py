@@ -120,7 +120,7 @@ def test_real_archive_catalogues_120_per_class(cxr_dev_zip: Path, cxr_home: Path
 def test_table_is_printed(tmp_path: Path, cxr_home: Path) -> None:
     result = runner.invoke(app, ["download", "--from-zip", str(_zip(tmp_path, "first"))])
     assert result.exit_code == 0, result.stderr
-    for word in ("Covid-19", "Healthy", "Pneumonia", "train", "val", "test", "Total"):
+    for word in ("COVID-19", "normal", "viral pneumonia", "train", "val", "test", "Total"):
         assert word in result.stdout
 
 

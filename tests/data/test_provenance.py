@@ -173,11 +173,11 @@ def test_workbooks_give_each_image_its_collection_and_age(tmp_path: Path) -> Non
     # COVID-19 shares no collection with either other class; by age, Normal's adults
     # (5 of 10) overlap the COVID-19 adults, so only COVID-19 vs Pneumonia is age-confounded.
     joined = "\n".join(summary.confounding)
-    assert "Covid-19 and Healthy share no collection" in joined
-    assert "Covid-19 and Pneumonia share no collection" in joined
-    assert "Covid-19 and Pneumonia share no age group" in joined
-    assert "Healthy and Pneumonia" not in joined
-    assert "Covid-19 and Healthy share no age group" not in joined
+    assert "COVID-19 and normal share no collection" in joined
+    assert "COVID-19 and viral pneumonia share no collection" in joined
+    assert "COVID-19 and viral pneumonia share no age group" in joined
+    assert "normal and viral pneumonia" not in joined
+    assert "COVID-19 and normal share no age group" not in joined
     assert len(summary.confounding) == 3
 
 
@@ -201,8 +201,8 @@ def test_workbook_problems_are_warnings_and_their_images_unknown(tmp_path: Path)
     assert "Normal.metadata.xlsx lists 1 file(s) that are not among the images" in warnings
     assert "Normal-99" in warnings
     assert "1 URL(s) name no known collection" in warnings
-    assert "no workbook for class Pneumonia" in warnings and "its 6 image(s)" in warnings
-    assert "no workbook for class Covid-19" not in warnings  # corrupt: its own warning
+    assert "no workbook for class viral pneumonia" in warnings and "its 6 image(s)" in warnings
+    assert "no workbook for class COVID-19" not in warnings  # corrupt: its own warning
     assert result.provenance.basis == {"workbook": 2, "unknown": 16}
 
 
@@ -325,10 +325,10 @@ def test_download_with_sources_csv_records_and_warns(tmp_path: Path) -> None:
     # COVID-19 vs Pneumonia share nothing; COVID-19 vs Healthy share hospital-a (100 % / 50 %)
     # but not an age group: the Healthy images whose age is known are all children.
     joined = "\n".join(provenance["confounding"])
-    assert "Covid-19 and Pneumonia share no collection" in joined
-    assert "Covid-19 and Healthy share no collection" not in joined
-    assert "Covid-19 and Healthy share no age group" in joined
-    assert "Healthy and Pneumonia" not in joined
+    assert "COVID-19 and viral pneumonia share no collection" in joined
+    assert "COVID-19 and normal share no collection" not in joined
+    assert "COVID-19 and normal share no age group" in joined
+    assert "normal and viral pneumonia" not in joined
 
 
 def test_download_summary_shows_the_table_and_the_warning_in_words(tmp_path: Path) -> None:
@@ -378,7 +378,8 @@ def test_a_missing_sources_file_fails_before_any_work(tmp_path: Path) -> None:
 
 def test_sources_attach_to_an_existing_dataset_keeping_split_and_hashes(tmp_path: Path) -> None:
     root, sources = _folder_with_sources(tmp_path)
-    download_dataset(from_dir=root, name="mine")
+    # The sources.csv beside the folder would be found and used: leave it out on purpose.
+    download_dataset(from_dir=root, name="mine", find_sources=False)
     augment_dataset(resolve_dataset("mine"), factor=2, seed=0)
     dataset = resolve_dataset("mine")
     before = dataset.rows()
@@ -489,7 +490,7 @@ def test_shared_collections_under_ten_percent_of_a_class_is_confounding() -> Non
     # 9 of 100 COVID-19 images from the collection it shares with Healthy: under 10 %.
     confounded = _rows({"covid": {"x": 91, "shared": 9}, "normal": {"shared": 50}})
     (warning,) = confounding.confounding_warnings(confounded)
-    assert "share (shared) hold only 9 of 100 Covid-19 and 50 of 50 Healthy" in warning
+    assert "share (shared) hold only 9 of 100 COVID-19 and 50 of 50 normal" in warning
     # 10 of 100 is not under 10 %.
     fine = _rows({"covid": {"x": 90, "shared": 10}, "normal": {"shared": 50}})
     assert confounding.confounding_warnings(fine) == []
@@ -508,7 +509,7 @@ def test_age_groups_follow_the_same_rule() -> None:
     warnings = confounding.confounding_warnings(rows)
     assert sum("share no collection" in w for w in warnings) == 3
     age = [w for w in warnings if "age group" in w]
-    assert len(age) == 2 and all("Pneumonia" in w for w in age)
+    assert len(age) == 2 and all("viral pneumonia" in w for w in age)
     assert all("the patient's age rather than by disease" in w for w in age)
 
 
@@ -543,7 +544,7 @@ def test_reproduce_report_repeats_the_warning() -> None:
     confounded = Fake(_rows({"covid": {"a": 4}, "normal": {"k": 4}}))
     text = "\n".join(provenance_lines(confounded))
     assert "## Where the images come from" in text
-    assert "**Warning:** Covid-19 and Healthy share no collection" in text
+    assert "**Warning:** COVID-19 and normal share no collection" in text
     unknown = "\n".join(provenance_lines(Fake(_rows({"covid": {"unknown": 2}}))))
     assert "download --sources FILE.csv --dataset NAME" in unknown
 
@@ -573,8 +574,8 @@ def test_real_dev_zip_with_its_sources_is_confounded(cxr_dev_zip: Path, dev_sour
     assert provenance["age_groups"]["normal"] == {"child": 120}
     assert provenance["age_groups"]["covid"] == {"adult": 120}
     joined = "\n".join(provenance["confounding"])
-    assert "Covid-19 and Healthy share no collection" in joined
-    assert "Covid-19 and Pneumonia share no age group" in joined
+    assert "COVID-19 and normal share no collection" in joined
+    assert "COVID-19 and viral pneumonia share no age group" in joined
     # The adult-normal rows of the same file name no image of the zip: a warning, not an error.
     assert any("120 of 480" in w for w in provenance["warnings"])
     with (SHARED_DATA / "cxr-dev" / "sources.csv").open() as handle:
@@ -634,7 +635,7 @@ def test_eval_on_a_confounded_dataset_warns_beside_its_table(
     assert trained.exit_code == 0, trained.output
     result = runner.invoke(app, ["eval", "--no-save", "--bootstrap", "0"])
     assert result.exit_code == 0, result.output
-    assert "what this accuracy may measure: Covid-19 and Healthy share no collection" in (
+    assert "what this accuracy may measure: COVID-19 and normal share no collection" in (
         result.stderr
     )
 

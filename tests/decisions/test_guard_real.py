@@ -95,7 +95,12 @@ def test_guard_flags_non_xrays_and_passes_real_ones(home: Path, tmp_path: Path) 
     out = tmp_path / "p.csv"
     output = _invoke("predict", str(tmp_path / "odd"), str(SAMPLE), "-r", "--out", str(out))
     header, rows = read_csv(out)
-    assert "decision[argmax]" in header and "ood" in header and "ood_score" in header
+    assert (
+        "decision" in header
+        and "decision_rule" in header
+        and "ood" in header
+        and "ood_score" in header
+    )
     by_name = {Path(r["path"]).name: r for r in rows}
     flagged_odd = {k: by_name[p.name]["ood"] == "true" for k, p in made.items()}
     real = [r for r in rows if Path(r["path"]).is_relative_to(SAMPLE)]
@@ -148,9 +153,9 @@ def test_eval_operating_point_calibration_and_predict_decision(home: Path, tmp_p
 
     out = tmp_path / "p.csv"
     _invoke("predict", str(SAMPLE), "-r", "--out", str(out))
-    header, rows = read_csv(out)
-    column = next(h for h in header if h.startswith("decision["))
-    assert column == f"decision[covid>={threshold:.6g}]"
+    _, rows = read_csv(out)
+    column = "decision"
+    assert {r["decision_rule"] for r in rows} == {f"covid>={threshold:.6g}"}
     for r in rows:
         p = {c: float(r[f"p_{c}"]) for c in ("covid", "normal", "viral_pneumonia")}
         others = max(("normal", "viral_pneumonia"), key=lambda c: p[c])

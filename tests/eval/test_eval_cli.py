@@ -27,8 +27,8 @@ def test_eval_newest_model_prints_the_study_table_and_saves_the_record(
 ) -> None:
     result = runner.invoke(app, ["eval", "--json-out", str(tmp_path / "e.json")])
     assert result.exit_code == 0, result.output
-    assert "Covid-19" in result.output and "Healthy" in result.output
-    assert "Pneumonia" in result.output
+    assert "COVID-19" in result.output and "normal" in result.output
+    assert "viral pneumonia" in result.output
     assert GOOD in result.output  # the newest model is the default
     data = json.loads((tmp_path / "e.json").read_text())
     (model,) = data["models"]

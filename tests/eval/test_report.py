@@ -91,9 +91,9 @@ def test_study_table_layout_one_row_per_model() -> None:
     assert eval_report.study_header(report) == [
         "Model",
         "Total",
-        "Covid-19",
-        "Healthy",
-        "Pneumonia",
+        "COVID-19",
+        "normal",
+        "viral pneumonia",
     ]
     rows = eval_report.study_rows(report)
     assert rows[0] == [
@@ -105,7 +105,7 @@ def test_study_table_layout_one_row_per_model() -> None:
     ]
     assert rows[1][1] == "100.00% (10/10) [72.2-100.0]"
     markdown = eval_report.to_markdown(report)
-    assert "| Model | Total | Covid-19 | Healthy | Pneumonia |" in markdown
+    assert "| Model | Total | COVID-19 | normal | viral pneumonia |" in markdown
     assert "| model-a | 60.00% (6/10) [31.3-83.2] |" in markdown
     assert "McNemar" in markdown
     # model-a is wrong on 4 images model-b gets right, never the reverse.

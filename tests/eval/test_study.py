@@ -135,9 +135,9 @@ def test_comparison_table_layout(tmp_path: Path) -> None:
     assert reproduce_report.comparison_header() == [
         "Model",
         "ours: Total",
-        "ours: Covid-19",
-        "ours: Healthy",
-        "ours: Pneumonia",
+        "ours: COVID-19",
+        "ours: normal",
+        "ours: viral pneumonia",
         "study: Total",
         "study: Covid-19",
         "study: Healthy",

@@ -108,7 +108,7 @@ def test_subgroups_reach_json_csv_and_markdown() -> None:
     assert not any(r["flag"] for r in rows if not r["metric"].startswith("subgroup"))
     markdown = eval_report.to_markdown(report)
     assert "### Per class and source" in markdown
-    assert "| Healthy | rsna | 0.00% (0/2) [0.0-65.8] | small (under 30 images) |" in markdown
+    assert "| normal | rsna | 0.00% (0/2) [0.0-65.8] | small (under 30 images) |" in markdown
 
 
 # --- external overlaps ------------------------------------------------------------------------

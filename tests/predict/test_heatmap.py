@@ -135,7 +135,7 @@ def test_class_layer_colormap_and_alpha_options(
     assert "layer conv1" in explained.output
     assert (tmp_path / "a.png").is_file() and (tmp_path / "a.panel.png").is_file()
     if "explaining" not in explained.output:  # the model predicted viral pneumonia itself
-        assert "Pneumonia (" in explained.output
+        assert "viral pneumonia (" in explained.output
 
     for option, value in [("--layer", "fc"), ("--class", "flu"), ("--colormap", "nope")]:
         bad = runner.invoke(app, [*base, option, value, "-o", str(tmp_path / "b.png")])

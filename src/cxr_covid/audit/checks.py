@@ -161,6 +161,7 @@ def measure_attention(
     fields: np.ndarray,
     reporter: Reporter,
 ) -> tuple[AttentionResult, list[Any]]:
+    from cxr_covid.data.lungs import share_inside
     from cxr_covid.inference.gradcam import make_explainer, upsample
 
     explainer = make_explainer(model, None, record.last_conv_layer)
@@ -172,8 +173,7 @@ def measure_attention(
     for i, path in enumerate(images):
         cam = explainer(pixels[i])
         heat = upsample(cam.cam, size, size)
-        total = float(heat.sum())
-        share = float(heat[fields[i]].sum() / total) if total > 0 else math.nan
+        share = share_inside(heat, fields[i])
         shares.append((str(path), labels[i], share))
         cams.append(cam)
         reporter.advance(ATTENTION_TASK, i + 1)

@@ -239,8 +239,26 @@ def _root(
             "--version", callback=_version_callback, is_eager=True, help="Print the version."
         ),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Errors and results only: no progress bars, messages or warnings on stderr.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Also show TensorFlow's own logs (for debugging)."),
+    ] = False,
 ) -> None:
     """Root options."""
+    from cxr_covid.cli.console import NORMAL, QUIET, VERBOSE, set_verbosity
+    from cxr_covid.errors import UsageError
+
+    if quiet and verbose:
+        raise UsageError("--quiet and --verbose exclude each other")
+    set_verbosity(QUIET if quiet else VERBOSE if verbose else NORMAL)
 
 
 def _register_commands() -> None:

@@ -57,10 +57,42 @@ def print_json(data: dict[str, Any], *, schema: str) -> None:
     sys.stdout.flush()
 
 
+QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
+
+
+def set_verbosity(level: str) -> None:
+    """The root's `--quiet` / `--verbose`, for the whole invocation.
+
+    quiet: stderr carries errors only (no progress, messages, warnings or summaries there);
+    results on stdout are unchanged. verbose: TensorFlow's own logs are kept (its C++
+    start-up lines and its Python warnings), for debugging. normal: neither.
+    """
+    import logging
+    import os
+    import warnings
+
+    from cxr_covid.tf_runtime import TF_LOGS_ENV
+
+    err.quiet = level == QUIET
+    tf_logger = logging.getLogger("tensorflow")
+    if level == VERBOSE:
+        os.environ[TF_LOGS_ENV] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        tf_logger.setLevel(logging.INFO)
+    else:
+        tf_logger.setLevel(logging.ERROR if level == QUIET else logging.WARNING)
+    if level == QUIET:
+        warnings.simplefilter("ignore")
+
+
 def error(message: str) -> None:
     # Escaped: messages carry file names and hints like `pip install 'cxr-covid[dicom]'`,
     # whose brackets rich would otherwise take for markup and swallow.
-    err.print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    quiet, err.quiet = err.quiet, False  # errors are said even with --quiet
+    try:
+        err.print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    finally:
+        err.quiet = quiet
 
 
 def accuracy_cell(rate: float | None, n: int) -> str:

@@ -97,14 +97,31 @@ def show_command(
 def rm_command(
     name: Annotated[list[str], typer.Argument(help="Dataset name(s) to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print what was removed and kept as JSON (questions on stderr)."
+        ),
+    ] = False,
 ) -> None:
     """Delete datasets from the home (asks first unless --yes); models keep their records."""
     from cxr_covid.data.dataset import remove_dataset, resolve_dataset
 
     targets = [resolve_dataset(n) for n in name]  # every name checked before any removal
+    removed: list[str] = []
+    kept: list[str] = []
     for target in targets:
-        if not yes and not typer.confirm(f"Delete dataset {target.name}?", default=False):
-            out.print(f"kept {escape(target.name)}")
+        # With --json, stdout carries the document only: the question goes to stderr.
+        if not yes and not typer.confirm(
+            f"Delete dataset {target.name}?", default=False, err=as_json
+        ):
+            kept.append(target.name)
+            if not as_json:
+                out.print(f"kept {escape(target.name)}")
             continue
         remove_dataset(target)
-        out.print(f"removed {escape(target.name)}")
+        removed.append(target.name)
+        if not as_json:
+            out.print(f"removed {escape(target.name)}")
+    if as_json:
+        print_json({"removed": removed, "kept": kept}, schema="datasets-rm")

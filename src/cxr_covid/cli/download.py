@@ -108,6 +108,13 @@ def download(
             dir_okay=False,
         ),
     ] = None,
+    no_sources: Annotated[
+        bool,
+        typer.Option(
+            "--no-sources",
+            help="Do not use a sources.csv found inside or beside --from-dir/--from-zip.",
+        ),
+    ] = False,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -150,6 +157,7 @@ def download(
                 sha256=sha256,
                 near_distance=near_distance,
                 sources=sources,
+                find_sources=not no_sources,
             )
     except KeyboardInterrupt:
         _interrupted(release, url, from_zip, from_dir)

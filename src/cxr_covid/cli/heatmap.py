@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cxr_covid.cli.console import err, out
+
+if TYPE_CHECKING:
+    from cxr_covid.inference.gradcam import HeatmapSummary
 
 HELP = "Grad-CAM heat maps: where the network looks, as overlays and panels."
 
@@ -71,13 +74,13 @@ def heatmap(
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Look inside sub-folders too.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one result per image as JSON.")
+    ] = False,
 ) -> None:
     """Explain predictions with Grad-CAM: an overlay and a captioned panel per image."""
-    from rich.markup import escape
-
-    from cxr_covid.about import DISCLAIMER
     from cxr_covid.api import load_model
-    from cxr_covid.classes import display_name
+    from cxr_covid.cli.console import print_json
     from cxr_covid.cli.model_line import announce_models
     from cxr_covid.cli.progress_view import RichReporter
     from cxr_covid.errors import PartialFailure
@@ -106,6 +109,22 @@ def heatmap(
         err.print("[yellow]Interrupted[/]: the pictures written so far are complete.")
         raise typer.Exit(130) from None
 
+    if as_json:
+        print_json(summary.to_dict(), schema="heatmap")
+    else:
+        _render(summary)
+    if summary.failed:
+        raise PartialFailure(
+            f"{len(summary.failed)} of {len(summary.results)} image(s) could not be explained"
+        )
+
+
+def _render(summary: HeatmapSummary) -> None:
+    from rich.markup import escape
+
+    from cxr_covid.about import DISCLAIMER
+    from cxr_covid.classes import display_name
+
     for result in summary.results:
         if result.error:
             err.print(f"[red]x[/] {escape(result.error)}", soft_wrap=True)
@@ -115,6 +134,13 @@ def heatmap(
         line = f"{result.path}: {display_name(result.predicted)} ({probability:.1f}%)"
         if result.explained != result.predicted:
             line += f", explaining {display_name(result.explained)}"
+        if result.empty_map:
+            line += (
+                f", EMPTY MAP: no region raised {display_name(result.explained)} "
+                "(the overlay is the image unchanged)"
+            )
+        elif result.inside_lungs is not None:
+            line += f", {100 * result.inside_lungs:.0f}% inside the lungs"
         if result.ood:
             line += ", FLAGGED: does not look like the model's training X-rays"
         out.print(escape(f"{line} -> {result.heatmap}, {result.panel}"), soft_wrap=True)
@@ -123,8 +149,10 @@ def heatmap(
         escape(f"{written} heat map(s) from model {summary.model_id}, layer {summary.layer}"),
         soft_wrap=True,
     )
-    out.print(f"[dim]{DISCLAIMER}[/]")
-    if summary.failed:
-        raise PartialFailure(
-            f"{len(summary.failed)} of {len(summary.results)} image(s) could not be explained"
+    empty = sum(1 for r in summary.results if r.empty_map)
+    if empty:
+        out.print(
+            f"[yellow]{empty} empty map(s)[/]: nothing in the image raised the explained "
+            "class's score (see docs/commands/heatmap.md)"
         )
+    out.print(f"[dim]{DISCLAIMER}[/]")

@@ -137,14 +137,29 @@ def show_command(
 def rm_command(
     model: Annotated[list[str], typer.Argument(help="Model id(s) to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print what was removed and kept as JSON (questions on stderr)."
+        ),
+    ] = False,
 ) -> None:
     """Delete models from the store (asks first unless --yes)."""
     from cxr_covid.models import store
 
     targets = [store.resolve(name) for name in model]
+    removed: list[str] = []
+    kept: list[str] = []
     for target in targets:
-        if not yes and not typer.confirm(f"Delete model {target.id}?", default=False):
-            out.print(f"kept {target.id}")
+        # With --json, stdout carries the document only: the question goes to stderr.
+        if not yes and not typer.confirm(f"Delete model {target.id}?", default=False, err=as_json):
+            kept.append(target.id)
+            if not as_json:
+                out.print(f"kept {target.id}")
             continue
         store.remove(target)
-        out.print(f"removed {target.id}")
+        removed.append(target.id)
+        if not as_json:
+            out.print(f"removed {target.id}")
+    if as_json:
+        print_json({"removed": removed, "kept": kept}, schema="models-rm")

@@ -25,14 +25,15 @@ def predict(
         ),
     ],
     out_file: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--out",
             "-o",
-            help="Results file (.csv or .jsonl), or - for stdout. Rows appear as they are made.",
+            help="Results file (.csv or .jsonl), or - for stdout. Rows appear as they are made "
+            "(required unless --json).",
             show_default=False,
         ),
-    ],
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -74,6 +75,14 @@ def predict(
             show_default=False,
         ),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="JSON lines (one object per image, the CSV's columns) on stdout; with --out "
+            "FILE, JSON lines into that file.",
+        ),
+    ] = False,
 ) -> None:
     """Predict COVID-19 / healthy / viral pneumonia for each image, one row per image."""
     from rich.markup import escape
@@ -85,6 +94,14 @@ def predict(
     from cxr_covid.inference.files import expand_inputs
     from cxr_covid.inference.predict import STDOUT, predict_to_file
 
+    if out_file is None and not as_json:
+        raise UsageError("give --out FILE (or --out - for stdout), or --json for JSON lines")
+    if as_json:
+        if fmt is not None and fmt != "jsonl":
+            raise UsageError(f"--json writes JSON lines; it cannot be combined with --format {fmt}")
+        fmt = "jsonl"
+        out_file = out_file or STDOUT
+    assert out_file is not None  # one of the two branches above set it
     if threshold is not None and len(threshold) > 1:
         # Typer would keep the last silently; one rule is all predict applies.
         raise UsageError(

@@ -57,6 +57,19 @@ def reproduce(
         # The option's name before 0.x (every command now says --dataset): kept working.
         typer.Option("--data", hidden=True),
     ] = None,
+    sources: Annotated[
+        Path | None,
+        typer.Option(
+            "--sources",
+            help="CSV 'path,source[,age_group]' saying where each image comes from, as for "
+            "download (default: a sources.csv inside or beside --from-zip).",
+            dir_okay=False,
+        ),
+    ] = None,
+    no_sources: Annotated[
+        bool,
+        typer.Option("--no-sources", help="Do not use a sources.csv found with --from-zip."),
+    ] = False,
     url: Annotated[
         str | None, typer.Option("--url", help="Download the zip from this URL (a mirror).")
     ] = None,
@@ -141,6 +154,8 @@ def reproduce(
     from cxr_covid.errors import UsageError
     from cxr_covid.reproduce.run import ReproduceOptions, run
 
+    if sources is not None and no_sources:
+        raise UsageError("--sources FILE and --no-sources exclude each other")
     if (external or class_map or control_epochs) and not audit:
         raise UsageError("--external, --class-map and --control-epochs need the audit")
 
@@ -148,6 +163,8 @@ def reproduce(
         preset=preset,
         data=_one_dataset(data, data_old_name),
         from_zip=from_zip,
+        sources=sources,
+        find_sources=not no_sources,
         url=url,
         release=release,
         out=out_dir,

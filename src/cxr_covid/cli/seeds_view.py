@@ -39,7 +39,10 @@ def render_seeds(summary: SeedSummary, title: str) -> None:
     )
     published = seed_tables.published_rows(summary)
     if published:
-        header = ["Recipe", *(f"study: {seed_tables.column_name(c)}" for c in summary.columns)]
+        header = [
+            "Recipe",
+            *(f"study: {seed_tables.study_column_name(c)}" for c in summary.columns),
+        ]
         coloured = [[row[0], *(_seed_verdict(c) for c in row[1:])] for row in published]
         shown = table("The study's figures beside our seeds", header, [])
         for row in coloured:

@@ -205,11 +205,13 @@ def download_dataset(
     near_distance: int = dd.DEFAULT_MAX_DISTANCE,
     limits: Limits | None = None,
     sources: Path | None = None,
+    find_sources: bool = True,
 ) -> DownloadResult:
     """Get a dataset into the home as `<home>/datasets/<name>/`, verified and split.
 
     `sources`: a `path,source[,age_group]` CSV saying where each image comes from (see
-    data/provenance.py); read before anything is downloaded. `reporter` sees the stages:
+    data/provenance.py), else one found with a local folder or zip (data/sources_lookup.py;
+    not with `find_sources=False`). `reporter` sees the stages:
     Downloading (bytes), Unpacking or Copying (files), Checking images."""
     selected = parse_classes(classes)
     if len(selected) < 2:
@@ -222,6 +224,7 @@ def download_dataset(
         check_name(name)  # '' included: it would silently become the default name
     sources_file = prov.read_sources_csv(sources) if sources is not None else None
     source = resolve_source(release=release, url=url, from_zip=from_zip, from_dir=from_dir)
+    sources_file = sources_file or (_travelling_sources(source, reporter) if find_sources else None)
     sha256 = _checked_sha256(sha256, source)
     target = dataset_path(name or source.default_name)
     if target.exists() and not force:
@@ -284,6 +287,21 @@ def download_dataset(
         _drop_archive(downloaded, held)
     result.dataset = Dataset(target)
     return result
+
+
+def _travelling_sources(source: Source, reporter: Reporter) -> prov.SourcesFile | None:
+    from cxr_covid.data.sources_lookup import find_sources
+
+    try:
+        found = find_sources(source.kind, source.location)
+    except DataError as exc:
+        raise DataError(f"{exc} (found with the data; --no-sources ignores it)") from None
+    if found is not None:
+        reporter.message(
+            f"where the images come from: {found.where} (found with the data; "
+            "--sources FILE names another, --no-sources ignores it)"
+        )
+    return None if found is None else found.sources
 
 
 def _checked_sha256(sha256: str | None, source: Source) -> str | None:

@@ -31,6 +31,7 @@ choice is measured in docs/shortcut-audit.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,18 @@ def apply_view(
         raise ValueError(f"unknown input {view!r}")
     field = region if region is not None else fixed_lung_field(*pixels.shape[:2])
     return hide(pixels, ~field if view == "lungs" else field, fill)
+
+
+def share_inside(heat: np.ndarray, field: np.ndarray) -> float:
+    """The share of a heat map's total that falls inside the lung field `field` (both (H, W)),
+    in [0, 1]; NaN for an empty map (no region raised the class: no share to speak of).
+
+    The one computation behind the audit's attention check and `heatmap`'s "% inside the
+    lungs"."""
+    total = float(heat.sum())
+    if total <= 0:
+        return math.nan
+    return float(heat[field].sum() / total)
 
 
 # --- masks of a set of images ---------------------------------------------------------------

@@ -25,6 +25,11 @@ def column_name(column: str) -> str:
     return "Total" if column == TOTAL else classes.display_name(column)
 
 
+def study_column_name(column: str) -> str:
+    """A column of the study's published figures, in the study's own headings."""
+    return "Total" if column == TOTAL else classes.study_heading(column)
+
+
 def spread_text(cell: SeedCell) -> str:
     """`88.48% sd 2.1 [84.85-90.91] (95 % 79.8-95.0)`: mean, sd, seed range, interval."""
     if not math.isfinite(cell.mean):
@@ -133,7 +138,7 @@ def to_markdown(summary: SeedSummary, title: str = "Across seeds", level: int = 
     published = published_rows(summary)
     if published:
         counts = summary.verdicts()
-        header = ["Recipe", *(f"study: {column_name(c)}" for c in summary.columns)]
+        header = ["Recipe", *(f"study: {study_column_name(c)}" for c in summary.columns)]
         parts += [f"{h}# The study's figures beside our seeds", "", VERDICT_RULE + ".", ""]
         parts += [markdown_table(header, published), ""]
         parts += [

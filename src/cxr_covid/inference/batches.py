@@ -31,6 +31,7 @@ import numpy as np
 
 from cxr_covid.data.images import Preprocessing, load_for_model
 from cxr_covid.errors import CxrCovidError, DependencyError
+from cxr_covid.tf_runtime import compile_once
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,10 @@ def compiled_predict(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     if cached is None:
         shape = tuple(model.inputs[0].shape[1:])
 
-        @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec((None, *shape), tf.float32)],
-            reduce_retracing=True,
-        )
-        def step(x: Any) -> Any:
+        def call(x: Any) -> Any:
             return model(x, training=False)
 
+        step = compile_once(call, [tf.TensorSpec((None, *shape), tf.float32)])
         with contextlib.suppress(TypeError):
             _STEPS[model] = step
         cached = step

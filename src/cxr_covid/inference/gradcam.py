@@ -31,11 +31,13 @@ from cxr_covid import atomic
 from cxr_covid.about import DISCLAIMER
 from cxr_covid.classes import canonical, display_name
 from cxr_covid.data.images import Preprocessing, apply_input, read_image, resize
+from cxr_covid.data.lungs import lung_field_source, share_inside
 from cxr_covid.errors import CxrCovidError, DependencyError, UsageError, WriteError
 from cxr_covid.inference.files import output_stems
 from cxr_covid.models.store import StoredModel
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.text import escape_name
+from cxr_covid.tf_runtime import compile_once
 
 # A perceptual map (even steps of heat look like even steps of colour, unlike jet's bands),
 # drawn with an opacity that follows the heat: cold regions show the film untouched.
@@ -120,12 +122,6 @@ class GradCamExplainer:
         self._head = head
         shape = tuple(model.inputs[0].shape[1:])
 
-        @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[
-                tf.TensorSpec((1, *shape), tf.float32),
-                tf.TensorSpec((), tf.int32),
-            ]
-        )
         def step(x: Any, class_index: Any) -> tuple[Any, Any, Any, Any]:
             class_index = tf.cast(class_index, tf.int32)
             with tf.GradientTape() as tape:
@@ -146,7 +142,8 @@ class GradCamExplainer:
             cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0]
             return cam, probs[0], chosen, last
 
-        self._step = step
+        signature = [tf.TensorSpec((1, *shape), tf.float32), tf.TensorSpec((), tf.int32)]
+        self._step = compile_once(step, signature)
 
     def __call__(self, pixels: np.ndarray, class_index: int | None = None) -> GradCam:
         x = pixels[None].astype(np.float32)
@@ -315,9 +312,17 @@ def png_text(
             f"{model_id}, layer {result.layer}; predicted {display_name(predicted)}"
         ),
         "probabilities": probabilities,  # calibrated or not, and the OOD guard's verdict
+        # An all-zero map leaves the overlay identical to the image: say so in the file.
+        "empty_map": "true" if is_empty(result) else "false",
         "Software": f"cxr-covid {__version__}",
         "Disclaimer": DISCLAIMER,
     }
+
+
+def is_empty(result: GradCam) -> bool:
+    """No region raised the explained class's score: the map is zero everywhere, and the
+    overlay is the image unchanged (not "everything equally unimportant")."""
+    return result.raw_max <= 0
 
 
 def _shrink(pixels: np.ndarray, max_side: int = PANEL_MAX_SIDE) -> np.ndarray:
@@ -338,8 +343,11 @@ def panel_png(
     title: str = "",
     caption: str = "",
     text: dict[str, str] | None = None,
+    lungs: LungOutline | None = None,
 ) -> bytes:
     """Side-by-side figure (original | overlay) captioned with the prediction, as PNG bytes.
+
+    With `lungs`, the overlay shows the lung field's outline and the map's share inside it.
 
     Uses matplotlib's Agg canvas directly (no pyplot): no display needed, no global state.
     """
@@ -358,11 +366,15 @@ def panel_png(
     left, right = figure.subplots(1, 2)
     left.imshow(_shrink(image))
     left.set_title("original")
-    right.imshow(_shrink(blended))
+    shown = _shrink(blended)
+    right.imshow(shown)
     explained = display_name(classes[result.class_index])
     right_title = f"Grad-CAM for {explained} (layer {result.layer})"
-    if result.raw_max <= 0:  # an all-zero map is not "everything equally unimportant"
-        right_title += "\nno region raised this class's score"
+    if is_empty(result):  # an all-zero map is not "everything equally unimportant"
+        right_title += "\nempty map: no region raised this class's score"
+    if lungs is not None:
+        _draw_outline(right, lungs.field, shown.shape[:2])
+        right_title += f"\n{lungs.caption()}"
     right.set_title(right_title)
     for axis in (left, right):
         axis.set_axis_off()
@@ -393,6 +405,28 @@ def panel_png(
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class LungOutline:
+    """The lung field drawn on a panel, where it came from, and the map's share inside it."""
+
+    field: np.ndarray  # (H, W) bool at the image's size
+    source: str  # "masks" or "fixed" (data/lungs.py)
+    inside: float  # share of the map inside the field; NaN for an empty map
+
+    def caption(self) -> str:
+        where = "lung mask" if self.source == "masks" else "fixed lung region"
+        if not np.isfinite(self.inside):
+            return f"outline: {where}"
+        return f"{100 * self.inside:.0f}% inside the lungs (outline: {where})"
+
+
+def _draw_outline(axis: Any, field: np.ndarray, shape: tuple[int, ...]) -> None:
+    small = Image.fromarray(field.astype(np.uint8) * 255).resize(
+        (shape[1], shape[0]), Image.Resampling.NEAREST
+    )
+    axis.contour(np.asarray(small) > 127, levels=[0.5], colors="cyan", linewidths=1.0)
+
+
 @dataclass
 class HeatmapResult:
     path: Path
@@ -403,6 +437,24 @@ class HeatmapResult:
     probabilities: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     ood: bool | None = None  # None: the model has no OOD guard
+    empty_map: bool = False  # no region raised the class: the overlay is the image unchanged
+    inside_lungs: float | None = None  # share of the map inside the lung field (None: empty)
+
+    def to_dict(self) -> dict[str, Any]:
+        probability = self.probabilities.get(self.explained) if self.explained else None
+        return {
+            "path": escape_name(str(self.path)),
+            "predicted_class": self.predicted,
+            "class": self.explained,
+            "probability": probability,
+            "probabilities": self.probabilities,
+            "heatmap": None if self.heatmap is None else str(self.heatmap),
+            "panel": None if self.panel is None else str(self.panel),
+            "inside_lungs": self.inside_lungs,
+            "empty_map": self.empty_map if self.error is None else None,
+            "ood": self.ood,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -411,9 +463,22 @@ class HeatmapSummary:
     layer: str
     results: list[HeatmapResult] = field(default_factory=list)
 
+    lung_field: str = "fixed"  # where the outline and "% inside" come from (data/lungs.py)
+
     @property
     def failed(self) -> list[HeatmapResult]:
         return [r for r in self.results if r.error]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model_id,
+            "layer": self.layer,
+            "lung_field": self.lung_field,
+            "images": [r.to_dict() for r in self.results],
+            "written": len(self.results) - len(self.failed),
+            "failed": len(self.failed),
+            "empty_maps": sum(1 for r in self.results if r.empty_map),
+        }
 
 
 def output_paths(paths: Sequence[Path], out: str | None) -> list[tuple[Path, Path]]:
@@ -473,7 +538,8 @@ def heatmap_files(
     explainer = make_explainer(model, layer, record.last_conv_layer)
     scorer = _scorer(model, record)
     prep: Preprocessing = record.prep
-    summary = HeatmapSummary(record.id, explainer.layer)
+    lungs = lung_field_source(paths)
+    summary = HeatmapSummary(record.id, explainer.layer, lung_field=lungs.kind)
     reporter.start(HEATMAP_TASK, total=len(paths), unit="images")
     for done, (path, (heat_path, panel_path)) in enumerate(
         zip(paths, destinations, strict=True), 1
@@ -485,14 +551,18 @@ def heatmap_files(
                 explainer, image, prep, class_index, scorer
             )
             result.ood = flagged
+            lung_field = lungs.field(path, image.shape[0], image.shape[1])
+            outline = LungOutline(lung_field, lungs.kind, share_inside(heat, lung_field))
+            result.empty_map = is_empty(cam)
+            result.inside_lungs = None if result.empty_map else outline.inside
             blended = overlay(image, heat, colormap, alpha)
             name = escape_name(path.name)  # a PNG text chunk holds UTF-8 only
             text = png_text(record.id, record.classes, cam, name, caption)
             atomic.write_bytes(heat_path, png_bytes(blended, text))
-            atomic.write_bytes(
-                panel_path,
-                panel_png(image, blended, record.classes, cam, colormap, name, caption, text),
+            panel = panel_png(
+                image, blended, record.classes, cam, colormap, name, caption, text, outline
             )
+            atomic.write_bytes(panel_path, panel)
             result.heatmap, result.panel = heat_path, panel_path
             result.predicted = record.classes[int(cam.probabilities.argmax())]
             result.explained = record.classes[cam.class_index]

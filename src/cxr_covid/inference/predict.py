@@ -5,13 +5,16 @@ string, written, flushed and fsync-ed, so a crash or Ctrl-C keeps every finished
 never leaves a half row behind a complete one. `resume` reads what an earlier run wrote
 (dropping a torn last line, if a hard kill left one) and skips those inputs.
 
-Columns: path, predicted_class (the argmax), p_<class> for every class of the model (in the
-model's order; calibrated when the model is, see `calibration`), `decision[RULE]` (the
-header names the rule: `argmax`, or e.g. `covid>=0.312` for a stored operating point or
---threshold: that class when its probability reaches the threshold, else the argmax of the
-others), ood (true when the input does not look like the model's training images), ood_score
-(above 1 means flagged), calibration ("calibrated (temperature T)" or "uncalibrated"), model,
-error. A file that cannot be read has an empty prediction and its reason in `error`.
+Columns, the same in CSV and JSON lines and the same from run to run (only the `p_<class>`
+columns follow the model's classes): path, predicted_class (the argmax), p_<class> for every
+class of the model (in the model's order; calibrated when the model is, see `calibration`),
+decision (the decided class), decision_rule (`argmax`, or e.g. `covid>=0.312` for a stored
+operating point or --threshold: that class when its probability reaches the threshold, else
+the argmax of the others), true_class (the class its folder names, `covid/x.png`; empty
+otherwise), ood (true when the input does not look like the model's training images),
+ood_score (above 1 means flagged), calibration ("calibrated (temperature T)" or
+"uncalibrated"), model, error. A file that cannot be read has an empty prediction and its
+reason in `error`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 
 from cxr_covid import atomic, csv_safe
 from cxr_covid.about import install_hint
+from cxr_covid.classes import canonical
 from cxr_covid.data.images import DICOM_SUFFIXES, dicom_available
 from cxr_covid.errors import DependencyError, UsageError
 from cxr_covid.inference.batches import Prediction, predict_paths
@@ -55,12 +59,15 @@ STDOUT = "-"
 PREDICT_TASK = "predict"  # the progress task (cxr_covid.progress)
 
 
-def columns(classes: Sequence[str], rule: str = ARGMAX_RULE) -> list[str]:
+def columns(classes: Sequence[str]) -> list[str]:
+    """The row's keys: fixed, whatever the decision rule or the inputs."""
     return [
         "path",
         "predicted_class",
         *(f"p_{c}" for c in classes),
-        f"decision[{rule}]",
+        "decision",
+        "decision_rule",
+        "true_class",
         "ood",
         "ood_score",
         "calibration",
@@ -132,8 +139,7 @@ class RowWriter:
         self.decision = decision  # (class index, threshold); None: the argmax
         self.rule = rule_text(*self._rule_parts())
         self.calibration = calibration
-        self.columns = columns(classes, self.rule)
-        self._decision_column = self.columns[len(self.classes) + 2]
+        self.columns = columns(classes)
 
     def _rule_parts(self) -> tuple[str | None, float | None]:
         if self.decision is None:
@@ -156,11 +162,13 @@ class RowWriter:
         if probs is None:
             row["predicted_class"] = None
             row.update({f"p_{c}": None for c in self.classes})
-            row[self._decision_column] = None
+            row["decision"] = None
         else:
             row["predicted_class"] = self.classes[int(probs.argmax())]
             row.update({f"p_{c}": float(p) for c, p in zip(self.classes, probs, strict=True)})
-            row[self._decision_column] = self.decided(probs)
+            row["decision"] = self.decided(probs)
+        row["decision_rule"] = self.rule
+        row["true_class"] = true_class(prediction.path, self.classes)
         score = prediction.ood_score
         row["ood"] = None if score is None else bool(score > FLAG_ABOVE)
         row["ood_score"] = score
@@ -174,7 +182,7 @@ class RowWriter:
             return
         rows = [self.row(p) for p in predictions]
         if self.fmt == "jsonl":
-            text = "".join(json.dumps(self._json_row(r), ensure_ascii=False) + "\n" for r in rows)
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         else:
             buffer = io.StringIO()
             writer = csv_safe.SafeWriter(buffer)  # file names may look like formulas
@@ -183,18 +191,18 @@ class RowWriter:
             text = buffer.getvalue()
         self._emit(text)
 
-    def _json_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        """JSON lines name the rule beside the decision, since their keys are fixed."""
-        out = {k: v for k, v in row.items() if k != self._decision_column}
-        out["decision"] = row[self._decision_column]
-        out["decision_rule"] = self.rule
-        return out
-
     def _emit(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
         if self.durable:
             os.fsync(self.stream.fileno())
+
+
+def true_class(path: str | Path, classes: Sequence[str]) -> str | None:
+    """The class an input's folder names (`covid/x.png`, `COVID-19/x.png`), when it is one of
+    the model's classes; None otherwise (a plain folder of images to classify)."""
+    cls = canonical(Path(path).parent.name)
+    return cls if cls in classes else None
 
 
 def _csv_cell(value: Any) -> str:
@@ -231,10 +239,10 @@ def read_existing(
     if fmt == "csv":
         reader = iter(csv_safe.read_rows(text))
         header = next(reader, [])
-        if header != columns(classes, rule):
+        if header != columns(classes):
             raise UsageError(
                 f"{path}: its columns ({', '.join(header)}) are not this model's "
-                f"({', '.join(columns(classes, rule))}); write to another file"
+                f"({', '.join(columns(classes))}); write to another file"
             )
         records = [dict(zip(header, r, strict=False)) for r in reader if r]
     else:
@@ -247,6 +255,11 @@ def read_existing(
             raise UsageError(
                 f"{path} holds predictions of model {record.get('model')!r}, not "
                 f"{model_id!r}: resume with the same --model, or write to another file"
+            )
+        if record.get("decision_rule") != rule:
+            raise UsageError(
+                f"{path} holds decisions made by rule {record.get('decision_rule')!r}, not "
+                f"{rule!r}: resume with the same --threshold, or write to another file"
             )
         done.add(path_key(record.get("path", "")))
     return done

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from cxr_covid.inference.calibration import Calibration
 from cxr_covid.inference.ood import OodGuard
 from cxr_covid.inference.operating_point import OperatingPoint
 from cxr_covid.models import ensemble, store
+from cxr_covid.tf_runtime import compile_once
 
 
 @dataclass(frozen=True)
@@ -119,31 +121,35 @@ def classifier_head(model: Any) -> Head:
     )
 
 
-_STEPS: dict[int, tuple[Any, Callable[[np.ndarray], np.ndarray]]] = {}
+# One compiled step per model, kept while the model lives: commands that go back and forth
+# between models (eval --group, the audit, reproduce) must not build and trace it again.
+_STEPS: weakref.WeakKeyDictionary[Any, Callable[[np.ndarray], np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def feature_step(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Penultimate features for uint8-valued pixels, compiled once per model."""
+    """Penultimate features for uint8-valued pixels, compiled once per model (any batch)."""
     import tensorflow as tf
 
-    cached = _STEPS.get(id(model))
-    if cached is not None and cached[0] is model:
-        return cached[1]
+    with contextlib.suppress(TypeError):  # not weak-referenceable: compile without caching
+        cached = _STEPS.get(model)
+        if cached is not None:
+            return cached
     classifier_head(model)  # refuses a model without a softmax head, before compiling
     features = ensemble.feature_model(model)
     shape = tuple(model.inputs[0].shape[1:])
 
-    @tf.function(  # type: ignore[untyped-decorator]
-        input_signature=[tf.TensorSpec((None, *shape), tf.float32)], reduce_retracing=True
-    )
     def step(x: Any) -> Any:
         return features(x, training=False)
 
-    def run(pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(step(pixels.astype(np.float32, copy=False)))
+    compiled = compile_once(step, [tf.TensorSpec((None, *shape), tf.float32)])
 
-    _STEPS.clear()  # one model at a time is what every command uses; keep no stale graphs
-    _STEPS[id(model)] = (model, run)
+    def run(pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(compiled(pixels.astype(np.float32, copy=False)))
+
+    with contextlib.suppress(TypeError):
+        _STEPS[model] = run
     return run
 
 

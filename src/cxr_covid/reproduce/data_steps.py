@@ -97,6 +97,8 @@ def ensure_dataset(
             reporter.message(f"dataset {name!r} is already in the home: using it")
         else:
             reporter.message(f"download: done ({name})")
+        if options.sources is not None:
+            _attach(dataset, options.sources, reporter)
         if done is None:
             state.finish("download", dataset=name, reused=True)
         return dataset
@@ -124,12 +126,25 @@ def ensure_dataset(
         split=(0.7, 0.15, 0.15),
         seed=study.STUDY_SEED,
         reporter=reporter,
+        sources=options.sources,
+        find_sources=options.find_sources,
     )
     excluded = len(getattr(result, "excluded", []) or [])
     if excluded:
         reporter.message(f"{excluded} image(s) did not decode and were left out")
     state.finish("download", dataset=name, counts=getattr(result, "counts", {}))
     return result.dataset
+
+
+def _attach(dataset: Any, sources: Path, reporter: Reporter) -> None:
+    """`--sources` for a dataset already in the home: record where its images come from
+    (the split and images stay, as with `download --sources FILE --dataset NAME`)."""
+    from cxr_covid.data.provenance import attach_sources
+
+    attached = attach_sources(dataset, sources)
+    reporter.message(f"where the images come from: {sources} recorded for dataset {dataset.name!r}")
+    for warning in attached.report.warnings:
+        reporter.message(f"warning: {warning}")
 
 
 def check_reachable(source: dict[str, Any]) -> None:

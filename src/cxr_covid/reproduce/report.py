@@ -44,8 +44,11 @@ def compare_with_study(
 
 
 def comparison_header() -> list[str]:
-    names = [classes.display_name(c) if c != study.TOTAL else "Total" for c in study.TABLE_COLUMNS]
-    return ["Model", *(f"ours: {n}" for n in names), *(f"study: {n}" for n in names)]
+    ours = [classes.display_name(c) if c != study.TOTAL else "Total" for c in study.TABLE_COLUMNS]
+    theirs = [
+        classes.study_heading(c) if c != study.TOTAL else "Total" for c in study.TABLE_COLUMNS
+    ]
+    return ["Model", *(f"ours: {n}" for n in ours), *(f"study: {n}" for n in theirs)]
 
 
 def comparison_rows(result: ReproduceResult) -> list[list[str]]:

@@ -17,6 +17,8 @@ class ReproduceOptions:
     preset: str = "paper"
     data: str | None = None  # dataset to use (or to create, when a source is given / absent)
     from_zip: Path | None = None
+    sources: Path | None = None  # where each image comes from (download --sources)
+    find_sources: bool = True  # else a sources.csv inside or beside from_zip is used
     url: str | None = None
     release: int | None = None  # default: the preset's (the study's first release)
     out: Path | None = None  # run folder; default <home>/reproduce/<preset>-<dataset>[...]
