@@ -31,6 +31,7 @@ VERSIONS: dict[str, int] = {
     "models-show": 1,
     "models-export": 1,
     "models-pack": 1,
+    "models-card": 1,
     "models-import": 1,
     "models-ensemble": 1,
     "models-rm": 1,

@@ -39,6 +39,21 @@ def test_card_goes_into_the_model_folder_not_the_current_one(
     assert printed.stdout == (tiny / CARD_FILE).read_text()
 
 
+def test_card_json_says_where_the_card_went(tiny: Path, tmp_path: Path) -> None:
+    import json
+
+    copy = tmp_path / "copy.md"
+    result = runner.invoke(app, ["models", "card", TINY_ID, "--out", str(copy), "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)  # stdout holds the document alone
+    assert data["schema"] == "cxr-covid/models-card/1"
+    assert data["model_id"] == TINY_ID
+    assert data["path"] == str(tiny / CARD_FILE) and data["copy"] == str(copy)
+    assert data["bytes"] == len(copy.read_bytes())
+    both = runner.invoke(app, ["models", "card", TINY_ID, "-o", "-", "--json"])
+    assert both.exit_code == 2 and "choose one" in both.stderr
+
+
 def test_calibration_figures_read_as_text_not_json(tiny: Path) -> None:
     record = store.resolve(TINY_ID).record()
     record.evaluations = [
@@ -88,7 +103,7 @@ def test_provenance_comes_from_the_dataset_recorded_collections(tiny: Path, cxr_
     record.dataset = {"name": "blobs", "split_sha256": "s" * 64}
     card = render(record, dataset_info_for(record))
     assert "Sources by class, as recorded for this dataset" in card
-    assert "Covid-19: hannover 4 (100%)" in card
+    assert "COVID-19: hannover 4 (100%)" in card
     assert "kermany 4 (100%)" in card
     assert "child 4 (100%)" in card
     assert "Kermany et al. paediatric collection" not in card  # the generic text is gone

@@ -39,6 +39,7 @@ BY_COMMAND = {
     "models show": {"models-show"},
     "models export": {"models-export"},
     "models pack": {"models-pack"},
+    "models card": {"models-card"},
     "models import": {"models-import"},
     "models ensemble": {"models-ensemble"},
     "datasets list": {"datasets-list"},

@@ -85,6 +85,23 @@ def test_compare_resumes_and_never_redoes_a_finished_job(tiny: Path, tmp_path: P
     assert "| recipe | internal test | site-covid | site-kids |" in (out / "compare.md").read_text()
 
 
+def test_an_interrupted_compare_says_rerun_the_same_command(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxr_covid.training import run
+
+    def interrupted(config: Any, reporter: Any, **hooks: Any) -> Any:
+        raise TrainingInterrupted(str(config.name), 0)
+
+    monkeypatch.setattr(run, "train", interrupted)
+    args = ["compare", "-d", "tiny", "-r", "plain", "--seeds", "1", "--external", str(tiny)]
+    args += ["--image-size", "16", "--epochs", "1", "--out", str(tmp_path / "run")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "rerun the same command to continue" in result.stderr
+    assert "train --resume" not in result.stderr  # a grid continues by itself
+
+
 def test_compare_command_prints_the_table_and_json(tiny: Path, tmp_path: Path) -> None:
     args = ["compare", "-d", "tiny", "-r", "plain", "-r", "mine=--normalize clahe", "--seeds", "1"]
     args += ["--external", str(tiny), "--image-size", "16", "--epochs", "1", "--batch-size", "8"]

@@ -14,7 +14,8 @@ from cxr_covid import classes, models
 from cxr_covid.cli import app
 from cxr_covid.data.images import Preprocessing, load_for_model, read_image
 from cxr_covid.errors import EXIT_DEPENDENCY, EXIT_PARTIAL, EXIT_USAGE
-from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer, colorize, overlay, upsample
+from cxr_covid.inference.gradcam import GradCamExplainer, choose_layer, upsample
+from cxr_covid.inference.heatmap_images import colorize, overlay
 from cxr_covid.models import store
 from tests.helpers import BLOB_CENTRES, build_dataset
 from tests.predict.conftest import BAD, block_pydicom, save_tiny_model

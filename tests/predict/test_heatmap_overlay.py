@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from cxr_covid.about import DISCLAIMER
 from cxr_covid.cli import app
 from cxr_covid.data.images import read_image, resize
-from cxr_covid.inference.gradcam import DEFAULT_ALPHA, GradCamExplainer, overlay, upsample
+from cxr_covid.inference.gradcam import GradCamExplainer, upsample
+from cxr_covid.inference.heatmap_images import DEFAULT_ALPHA, overlay
 from cxr_covid.models import store
 
 runner = CliRunner()

@@ -227,7 +227,8 @@ def write_panels(
 ) -> list[str]:
     """Grad-CAM panels (explain.panel_png) of the `count` images that look furthest outside
     the lung field; returns their paths relative to `folder`."""
-    from cxr_covid.inference.gradcam import overlay, panel_png, upsample
+    from cxr_covid.inference.gradcam import upsample
+    from cxr_covid.inference.heatmap_images import overlay, panel_png
 
     share_of = {p: s for p, _, s in attention.per_image}
     order = sorted(

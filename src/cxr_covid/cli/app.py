@@ -48,7 +48,13 @@ class _CxrCovidGroup(TyperGroup):
             with quiet_tensorflow_imports():
                 return super().invoke(ctx)
         except CxrCovidError as exc:
-            error(str(exc))
+            hint = _RERUN_HINTS.get(_command_word(ctx), "")
+            if exc.exit_code == EXIT_INTERRUPTED and hint:
+                # A training interrupted inside a grid (compare, reproduce, audit): its own
+                # advice (`train --resume ID`) is not how such a command continues.
+                err.print(f"[yellow]Interrupted[/]; nothing half-written was kept{hint}.")
+            else:
+                error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
             _quiet_broken_pipe()
@@ -81,8 +87,7 @@ class _CxrCovidGroup(TyperGroup):
         except KeyboardInterrupt:
             # Commands with their own advice (train, predict, heatmap) catch Ctrl-C themselves;
             # for the rest Typer would exit 130 without a word.
-            words = [*getattr(ctx, "_protected_args", []), *ctx.args]
-            hint = _RERUN_HINTS.get(words[0] if words else "", "")
+            hint = _RERUN_HINTS.get(_command_word(ctx), "")
             err.print(f"[yellow]Interrupted[/]; nothing half-written was kept{hint}.")
             raise typer.Exit(130) from None
 
@@ -200,6 +205,15 @@ _TF_COMMANDS = {
     "audit",
     "compare",
 }
+
+
+def _command_word(ctx: Any) -> str:
+    """The subcommand being run (Click empties the context's argument lists once it has
+    dispatched, so after the fact only `invoked_subcommand` still names it)."""
+    if ctx.invoked_subcommand:
+        return str(ctx.invoked_subcommand)
+    words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    return str(words[0]) if words else ""
 
 
 def _runs_tensorflow(ctx: Any) -> bool:

@@ -213,6 +213,9 @@ def card(
             show_default=False,
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print where the card went as JSON (not with -o -).")
+    ] = False,
 ) -> None:
     """Write the model card (Mitchell et al. 2019 sections) into the model's folder."""
     import sys
@@ -224,30 +227,42 @@ def card(
     from cxr_covid.models import store
     from cxr_covid.sharing.card import CARD_FILE, dataset_info_for, render
 
+    if as_json and out_file == "-":
+        raise UsageError("--json and -o - both want stdout: choose one")
     stored = store.resolve(model or None)
     record = stored.record()
     text = render(record, dataset_info_for(record))
+    say = err if (as_json or out_file == "-") else out  # stdout carries data then
     # Outputs that belong to a model go beside it (docs/home.md); a pack carries it too.
-    beside = stored.root / CARD_FILE
+    beside: Path | None = stored.root / CARD_FILE
     try:
-        atomic.write_text(beside, text)
+        atomic.write_text(stored.root / CARD_FILE, text)
     except (OSError, CxrCovidError) as exc:
         if out_file is None:
             raise
         err.print(escape(f"note: cannot write {beside} ({exc}); writing only --out"))
+        beside = None
     else:
-        say = err if out_file == "-" else out
         say.print(escape(f"wrote the model card of {record.id} to {beside}"), soft_wrap=True)
-    if out_file is None:
-        return
+    copy: Path | None = None
     if out_file == "-":
         sys.stdout.write(text)
-        return
-    target = Path(out_file).expanduser()
-    if target.is_dir():
-        target = target / CARD_FILE
-    try:
-        atomic.write_text(target, text)
-    except OSError as exc:
-        raise UsageError(f"cannot write {target} ({exc.strerror or exc})") from exc
-    out.print(escape(f"and a copy to {target}"), soft_wrap=True)
+    elif out_file is not None:
+        copy = Path(out_file).expanduser()
+        if copy.is_dir():
+            copy = copy / CARD_FILE
+        try:
+            atomic.write_text(copy, text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {copy} ({exc.strerror or exc})") from exc
+        say.print(escape(f"and a copy to {copy}"), soft_wrap=True)
+    if as_json:
+        print_json(
+            {
+                "model_id": record.id,
+                "path": str(beside) if beside else None,
+                "copy": str(copy) if copy else None,
+                "bytes": len(text.encode("utf-8")),
+            },
+            schema="models-card",
+        )
