@@ -324,6 +324,52 @@ def _fetch(
     return target
 
 
+def _send(
+    session: requests.Session,
+    url: str,
+    have: int,
+    validator: Path,
+    host: str,
+    policy: RetryPolicy,
+) -> requests.Response:
+    """Send the GET (a Range request when `have` bytes are already in the .part file), turning
+    transport failures into a retry, or into a one-line error when retrying cannot help."""
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    if have and validator.is_file():
+        # If-Range: resume only if the file is still the one the .part holds the start of;
+        # otherwise the server sends the new file whole (200) and we start over.
+        headers["If-Range"] = validator.read_text(encoding="utf-8").strip()
+    try:
+        return session.get(
+            url, headers=headers, stream=True, timeout=(min(30.0, policy.timeout), policy.timeout)
+        )
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        if is_name_resolution_failure(exc):
+            # Offline or no DNS: asking again in a few seconds will not change the answer.
+            raise DownloadError(offline_message(host)) from None
+        raise _Retry(f"cannot reach {host} ({type(exc).__name__})") from None
+    except requests.RequestException as exc:
+        detail = str(exc).replace(url, host)  # no user:password@ or signed query in messages
+        raise DownloadError(f"cannot download from {host}: {detail}") from None
+
+
+def _refuse_message_body(
+    response: requests.Response, part: Path, host: str, access_help: str
+) -> None:
+    """A web page or an API message served instead of the archive: say so, keep no .part."""
+    ctype = response.headers.get("Content-Type", "").lower()
+    if "text/html" in ctype:
+        _discard(part)
+        raise DownloadError(_html_message(host, access_help))
+    if "json" in ctype:
+        # An API error message with status 200 (Kaggle does this for some failures).
+        text = response.raw.read(2000, decode_content=True).decode("utf-8", "replace")
+        _discard(part)
+        raise DownloadError(
+            f"{host} answered with a message instead of a zip: {' '.join(text.split())}"
+        )
+
+
 def _attempt(
     session: requests.Session,
     url: str,
@@ -337,24 +383,8 @@ def _attempt(
     bound: _Bound,
 ) -> int | None:
     """One request. Returns the expected total size (None if the server did not say)."""
-    headers = {"Range": f"bytes={have}-"} if have else {}
     validator = _validator_path(part)
-    if have and validator.is_file():
-        # If-Range: resume only if the file is still the one the .part holds the start of;
-        # otherwise the server sends the new file whole (200) and we start over.
-        headers["If-Range"] = validator.read_text(encoding="utf-8").strip()
-    try:
-        response = session.get(
-            url, headers=headers, stream=True, timeout=(min(30.0, policy.timeout), policy.timeout)
-        )
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        if is_name_resolution_failure(exc):
-            # Offline or no DNS: asking again in a few seconds will not change the answer.
-            raise DownloadError(offline_message(host)) from None
-        raise _Retry(f"cannot reach {host} ({type(exc).__name__})") from None
-    except requests.RequestException as exc:
-        detail = str(exc).replace(url, host)  # no user:password@ or signed query in messages
-        raise DownloadError(f"cannot download from {host}: {detail}") from None
+    response = _send(session, url, have, validator, host, policy)
     with response:
         status = response.status_code
         if status == 416 and have:
@@ -384,17 +414,7 @@ def _attempt(
             else:
                 _discard(validator)
         bound.check_declared(part, total, have, host)
-        ctype = response.headers.get("Content-Type", "").lower()
-        if "text/html" in ctype:
-            _discard(part)
-            raise DownloadError(_html_message(host, access_help))
-        if "json" in ctype:
-            # An API error message with status 200 (Kaggle does this for some failures).
-            text = response.raw.read(2000, decode_content=True).decode("utf-8", "replace")
-            _discard(part)
-            raise DownloadError(
-                f"{host} answered with a message instead of a zip: {' '.join(text.split())}"
-            )
+        _refuse_message_body(response, part, host, access_help)
         done = [have]  # bytes in the .part file, kept up to date by _write_chunks
         try:
             with part.open(mode) as handle:
