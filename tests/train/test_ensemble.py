@@ -328,8 +328,9 @@ def test_audit_and_operating_point_take_an_ensemble(cxr_home: Path, tmp_path: Pa
     out = tmp_path / "p.csv"
     done = runner.invoke(app, ["predict", *map(str, images), "-m", "c-mean", "-o", str(out)])
     assert done.exit_code == 0, done.output
-    header = next(csv.reader(io.StringIO(out.read_text())))
-    assert any(h.startswith("decision[") and "covid" in h and "0.3" in h for h in header), header
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 3
+    assert all(r["decision_rule"] == "covid>=0.3" for r in rows), rows  # the saved point
 
 
 def test_members_of_different_architectures_are_averaged_and_explained(cxr_home: Path) -> None:
