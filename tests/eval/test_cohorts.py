@@ -75,3 +75,19 @@ def test_eval_data_on_a_cohort_tree_reports_per_cohort(eval_home: Path, tmp_path
     assert f"{GOOD} on kermany-test" in result.output
     # No McNemar across cohorts: they hold different images.
     assert "not evaluated on the same images" not in result.output
+
+
+def test_external_is_the_one_name_and_data_its_hidden_old_spelling(
+    eval_home: Path, tmp_path: Path
+) -> None:
+    """Issue 21 item 5: audit, reproduce and compare say --external; so does eval now."""
+    tree = _cohort_tree(tmp_path / "external")
+    documents = []
+    for spelling in ("--external", "--data"):
+        out = tmp_path / f"{spelling.strip('-')}.json"
+        result = runner.invoke(app, ["eval", GOOD, spelling, str(tree), "--json-out", str(out)])
+        assert result.exit_code == 0, result.output
+        documents.append([(m["cohort"], m["n"]) for m in json.loads(out.read_text())["models"]])
+    assert documents[0] == documents[1] == [("hannover-covid", 3), ("kermany-test", 4)]
+    shown = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output
+    assert "--external" in shown and "--data " not in shown

@@ -42,10 +42,16 @@ def evaluate(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data",
-            help="Evaluate on a labelled folder instead (one sub-folder per class).",
+            "--external",
+            help="Evaluate on labelled images from elsewhere instead: a folder of class "
+            "folders, or a tree of cohorts holding class folders (one row per cohort).",
             file_okay=False,
         ),
+    ] = None,
+    data_old_name: Annotated[
+        Path | None,
+        # Its name before issue 21 (audit, reproduce and compare say --external): kept working.
+        typer.Option("--data", hidden=True, file_okay=False),
     ] = None,
     class_map: DataClassMap = None,
     as_json: Annotated[
@@ -138,10 +144,13 @@ def evaluate(
     from cxr_covid.errors import UsageError
     from cxr_covid.evaluation.evaluate import evaluate as run_evaluation
 
+    data = data or data_old_name
     if data is not None and split is not None:
-        raise UsageError("--split and --data exclude each other (--data is its own test set)")
+        raise UsageError(
+            "--split and --external exclude each other (--external is its own test set)"
+        )
     if class_map and data is None:
-        raise UsageError("--class-map only applies with --data DIR")
+        raise UsageError("--class-map only applies with --external DIR")
     if as_json:
         if json_path is not None:
             raise UsageError("--json prints the JSON on stdout; give it or --json-out PATH")

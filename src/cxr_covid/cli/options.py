@@ -26,10 +26,10 @@ ExternalClassMap = Annotated[
     list[str] | None,
     typer.Option("--class-map", help=f"With --external: {_CLASS_MAP_HELP}", show_default=False),
 ]
-# `eval --data DIR`.
+# `eval --external DIR`.
 DataClassMap = Annotated[
     list[str] | None,
-    typer.Option("--class-map", help=f"With --data: {_CLASS_MAP_HELP}", show_default=False),
+    typer.Option("--class-map", help=f"With --external: {_CLASS_MAP_HELP}", show_default=False),
 ]
 # `eval` and `reproduce`: resamples behind the bootstrap intervals.
 BootstrapResamples = Annotated[

@@ -38,7 +38,7 @@ CHECKING = "Checking images"  # the progress task (cxr_covid.progress)
 # Folders that sit between a class folder and its images, or hold something else.
 PASS_THROUGH = {"images", "image", "img", "imgs", "png", "jpg", "files", "data"}
 # The one list of folders whose files are never X-rays, for every command that reads a folder
-# of class folders (download from a zip or --from-dir, eval --data): lung masks (Kaggle's
+# of class folders (download from a zip or --from-dir, eval --external): lung masks (Kaggle's
 # current release keeps them beside the images), macOS archive debris, segmentations.
 MASK_FOLDERS = frozenset({"masks", "mask"})
 IGNORED_FOLDERS = frozenset({*MASK_FOLDERS, "__macosx", "segmentations", "lung_masks"})
@@ -113,7 +113,7 @@ def is_xray(relative: str) -> bool:
     """The one rule for which files of a folder of class folders are X-rays.
 
     `relative` is the file's POSIX path inside the folder being read. Used by download (zip
-    and --from-dir, through build_catalog) and by eval --data, so both read a folder alike.
+    and --from-dir, through build_catalog) and by eval --external, so both read a folder alike.
     """
     return is_candidate(relative) and not in_ignored_folder(relative)
 

@@ -4,7 +4,7 @@ Public chest X-ray collections copy each other: an external test set may hold th
 radiographs a model was trained on, byte for byte or re-encoded. Such an image measures
 memory, not generalisation. `external_overlaps` finds every external image that is identical
 (sha256) or a near-duplicate (the perceptual hash of data/dedupe.py, same threshold as
-`download`) of one of the model's training or validation images, so callers (`eval --data`,
+`download`) of one of the model's training or validation images, so callers (`eval --external`,
 `audit --external`) can report and leave them out.
 
 The perceptual hashes of a dataset's images are cached in its `cache/` folder, keyed by the

@@ -142,7 +142,7 @@ def compute(
         if test_set.split == "val":
             decisions.notes.append(
                 "the operating point was chosen and judged on the same validation images: "
-                "its figures are optimistic (judge it on --split test or --data)"
+                "its figures are optimistic (judge it on --split test or --external)"
             )
     return decisions
 

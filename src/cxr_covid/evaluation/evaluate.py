@@ -207,7 +207,7 @@ def evaluate(
     chosen = _TestSets(split, data_dir, class_map, allow_split_change)
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
-        # A tree of cohorts (--data) gives one evaluation per cohort and model.
+        # A tree of cohorts (--external) gives one evaluation per cohort and model.
         for test_set, warnings, overlaps in chosen.for_model(stored.record()):
             evaluation = evaluate_model(
                 stored,
@@ -273,7 +273,7 @@ class _TestSets:
         if not name:
             raise DataError(
                 f"model {record.id} does not record which dataset it was trained on; "
-                "evaluate it on a labelled folder with --data DIR"
+                "evaluate it on a labelled folder with --external DIR"
             )
         key = (str(name), self.split)
         if key not in self.test_sets:

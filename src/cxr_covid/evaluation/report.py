@@ -52,7 +52,7 @@ def p_value(p: float) -> str:
 
 
 def model_label(evaluation: ModelEvaluation) -> str:
-    """The model's id, and the cohort when `--data` was a tree of cohorts."""
+    """The model's id, and the cohort when `--external` was a tree of cohorts."""
     cohort = evaluation.test_set.name
     return f"{evaluation.model_id} on {cohort}" if cohort else evaluation.model_id
 
@@ -109,7 +109,7 @@ def subgroup_header() -> list[str]:
 
 
 def subgroup_rows(evaluation: ModelEvaluation) -> list[list[str]]:
-    """Per class x collection (or --data folder): accuracy (count) [interval], small flag."""
+    """Per class x collection (or --external folder): accuracy (count) [interval], small flag."""
     return [
         [
             g.display,

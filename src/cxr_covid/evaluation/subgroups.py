@@ -2,7 +2,7 @@
 wrong on another (e.g. healthy children right, healthy adults called COVID-19).
 
 A subgroup is the images of one true class from one collection (a dataset's split) or one
-`--data` folder. Each gets its accuracy with a Wilson interval; one under `SMALL_SUBGROUP`
+`--external` folder. Each gets its accuracy with a Wilson interval; one under `SMALL_SUBGROUP`
 images is flagged as small, because its interval is too wide to say much.
 """
 

@@ -26,11 +26,11 @@ class EvalImages:
 
     paths: tuple[Path, ...]
     labels: tuple[str, ...]  # canonical class per image
-    split: str  # test / val / train, or "external" for --data
+    split: str  # test / val / train, or "external" for --external
     source: str  # dataset name or folder
     dataset: str | None = None
     split_sha256: str | None = None
-    # Per image, where it comes from: its collection, or "folder NAME" for --data.
+    # Per image, where it comes from: its collection, or "folder NAME" for --external.
     groups: tuple[str, ...] = ()
     # The cohort's name when the folder was one cohort of a tree (external_test_sets), else "".
     name: str = ""
