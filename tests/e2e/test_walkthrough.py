@@ -74,7 +74,7 @@ def test_walkthrough_blocks_are_commands_the_test_can_run() -> None:
     commands = [" ".join(s.args[:2]) for s in steps]
     for expected in ("info", "download", "train", "eval first", "audit first", "models pack"):
         assert any(c.startswith(expected) for c in commands), expected
-    assert any("--data cxr-external-dev" in s.line for s in steps)
+    assert any("--external cxr-external-dev" in s.line for s in steps)
     assert [s.args[0] for s in steps if s.optional] == ["audit"]
 
 
@@ -127,7 +127,7 @@ def test_walkthrough_runs(with_audit: bool, tmp_path: Path, cxr_home: Path) -> N
     assert "Confounded:" in output_of("cxr-covid download")
     assert (cxr_home / "models" / "first" / "model.json").is_file()
     assert "Test accuracy (dataset dev, test split)" in outputs["cxr-covid eval first"]
-    external = output_of("cxr-covid eval first --data")
+    external = output_of("cxr-covid eval first --external")
     for cohort in COHORTS:
         assert f"first on {cohort}" in external
     assert "n/a (0/0)" in external  # a cohort without some class, as the page says
