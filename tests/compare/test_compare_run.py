@@ -145,7 +145,7 @@ def test_compare_audit_and_audit_external_per_cohort(tiny: Path, tmp_path: Path)
     assert plain.audit is not None and plain.audit["model"] == plain.models[0]
     assert plain.audit["control"].endswith("]") and "%" in plain.audit["control"]
     assert plain.audit["source_probe"]  # skipped here (no collections), and says why
-    assert (tmp_path / "run" / "audits" / "plain" / "audit.json").is_file()
+    assert (tmp_path / "run" / "audits" / plain.models[0] / "audit.json").is_file()
     assert "Audit (first seed" in (tmp_path / "run" / "compare.md").read_text()
     again = run_compare(options)  # the written audit is read back, not redone
     assert again.recipes[0].audit == plain.audit

@@ -52,11 +52,12 @@ def audit_first_seeds(
 
     for recipe in result.recipes:
         model_id = recipe.models[0]
-        target = folder / "audits" / recipe.recipe.name
+        # Keyed by the model, not the recipe: a rerun with other settings trains other models,
+        # and must not show the audit of an earlier one.
+        target = folder / "audits" / model_id
         written = target / "audit.json"
-        if written.is_file():
-            document = json.loads(written.read_text(encoding="utf-8"))
-        else:
+        document = json.loads(written.read_text(encoding="utf-8")) if written.is_file() else {}
+        if document.get("model") != model_id:
             reporter.message(f"audit of {model_id} (trains a lung-blind control)")
             audit = run_audit(
                 AuditOptions(

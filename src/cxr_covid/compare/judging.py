@@ -22,7 +22,11 @@ SEED_TEST = (
     "its smallest possible p is 2/2^seeds (0.25 with 3 seeds, 0.03 with 6), so with few "
     "seeds it has little power"
 )
-ENSEMBLE_TEST = "exact McNemar test between the two recipes' seed ensembles on the same images"
+ENSEMBLE_TEST = (
+    "exact McNemar test between the two recipes' seed ensembles on the same images; each row "
+    "is its own test, not corrected for the number of rows: read a lone p < 0.05 among many "
+    "rows with care"
+)
 
 
 def decide(probabilities: np.ndarray) -> np.ndarray:
@@ -83,17 +87,13 @@ def judge(
 def covid_auroc(
     probabilities: np.ndarray, y_true: np.ndarray, model_classes: Sequence[str]
 ) -> float | None:
-    """One-vs-rest AUROC of the COVID-19 probability (scikit-learn); None when the set lacks
-    COVID-19 images or non-COVID-19 images (the AUROC is then undefined)."""
-    from sklearn.metrics import roc_auc_score
-
+    """One-vs-rest AUROC of the COVID-19 probability (`stats.roc_auc`, as eval computes it);
+    None when the set lacks COVID-19 images or non-COVID-19 images (it is then undefined)."""
     if classes.COVID not in model_classes:
         return None
     index = list(model_classes).index(classes.COVID)
     positive = np.asarray(y_true) == index
-    if positive.all() or not positive.any():
-        return None
-    return float(roc_auc_score(positive, np.asarray(probabilities)[:, index]))
+    return _finite(stats.roc_auc(positive, np.asarray(probabilities)[:, index]))
 
 
 def gap(internal: Verdict, external: Verdict) -> float | None:

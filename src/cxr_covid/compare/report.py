@@ -14,6 +14,7 @@ from cxr_covid import classes
 from cxr_covid.about import DISCLAIMER
 from cxr_covid.compare.judging import ENSEMBLE_TEST, SEED_TEST, AgainstPlain, Verdict, spread
 from cxr_covid.compare.recipes import Recipe
+from cxr_covid.evaluation.report import p_value
 
 INTERNAL = "internal test"
 DECISIONS = (
@@ -156,10 +157,6 @@ def table_rows(result: CompareResult) -> list[list[list[str]]]:
     return rows
 
 
-def _p_value(p: float) -> str:
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
 def against_header() -> list[str]:
     return ["recipe", "set", "class", "recall - plain, by seed", "seed test p", "ensembles: +/-, p"]
 
@@ -176,7 +173,7 @@ def against_rows(result: CompareResult) -> list[list[str]]:
                 classes.display_name(a.class_name),
                 f"{diffs} pts",
                 f"{a.seed_p:.2f}",
-                f"+{m.a_only} / -{m.b_only}, p={_p_value(m.p_exact)}",
+                f"+{m.a_only} / -{m.b_only}, p={p_value(m.p_exact)}",
             ]
         )
     return rows
