@@ -144,3 +144,15 @@ def test_pack_goes_beside_the_model_by_default(
     assert result.exit_code == 0, result.stderr
     assert (tiny / f"{TINY_ID}.cxr-model.zip").is_file()
     assert list(checkout.iterdir()) == []
+
+
+def test_an_audit_keeps_what_was_written_to_the_record_while_it_ran(tiny: Path) -> None:
+    stored = store.resolve(TINY_ID)
+    stored.record()  # read when the audit starts (and kept by this StoredModel)
+    meanwhile = store.resolve(TINY_ID).reload_record()  # another command, e.g. eval --save
+    meanwhile.operating_point = {"class": "covid", "threshold": 0.3}
+    store.StoredModel(stored.root).write_record(meanwhile)
+    assert append_audit(stored, {"model": TINY_ID, "verdict": "none", "views": []})
+    record = store.StoredModel(stored.root).record()
+    assert record.operating_point == {"class": "covid", "threshold": 0.3}
+    assert record.audits and record.audits[-1]["verdict"] == "none"

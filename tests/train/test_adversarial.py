@@ -201,3 +201,27 @@ def test_every_architecture_exposes_the_features_the_head_reads(arch: str) -> No
     assert wrapped.output_shape == (None, 2 + 2)
     # The wrapper shares the inference model's layers: one set of weights, plus the head's.
     assert len(wrapped.get_weights()) == len(inference.get_weights()) + 2
+
+
+def test_the_head_stays_finite_under_mixed_float16() -> None:
+    """`auto` picks mixed_float16 on a tensor-core GPU: the head's unit normalisation must
+    not overflow float16 (a zero or large feature vector gave NaN source logits)."""
+    import keras
+
+    from cxr_covid import models
+    from cxr_covid.training import adversarial
+
+    rows = [_row("normal", "kermany"), _row("normal", "rsna"), _row("covid", "kaggle-covid")]
+    plan = adversarial.plan(["covid", "normal", "viral_pneumonia"], rows, 0.3, "d")
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        wrapped = plan.wrap(models.build("baseline", 16, 3))
+        head = keras.Model(
+            wrapped.get_layer(adversarial.REVERSAL_LAYER).input, wrapped.output[:, 3:]
+        )
+        width = int(head.input.shape[-1])
+        features = np.stack([np.zeros(width), np.full(width, 40.0)]).astype(np.float32)
+        assert np.isfinite(np.asarray(head(features))).all()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

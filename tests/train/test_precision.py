@@ -242,6 +242,30 @@ def test_a_run_folder_without_a_recorded_precision_resumes(
     assert training.resume("old-run").record.training["precision_used"] == "float32"
 
 
+def test_an_old_cpu_mixed_run_resumes_in_float32_as_it_started(
+    cxr_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before issue 18, `--precision mixed` on a CPU trained in float32; a run folder from
+    then (no recorded policy) must not switch to bfloat16 halfway on an AMX machine."""
+    build_dataset(cxr_home, "blobs", per_class=4, size=16)
+    monkeypatch.setenv(FLAGS_ENV, "avx2")
+
+    def stop(report: training.EpochReport) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(training.TrainingInterrupted):
+        training.train(_config(name="old-mixed", epochs=2, precision="float32"), on_epoch=stop)
+    folder = training.run_dir("old-mixed")
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["precision"] = "mixed"  # what the old run was asked for
+    (folder / "config.json").write_text(json.dumps(config))
+    state = json.loads((folder / "state.json").read_text())
+    del state["precision"]  # as written before issue 18
+    (folder / "state.json").write_text(json.dumps(state))
+    monkeypatch.setenv(FLAGS_ENV, "amx_bf16 amx_tile")  # mixed means bfloat16 here now
+    assert training.resume("old-mixed").record.training["precision_used"] == "float32"
+
+
 def test_old_records_without_a_precision_load_as_before(cxr_home: Path) -> None:
     build_dataset(cxr_home, "blobs", per_class=4, size=16)
     result = training.train(_config(name="old", precision="float32"))

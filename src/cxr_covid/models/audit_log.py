@@ -60,7 +60,8 @@ def audit_summary(audit: dict[str, Any]) -> dict[str, Any]:
 def append_audit(stored: StoredModel, audit: dict[str, Any]) -> bool:
     """Append the summary of `audit` to the model's record. False (the audit itself stands,
     in its folder) when the record cannot be written: a read-only model folder."""
-    record = stored.record()
+    # Read again: an eval or calibrate may have written the record while the audit ran.
+    record = stored.reload_record()
     record.audits = [*record.audits, audit_summary(audit)]
     with contextlib.suppress(OSError, CxrCovidError):
         stored.write_record(record)

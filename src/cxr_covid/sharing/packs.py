@@ -161,6 +161,7 @@ def pack_model(
         atomic.write_text(target.with_name(target.name + ".sha256"), f"{digest}  {target.name}\n")
     except OSError as exc:
         raise UsageError(f"cannot write {target} ({exc.strerror or exc})") from exc
+    record = stored.reload_record()  # what was written meanwhile is kept
     packs = list(record.sharing.get("packs", []))
     packs.append(
         {"file": target.name, "sha256": digest, "bytes": size, "created": manifest["created"]}

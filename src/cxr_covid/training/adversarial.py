@@ -186,7 +186,9 @@ class SourcePlan:
         # to make the head fail is to blow their scale up, and training diverged (loss 8e3
         # after one epoch on cxr-mixed at 64 px); the gradient of a unit normalisation is
         # orthogonal to the features, so the reversal can change what they say, not their size.
-        unit = keras.layers.UnitNormalization(name=NORMALIZE_LAYER)(reversed_)
+        # float32 whatever the policy: under mixed_float16 (auto on a tensor-core GPU) the
+        # norm of a zero or large feature vector overflows float16 and the head turns NaN.
+        unit = keras.layers.UnitNormalization(name=NORMALIZE_LAYER, dtype="float32")(reversed_)
         logits = keras.layers.Dense(len(self.pairs), name=HEAD_LAYER, dtype="float32")(unit)
         joined = keras.layers.Concatenate(name=OUTPUT_LAYER, dtype="float32")(
             [inference.output, logits]

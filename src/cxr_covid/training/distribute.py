@@ -89,6 +89,9 @@ def gpu_descriptions() -> list[str]:
     return names
 
 
+LEGACY_RUN = "legacy"  # `started_with` of a run folder older than recorded precisions
+
+
 def place(
     strategy: str = "auto",
     precision: str = "auto",
@@ -98,7 +101,8 @@ def place(
 ) -> Placement:
     """Create the strategy and set Keras' precision policy (call before building a model).
 
-    `started_with`: the policy a resumed run's epochs used so far (refused if it differs)."""
+    `started_with`: the policy a resumed run's epochs used so far (refused if it differs);
+    LEGACY_RUN for a run folder with epochs but no recorded policy."""
     import tensorflow as tf
 
     if strategy not in STRATEGIES:
@@ -133,6 +137,12 @@ def place(
     else:
         strat = tf.distribute.get_strategy()
 
+    if started_with == LEGACY_RUN:
+        # A run folder from before precisions were recorded: `mixed` meant float16 on a GPU
+        # and float32 on a CPU then, and the run goes on as it started (never bfloat16 halfway).
+        if precision == "mixed":
+            precision = "float16" if gpus else "float32"
+        started_with = ""
     choice = precisions.choose(
         precision,
         gpu_capabilities=precisions.gpu_capabilities(),

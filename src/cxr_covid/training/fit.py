@@ -215,7 +215,7 @@ def _place(config: TrainConfig, state: RunState) -> Placement:
         config.strategy,
         config.precision,
         deterministic=config.deterministic,
-        started_with=state.precision,
+        started_with=state.precision or (distribute.LEGACY_RUN if state.epochs_done else ""),
     )
     state.precision = placement.precision
     keras.utils.set_random_seed(config.seed)
