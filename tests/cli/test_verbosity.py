@@ -64,3 +64,28 @@ def test_verbose_keeps_tensorflow_logs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tf_logger.level == logging.INFO
     runner.invoke(app, ["--quiet", "models", "list"])
     assert tf_logger.level == logging.ERROR
+
+
+def test_a_later_invocation_gets_back_the_environment_and_warnings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--verbose and --quiet last one invocation: the next one in the same process (the API,
+    a notebook) sees the environment variables and warning filters it had before."""
+    import os
+    import warnings
+
+    monkeypatch.delenv(TF_LOGS_ENV, raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf_logger = logging.getLogger("tensorflow")
+    monkeypatch.setattr(tf_logger, "level", tf_logger.level)
+    runner.invoke(app, ["models", "list"])  # whatever an earlier test's invocation left
+    filters = list(warnings.filters)
+    runner.invoke(app, ["--verbose", "models", "list"])
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
+    runner.invoke(app, ["models", "list"])
+    assert TF_LOGS_ENV not in os.environ
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
+    runner.invoke(app, ["--quiet", "models", "list"])
+    assert warnings.filters[0][0] == "ignore"
+    runner.invoke(app, ["models", "list"])
+    assert warnings.filters == filters

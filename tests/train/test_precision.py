@@ -306,3 +306,18 @@ def test_reproduce_times_steps_in_the_precision_it_will_use(
     assert grid.measure_step_seconds("baseline", 16, 2, steps=1) > 0
     assert seen == ["mixed_bfloat16", "float32"]
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_training_restores_the_callers_own_policy(cxr_home: Path) -> None:
+    """A caller (a notebook, the API) that set its own policy gets it back after a training,
+    not float32."""
+    import keras
+
+    build_dataset(cxr_home, "blobs", per_class=6, size=16)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        result = training.train(_config(name="kept", precision="float32"))
+        assert result.record.training["precision_used"] == "float32"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -60,6 +60,10 @@ def print_json(data: dict[str, Any], *, schema: str) -> None:
 QUIET, NORMAL, VERBOSE = "quiet", "normal", "verbose"
 
 
+_env_before_verbose: dict[str, str | None] = {}
+_filters_before_quiet: list[list[Any]] = []
+
+
 def set_verbosity(level: str) -> None:
     """The root's `--quiet` / `--verbose`, for the whole invocation.
 
@@ -75,13 +79,25 @@ def set_verbosity(level: str) -> None:
 
     err.quiet = level == QUIET
     tf_logger = logging.getLogger("tensorflow")
+    # Invocations can share a process (the API, a notebook, tests): put back what an earlier
+    # --verbose or --quiet changed before applying this one's level.
+    for name, value in _env_before_verbose.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _env_before_verbose.clear()
+    if _filters_before_quiet:
+        warnings.filters[:] = _filters_before_quiet.pop()  # type: ignore[index]
     if level == VERBOSE:
-        os.environ[TF_LOGS_ENV] = "1"
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        for name, value in ((TF_LOGS_ENV, "1"), ("TF_CPP_MIN_LOG_LEVEL", "0")):
+            _env_before_verbose[name] = os.environ.get(name)
+            os.environ[name] = value
         tf_logger.setLevel(logging.INFO)
     else:
         tf_logger.setLevel(logging.ERROR if level == QUIET else logging.WARNING)
     if level == QUIET:
+        _filters_before_quiet.append(list(warnings.filters))
         warnings.simplefilter("ignore")
 
 

@@ -4,14 +4,16 @@ epochs (checkpointed one by one by the tracker), then calibrate, record and save
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from cxr_covid import models
 from cxr_covid.data import pipeline
-from cxr_covid.data.images import Preprocessing
+from cxr_covid.data.images import Preprocessing, apply_input
 from cxr_covid.data.manifest import AUGMENTED, manifest_hash
 from cxr_covid.errors import DataError, ModelError, UsageError
 from cxr_covid.models import store
@@ -30,6 +32,8 @@ from cxr_covid.training.run_folder import (
     load_checkpoint,
     write_run,
 )
+
+Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def compile_model(model: Any, learning_rate: float) -> None:
@@ -91,13 +95,16 @@ def _datasets(
 def execute(run: RunContext) -> TrainResult:
     """`_train_run`, leaving the process's global TensorFlow settings as it found them
     (precision policy, op determinism), so a caller can train again with other options."""
-    from cxr_covid.training import distribute
+    import keras
 
+    from cxr_covid.training import precision
+
+    policy_before = keras.mixed_precision.global_policy().name
     was_deterministic = _op_determinism(None)
     try:
         return _train_run(run)
     finally:
-        distribute.reset_precision()
+        precision.set_policy(policy_before)
         _op_determinism(was_deterministic)
 
 
@@ -149,8 +156,13 @@ def _train_run(run: RunContext) -> TrainResult:
     val_split = pipeline.cache_split(run.dataset, "val", prep, **cache_args)
     model, best_weights = _build_or_load(run, placement, rows.classes, head)
     fit_train, fit_val = train_split, val_split
+    if "transform" in recipe and prep != _as_acquired(prep):
+        fit_train = pipeline.cache_split(
+            run.dataset, "train", _as_acquired(prep), include_augmented=config.augment, **cache_args
+        )
+        recipe["transform"] = _then_model_view(recipe["transform"], prep)
     if head is not None:  # the labels carry the source targets while fitting
-        fit_train, fit_val = head.encode_train(train_split, rows.train), head.encode_val(val_split)
+        fit_train, fit_val = head.encode_train(fit_train, rows.train), head.encode_val(val_split)
     best_weights = _fit_epochs(
         run, placement, model, best_weights, fit_train, fit_val, recipe, started
     )
@@ -389,6 +401,28 @@ def _recipe(
         # Markers first, then (if asked) re-acquired with the film, as a burned-in one would be.
         recipe["transform"] = markers.batch_transform(config.seed, then=recipe.get("transform"))
     return recipe, composition
+
+
+def _as_acquired(prep: Preprocessing) -> Preprocessing:
+    """The resized film before `--normalize` and the `--input` view."""
+    return dataclasses.replace(prep, normalize="none", input="full")
+
+
+def _then_model_view(transform: Transform, prep: Preprocessing) -> Transform:
+    """`transform` on the film as acquired, then the model's own view of each image.
+
+    Why: a marker is burned into the film and a re-acquisition changes the film; neither
+    happens after the tool standardises the intensities or blanks the margins. Augmenting
+    cached normalised pixels would train on images that predict never produces (markers drawn
+    over an equalised histogram, or into the flat fill around the lungs)."""
+
+    def transform_then_view(pixels: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        changed = transform(pixels, keys)
+        if not len(changed):
+            return changed
+        return np.stack([apply_input(image, prep) for image in changed]).astype(np.uint8)
+
+    return transform_then_view
 
 
 def _fit(placement: Placement, model: Any, data: Any, **kwargs: Any) -> None:
