@@ -124,9 +124,11 @@ def test_compare_command_prints_the_table_and_json(tiny: Path, tmp_path: Path) -
         ("mine", "site-kids"),
     }
     assert "sign-flip" in doc["methods"]["seed_test"]
+    assert {r["recipe"] for r in doc["ranking"]} == {"plain", "mine"}
+    assert "within 3 points of plain" in doc["ranking_rule"]
     table = runner.invoke(app, args)  # reuses both models
     assert table.exit_code == 0, table.output
-    for words in ("Recipes on tiny", "mine, ensemble", "Against plain", "research tool"):
+    for words in ("Recipes on tiny", "mine, ensemble", "Against plain", "Ranking", "research tool"):
         assert words in table.stdout
     assert "0 trained, 2 reused" in table.output
 

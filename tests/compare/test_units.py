@@ -132,3 +132,66 @@ def test_decisions_never_read_external_labels() -> None:
     assert np.array_equal(first.correct, called == y)
     assert not np.array_equal(first.correct, second.correct)  # the labels did change
     assert np.array_equal(judging.decide(probs), np.argmax(probs, axis=1))
+
+
+def _verdict(right: dict[str, tuple[int, int]]) -> judging.Verdict:
+    """A verdict with `right[class] = (correct, total)` images per class (argmax decisions)."""
+    probabilities, truth = [], []
+    for index, name in enumerate(CLASSES):
+        correct, total = right.get(name, (0, 0))
+        for i in range(total):
+            called = index if i < correct else (index + 1) % len(CLASSES)
+            probabilities.append(np.eye(len(CLASSES))[called] * 0.8 + 0.2 / len(CLASSES))
+            truth.append(index)
+    return judging.judge(np.array(probabilities), np.array(truth), CLASSES)
+
+
+class _Result:
+    def __init__(self, internal: list[int], kids: list[int], covid: list[int]) -> None:
+        """Per seed: internal correct of 30 (10 a class), kids' normals correct of 10,
+        outside COVID-19 correct of 10."""
+        self.verdicts = {
+            "internal test": [_verdict({c: (n // 3, 10) for c in CLASSES}) for n in internal],
+            "kids": [_verdict({"normal": (n, 10)}) for n in kids],
+            "site": [_verdict({"covid": (n, 10)}) for n in covid],
+        }
+        self.ensemble = {name: seeds[0] for name, seeds in self.verdicts.items()}
+
+
+def test_ranking_rule_on_known_numbers() -> None:
+    """External score = mean over (set, class) cells of the seed-mean recall; a recipe more
+    than 3 points below plain inside its split is listed but never ranked first."""
+    from cxr_covid.compare import ranking
+
+    recipes = [
+        ("plain", _Result(internal=[27, 27], kids=[5, 5], covid=[8, 8])),  # score 0.65
+        ("better", _Result(internal=[27, 27], kids=[6, 8], covid=[9, 9])),  # 0.80, same inside
+        ("dropped", _Result(internal=[27, 24], kids=[8, 8], covid=[10, 10])),  # 0.90, -5 pts
+        ("broken", _Result(internal=[18, 18], kids=[10, 10], covid=[10, 10])),  # 1.00, -30 pts
+    ]
+    ranks = ranking.rank(recipes, "internal test", ["kids", "site"])
+    assert [r.recipe for r in ranks] == ["better", "plain", "broken", "dropped"]
+    best, plain, broken, dropped = ranks
+    assert best.external_score == pytest.approx((0.7 + 0.9) / 2)
+    assert best.worst == ("kids", "normal", pytest.approx(0.7))
+    assert best.internal_drop == pytest.approx(0.0) and best.eligible and plain.eligible
+    assert dropped.internal_drop == pytest.approx(0.05)  # 90 % against (90 + 80) / 2 %
+    assert not dropped.eligible and not broken.eligible
+
+
+def test_ranking_needs_external_sets_and_orders_eligible_first() -> None:
+    from cxr_covid.compare import ranking
+
+    recipes = [
+        ("plain", _Result(internal=[27], kids=[5], covid=[8])),
+        ("close", _Result(internal=[27], kids=[7], covid=[8])),
+        ("far", _Result(internal=[21], kids=[10], covid=[10])),
+    ]
+    assert ranking.rank(recipes, "internal test", []) == []
+    ranks = ranking.rank(recipes, "internal test", ["kids", "site"])
+    assert [(r.recipe, r.eligible) for r in ranks] == [
+        ("close", True),
+        ("plain", True),
+        ("far", False),
+    ]
+    assert ranks[0].to_dict()["worst_external"] == {"set": "kids", "class": "normal", "recall": 0.7}

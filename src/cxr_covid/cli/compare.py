@@ -137,7 +137,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 
 def render(result: CompareResult) -> None:
-    from cxr_covid.compare import judging, report
+    from cxr_covid.compare import judging, ranking, report
 
     rows = [["\n".join(cell) for cell in row] for row in report.table_rows(result)]
     out.print(_table(f"Recipes on {result.dataset}", report.table_header(result), rows))
@@ -149,6 +149,9 @@ def render(result: CompareResult) -> None:
         title = "Against plain"
         out.print(_table(title, report.against_header(), report.against_rows(result)))
         out.print(f"[dim]seeds: {escape(judging.SEED_TEST)}; {escape(judging.ENSEMBLE_TEST)}[/]")
+    if result.ranking():
+        out.print(_table("Ranking", report.ranking_header(), report.ranking_rows(result)))
+        out.print(f"[dim]{escape(ranking.RULE)}[/]", soft_wrap=True)
     if any(r.audit for r in result.recipes):
         audits = report.audit_rows(result)
         out.print(_table("Audit, first seed", report.audit_header(), audits))

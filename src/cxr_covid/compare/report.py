@@ -12,6 +12,7 @@ import numpy as np
 
 from cxr_covid import classes
 from cxr_covid.about import DISCLAIMER
+from cxr_covid.compare import ranking
 from cxr_covid.compare.judging import ENSEMBLE_TEST, SEED_TEST, AgainstPlain, Verdict, spread
 from cxr_covid.compare.recipes import Recipe
 from cxr_covid.evaluation.report import p_value
@@ -88,6 +89,11 @@ class CompareResult:
     trained: int = 0  # jobs trained (or resumed) by this run
     reused: int = 0  # jobs found finished
 
+    def ranking(self) -> list[ranking.Rank]:
+        external = [s.name for s in self.sets if s.name != INTERNAL]
+        named = [(r.recipe.name, r) for r in self.recipes]
+        return ranking.rank(named, INTERNAL, external)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
@@ -96,6 +102,8 @@ class CompareResult:
             "sets": [s.to_dict() for s in self.sets],
             "recipes": [r.to_dict() for r in self.recipes],
             "against_plain": [a.to_dict() for a in self.against_plain],
+            "ranking": [r.to_dict() for r in self.ranking()],
+            "ranking_rule": ranking.RULE,
             "methods": {"decisions": DECISIONS, "seed_test": SEED_TEST, "ensemble": ENSEMBLE_TEST},
             "jobs": {"trained": self.trained, "reused": self.reused},
             "caveats": self.caveats,
@@ -179,6 +187,35 @@ def against_rows(result: CompareResult) -> list[list[str]]:
     return rows
 
 
+def ranking_header() -> list[str]:
+    return [
+        "rank",
+        "recipe",
+        "external score (seeds)",
+        "ensemble",
+        "weakest external cell",
+        "internal accuracy",
+    ]
+
+
+def ranking_rows(result: CompareResult) -> list[list[str]]:
+    rows = []
+    for place, r in enumerate(result.ranking(), start=1):
+        set_name, class_name, worst = r.worst
+        drop = "" if r.internal_drop is None else f" ({-100 * r.internal_drop:+.1f} vs plain)"
+        rows.append(
+            [
+                str(place) if r.eligible else "not eligible",
+                r.recipe,
+                _pct(r.external_score),
+                _pct(r.ensemble_score),
+                f"{set_name}, {classes.display_name(class_name)} {_pct(worst)}",
+                f"{_pct(r.internal_accuracy)}{drop}",
+            ]
+        )
+    return rows
+
+
 def audit_header() -> list[str]:
     return ["recipe", "model (first seed)", "lung-blind control accuracy", "source probe"]
 
@@ -226,6 +263,9 @@ def to_markdown(result: CompareResult) -> str:
             "",
         ]
         parts += _md_table(against_header(), against_rows(result))
+    if result.ranking():
+        parts += ["", "## Ranking", "", f"Rule: {ranking.RULE}.", ""]
+        parts += _md_table(ranking_header(), ranking_rows(result))
     if any(r.audit for r in result.recipes):
         parts += ["", "## Audit (first seed of each recipe)", ""]
         parts += _md_table(audit_header(), audit_rows(result))
