@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from cxr_covid.evaluation.plots import new_figure, save_png
 from cxr_covid.text import percent
 
 if TYPE_CHECKING:
-    from cxr_covid.audit.results import AttentionResult, AuditResult, ViewResult
+    from cxr_covid.audit.results import AttentionResult, AuditResult, Panels, ViewResult
     from cxr_covid.audit.source_probe import SourceProbeResult
 
 
@@ -220,27 +220,36 @@ def write_panels(
     folder: Path,
     attention: AttentionResult,
     images: Sequence[Path],
-    pixels: np.ndarray,
-    cams: Sequence[Any],
     model_classes: Sequence[str],
-    count: int,
+    panels: Panels,
 ) -> list[str]:
-    """Grad-CAM panels (explain.panel_png) of the `count` images that look furthest outside
-    the lung field; returns their paths relative to `folder`."""
+    """Grad-CAM panels (heatmap_images.panel_png) of the `panels.count` images that look
+    furthest outside the lung field, each with the field the audit measured against outlined
+    (as `heatmap` draws it); returns their paths relative to `folder`."""
     from cxr_covid.inference.gradcam import upsample
-    from cxr_covid.inference.heatmap_images import overlay, panel_png
+    from cxr_covid.inference.heatmap_images import LungOutline, overlay, panel_png
 
     share_of = {p: s for p, _, s in attention.per_image}
     order = sorted(
         (i for i in range(len(images)) if str(images[i]) in share_of),
         key=lambda i: share_of[str(images[i])],
-    )[:count]
+    )[: panels.count]
     written: list[str] = []
     for rank, i in enumerate(order, 1):
-        size = pixels[i].shape[0]
-        heat = upsample(cams[i].cam, size, size)
-        title = f"{images[i].name}: {percent(share_of[str(images[i])], 0)} inside the lungs"
-        png = panel_png(pixels[i], overlay(pixels[i], heat), model_classes, cams[i], title=title)
+        pixels = panels.pixels[i]
+        size = pixels.shape[0]
+        heat = upsample(panels.cams[i].cam, size, size)
+        share = share_of[str(images[i])]
+        outline = LungOutline(panels.fields[i], panels.field_kind, share)
+        title = images[i].name  # the share is in the outline's caption
+        png = panel_png(
+            pixels,
+            overlay(pixels, heat),
+            model_classes,
+            panels.cams[i],
+            title=title,
+            lungs=outline,
+        )
         relative = f"panels/{rank:02d}-{images[i].stem}.png"
         atomic.write_bytes(folder / relative, png)
         written.append(relative)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,18 @@ class ControlResult:
             "reused": self.reused,
             **self.view.to_dict(),
         }
+
+
+@dataclass(frozen=True)
+class Panels:
+    """What the audit's Grad-CAM panels are drawn from: the test images as the model saw them,
+    the lung field each was measured against (`masks` or `fixed`), their maps, how many."""
+
+    pixels: np.ndarray  # (N, S, S, 3) uint8
+    fields: np.ndarray  # (N, S, S) bool
+    field_kind: str
+    cams: Sequence[Any]
+    count: int
 
 
 @dataclass

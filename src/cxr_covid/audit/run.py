@@ -52,6 +52,7 @@ from cxr_covid.audit.results import (
     AuditResult,
     ControlResult,
     ExternalResult,
+    Panels,
     ViewResult,
 )
 from cxr_covid.audit.verdict import verdict
@@ -141,7 +142,8 @@ def run_audit(options: AuditOptions, reporter: Reporter = NULL) -> AuditResult:
         source_probe=probe,
     )
     target = (options.out or default_folder(record.id)).expanduser()
-    _write_folder(result, target, test.paths, pixels, cams, model_classes, options.panels)
+    panels = Panels(pixels, fields, source.kind, cams, options.panels)
+    _write_folder(result, target, test.paths, model_classes, panels)
     result.folder = target
     from cxr_covid.models.audit_log import append_audit  # a card can then show it
 
@@ -222,19 +224,17 @@ def _write_folder(
     result: AuditResult,
     target: Path,
     images: Sequence[Path],
-    pixels: np.ndarray,
-    cams: Sequence[Any],
     model_classes: Sequence[str],
-    panels: int,
+    panels: Panels,
 ) -> None:
     from cxr_covid.audit import report as audit_report
 
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"--out {target} exists and is not empty; choose another folder")
     with atomic.building_dir(target, replace=target.exists()) as tmp:
-        if result.attention is not None and panels and cams:
+        if result.attention is not None and panels.count and panels.cams:
             result.attention.panels = audit_report.write_panels(
-                tmp, result.attention, images, pixels, cams, model_classes, panels
+                tmp, result.attention, images, model_classes, panels
             )
         audit_report.write_plots(tmp, result)
         result.folder = target
