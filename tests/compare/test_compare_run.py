@@ -125,6 +125,13 @@ def test_compare_command_prints_the_table_and_json(tiny: Path, tmp_path: Path) -
     }
     assert "sign-flip" in doc["methods"]["seed_test"]
     assert {r["recipe"] for r in doc["ranking"]} == {"plain", "mine"}
+    pooled = plain["external_pooled"]  # site-covid has no AUROC alone; pooled, it has
+    assert pooled["images"] == sum(
+        sum(s["counts"].values()) - s["left_out_as_training_copies"]
+        for s in doc["sets"]
+        if s["name"] != "internal test"
+    )
+    assert pooled["auroc_covid_ensemble"] is not None
     assert "within 3 points of plain" in doc["ranking_rule"]
     table = runner.invoke(app, args)  # reuses both models
     assert table.exit_code == 0, table.output

@@ -4,6 +4,7 @@ ensemble and its McNemar, and decisions that never read an external set's labels
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,3 +199,33 @@ def test_ranking_needs_external_sets_and_orders_eligible_first() -> None:
         ("far", False),
     ]
     assert ranks[0].to_dict()["worst_external"] == {"set": "kids", "class": "normal", "recall": 0.7}
+
+
+def test_pooled_external_auroc_is_over_every_external_image() -> None:
+    """A hospital's set of COVID-19 films alone has no AUROC; pooled with the other external
+    sets it has one, per seed and for the ensemble, on the readable images only."""
+    from pathlib import Path
+
+    from cxr_covid.compare import run
+    from cxr_covid.compare.report import SetInfo
+
+    def a_set(name: str, y: list[int]) -> Any:
+        paths = [Path(f"{name}-{i}.png") for i in range(len(y))]
+        return run._Set(SetInfo(name, name, {}), paths, np.array(y))
+
+    sets = [a_set("internal test", [0, 1]), a_set("site", [0, 0, 0]), a_set("kids", [1, 2])]
+    readable = [np.array([True, True]), np.array([True, True, False]), np.array([True, True])]
+    rng = np.random.default_rng(1)
+    seeds = [[rng.dirichlet([1, 1, 1], len(s.paths)) for s in sets] for _ in range(2)]
+    pooled = run._pooled_external(sets, readable, seeds, [0, 1], CLASSES)
+    assert pooled is not None and pooled.images == 4
+    positive = np.array([True, True, False, False])
+    for member, auroc in zip(seeds, pooled.auroc_per_seed, strict=True):
+        covid = np.concatenate([member[1][:2, 0], member[2][:, 0]])
+        assert auroc == pytest.approx(stats.roc_auc(positive, covid))
+    mean = [np.concatenate([m[1][:2], m[2]]) for m in seeds]
+    expected = stats.roc_auc(positive, (mean[0][:, 0] + mean[1][:, 0]) / 2)
+    assert pooled.auroc_ensemble == pytest.approx(expected)
+    assert (
+        run._pooled_external(sets[:1], readable[:1], [s[:1] for s in seeds], [0], CLASSES) is None
+    )

@@ -44,6 +44,29 @@ class SetInfo:
         }
 
 
+@dataclass(frozen=True)
+class PooledExternal:
+    """Every external image at once: the COVID-19 one-vs-rest AUROC per seed and of the
+    ensemble (None where the pool lacks COVID-19 or other images). Pooling sets from other
+    sources can itself separate them by source: read it beside the per-set recalls."""
+
+    images: int
+    auroc_per_seed: list[float | None]
+    auroc_ensemble: float | None
+
+    def mean(self) -> float | None:
+        known = [a for a in self.auroc_per_seed if a is not None]
+        return float(np.mean(known)) if known else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "auroc_covid_per_seed": self.auroc_per_seed,
+            "auroc_covid_mean": self.mean(),
+            "auroc_covid_ensemble": self.auroc_ensemble,
+        }
+
+
 @dataclass
 class RecipeResult:
     recipe: Recipe
@@ -52,10 +75,12 @@ class RecipeResult:
     verdicts: dict[str, list[Verdict]]  # set name -> one verdict per seed, in seed order
     ensemble: dict[str, Verdict]  # set name -> the seeds' mean probabilities, judged
     audit: dict[str, Any] | None = None  # first seed's lung-blind control and source probe
+    pooled: PooledExternal | None = None  # every external image at once
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.recipe.to_dict(),
+            "external_pooled": self.pooled.to_dict() if self.pooled else None,
             "models": self.models,
             "seeds": self.seeds,
             "sets": {
@@ -195,13 +220,16 @@ def ranking_header() -> list[str]:
         "ensemble",
         "weakest external cell",
         "internal accuracy",
+        "external COVID-19 AUROC, pooled (seeds; ensemble)",
     ]
 
 
 def ranking_rows(result: CompareResult) -> list[list[str]]:
     rows = []
+    pooled = {r.recipe.name: r.pooled for r in result.recipes}
     for place, r in enumerate(result.ranking(), start=1):
         set_name, class_name, worst = r.worst
+        auroc = _auroc_cell(pooled.get(r.recipe))
         drop = "" if r.internal_drop is None else f" ({-100 * r.internal_drop:+.1f} vs plain)"
         rows.append(
             [
@@ -211,9 +239,17 @@ def ranking_rows(result: CompareResult) -> list[list[str]]:
                 _pct(r.ensemble_score),
                 f"{set_name}, {classes.display_name(class_name)} {_pct(worst)}",
                 f"{_pct(r.internal_accuracy)}{drop}",
+                auroc,
             ]
         )
     return rows
+
+
+def _auroc_cell(pooled: PooledExternal | None) -> str:
+    if pooled is None or pooled.mean() is None:
+        return "n/a"
+    ensemble = "n/a" if pooled.auroc_ensemble is None else f"{pooled.auroc_ensemble:.3f}"
+    return f"{pooled.mean():.3f}; {ensemble} ({pooled.images} images)"
 
 
 def audit_header() -> list[str]:

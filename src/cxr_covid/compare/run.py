@@ -21,7 +21,14 @@ from cxr_covid import atomic, classes
 from cxr_covid.compare import grid_jobs, judging
 from cxr_covid.compare.grid_jobs import CompareOptions
 from cxr_covid.compare.recipes import PLAIN
-from cxr_covid.compare.report import INTERNAL, CompareResult, RecipeResult, SetInfo, to_markdown
+from cxr_covid.compare.report import (
+    INTERNAL,
+    CompareResult,
+    PooledExternal,
+    RecipeResult,
+    SetInfo,
+    to_markdown,
+)
 from cxr_covid.errors import DataError
 from cxr_covid.progress import NULL, Reporter
 from cxr_covid.text import format_duration
@@ -209,6 +216,7 @@ def judge_grid(
                 [jobs[i].seed for i in members],
                 verdicts,
                 ensemble,
+                pooled=_pooled_external(sets, readable, probabilities, members, model_classes),
             )
         )
     return CompareResult(
@@ -219,6 +227,31 @@ def judge_grid(
         recipes,
         _against_plain(recipes, sets, readable, model_classes),
         notes=notes,
+    )
+
+
+def _pooled_external(
+    sets: Sequence[_Set],
+    readable: list[np.ndarray],
+    probabilities: Sequence[Sequence[np.ndarray]],
+    members: list[int],
+    model_classes: list[str],
+) -> PooledExternal | None:
+    """The COVID-19 AUROC over every external image at once, per seed and for the ensemble:
+    an external set often holds one class only (a hospital's COVID-19 films), where an AUROC
+    of its own is undefined."""
+    external = [k for k, s in enumerate(sets) if s.info.name != INTERNAL]
+    if not external:
+        return None
+    y = np.concatenate([sets[k].y_true[readable[k]] for k in external])
+    per_seed = [
+        np.concatenate([probabilities[i][k][readable[k]] for k in external]) for i in members
+    ]
+    ensemble = judging.ensemble_probabilities(per_seed)
+    return PooledExternal(
+        images=int(y.size),
+        auroc_per_seed=[judging.covid_auroc(p, y, model_classes) for p in per_seed],
+        auroc_ensemble=judging.covid_auroc(ensemble, y, model_classes),
     )
 
 
