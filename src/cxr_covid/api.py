@@ -471,15 +471,16 @@ def train(dataset: str | None = None, *, reporter: Any = None, **options: Any) -
 def evaluate(
     models: str | Model | Sequence[str | Model] | None = None,
     *,
-    data: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     reporter: Any = None,
     **options: Any,
 ) -> Any:
     """Evaluate one or more models (default: the newest) and compare them, as `cxr-covid
     eval` does: on the test split of the dataset each was trained on, or on `data`, a folder
-    of class folders. `options`: `split`, `class_map`, `confidence`, `bootstrap`, `seed`,
-    `batch_size`, `save` (default True: the evaluation is kept in each model's record),
-    `operating_point`. Returns the `EvaluationReport` (`.models`, `.to_dict()`)."""
+    of class folders or a tree of cohorts (or a list of such folders). `options`: `split`,
+    `class_map`, `confidence`, `bootstrap`, `seed`, `batch_size`, `save` (default True: the
+    evaluation is kept in each model's record), `operating_point`. Returns the
+    `EvaluationReport` (`.evaluations`, one per model and test set; `.to_dict()`)."""
     import inspect
 
     from cxr_covid.evaluation.evaluate import evaluate as evaluate_models
@@ -492,7 +493,8 @@ def evaluate(
         models = [models]
     chosen = None if models is None else [m.stored if isinstance(m, Model) else m for m in models]
     import_tensorflow_quietly()
-    data_dir = None if data is None else Path(os.fspath(data)).expanduser()
+    folders = [data] if isinstance(data, (str, os.PathLike)) else list(data or [])
+    data_dir = [Path(os.fspath(f)).expanduser() for f in folders] or None
     return evaluate_models(chosen, data_dir=data_dir, reporter=reporter or NULL, **options)
 
 

@@ -77,6 +77,33 @@ def test_eval_data_on_a_cohort_tree_reports_per_cohort(eval_home: Path, tmp_path
     assert "not evaluated on the same images" not in result.output
 
 
+def test_eval_external_is_repeatable_like_everywhere_else(eval_home: Path, tmp_path: Path) -> None:
+    """`--external A --external B` evaluates every cohort of both (before: only the last
+    folder, silently); a plain folder of class folders is named by its folder."""
+    tree = _cohort_tree(tmp_path / "external")
+    adults = write_class_folders(tmp_path / "adult-normal", per_class=2, labels=(classes.NORMAL,))
+    out = tmp_path / "e.json"
+    argv = [
+        "eval",
+        GOOD,
+        "--external",
+        str(tree),
+        "--external",
+        str(adults),
+        "--json-out",
+        str(out),
+    ]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    models = json.loads(out.read_text())["models"]
+    assert [(m["cohort"], m["n"]) for m in models] == [
+        ("hannover-covid", 3),
+        ("kermany-test", 4),
+        ("adult-normal", 2),
+    ]
+    assert f"{GOOD} on adult-normal" in result.output
+
+
 def test_external_is_the_one_name_and_data_its_hidden_old_spelling(
     eval_home: Path, tmp_path: Path
 ) -> None:
@@ -91,3 +118,14 @@ def test_external_is_the_one_name_and_data_its_hidden_old_spelling(
     assert documents[0] == documents[1] == [("hannover-covid", 3), ("kermany-test", 4)]
     shown = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output
     assert "--external" in shown and "--data " not in shown
+
+
+def test_api_evaluate_takes_one_folder_or_several(eval_home: Path, tmp_path: Path) -> None:
+    import cxr_covid
+
+    tree = _cohort_tree(tmp_path / "external")
+    adults = write_class_folders(tmp_path / "adults", per_class=2, labels=(classes.NORMAL,))
+    one = cxr_covid.evaluate(GOOD, data=str(tree), save=False, bootstrap=0)
+    assert [e.test_set.name for e in one.evaluations] == ["hannover-covid", "kermany-test"]
+    both = cxr_covid.evaluate(GOOD, data=[tree, adults], save=False, bootstrap=0)
+    assert [e.test_set.name for e in both.evaluations] == ["hannover-covid", "kermany-test", "adults"]

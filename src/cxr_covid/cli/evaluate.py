@@ -40,16 +40,17 @@ def evaluate(
         ),
     ] = None,
     data: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             "--external",
             help="Evaluate on labelled images from elsewhere instead: a folder of class "
-            "folders, or a tree of cohorts holding class folders (one row per cohort).",
+            "folders, or a tree of cohorts holding class folders (one row per cohort). "
+            "Repeatable.",
             file_okay=False,
         ),
     ] = None,
     data_old_name: Annotated[
-        Path | None,
+        list[Path] | None,
         # Its name before issue 21 (audit, reproduce and compare say --external): kept working.
         typer.Option("--data", hidden=True, file_okay=False),
     ] = None,
@@ -144,7 +145,7 @@ def evaluate(
     from cxr_covid.errors import UsageError
     from cxr_covid.evaluation.evaluate import evaluate as run_evaluation
 
-    data = data or data_old_name
+    data = [*(data or []), *(data_old_name or [])] or None
     if data is not None and split is not None:
         raise UsageError(
             "--split and --external exclude each other (--external is its own test set)"

@@ -13,6 +13,7 @@ probabilities are the same in both commands.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +174,7 @@ def evaluate(
     models: Sequence[str | store.StoredModel] | None = None,
     *,
     split: str = "test",
-    data_dir: Path | None = None,
+    data_dir: Path | Sequence[Path] | None = None,
     class_map: dict[str, str] | None = None,
     allow_split_change: bool = False,
     confidence: float = stats.DEFAULT_CONFIDENCE,
@@ -188,7 +189,8 @@ def evaluate(
     """Evaluate one or more stored models (default: the newest) and compare them.
 
     Each model is tested on `split` of the dataset recorded in it (original images only), or
-    on the labelled folder `data_dir`. With `save`, each evaluation is appended to the model's
+    on the labelled folder `data_dir` (or each of several: every cohort of every folder is
+    one test set). With `save`, each evaluation is appended to the model's
     record. McNemar's test is run for every pair of models that saw exactly the same images.
     """
     if bootstrap < 0:
@@ -204,7 +206,8 @@ def evaluate(
 
         for m in unique:
             parse_spec(operating_point, m.record().classes)
-    chosen = _TestSets(split, data_dir, class_map, allow_split_change)
+    folders = [data_dir] if isinstance(data_dir, Path) else list(data_dir or [])
+    chosen = _TestSets(split, folders, class_map, allow_split_change)
     evaluations: list[ModelEvaluation] = []
     for stored in unique:
         # A tree of cohorts (--external) gives one evaluation per cohort and model.
@@ -256,7 +259,7 @@ class _TestSets:
     the models that can share it, with the warnings that go with it."""
 
     split: str
-    data_dir: Path | None
+    data_dirs: list[Path]  # empty: the dataset's own split
     class_map: dict[str, str] | None
     allow_split_change: bool
     test_sets: dict[tuple[str, ...], EvalImages] = field(default_factory=dict)
@@ -267,7 +270,7 @@ class _TestSets:
     def for_model(
         self, record: store.ModelRecord
     ) -> list[tuple[EvalImages, list[str], list[Overlap]]]:
-        if self.data_dir is not None:
+        if self.data_dirs:
             return [self._folder(record, cohort) for cohort in self._cohorts(record)]
         name = record.dataset.get("name")
         if not name:
@@ -283,16 +286,19 @@ class _TestSets:
         return [(self.test_sets[key], warnings + self.caveats[key], [])]
 
     def _cohorts(self, record: store.ModelRecord) -> list[tuple[str, ...]]:
-        """The keys of `data_dir`'s cohorts for this model's classes, read once."""
+        """The keys of the folders' cohorts for this model's classes, read once. With several
+        folders, a folder that is itself one set is named by its folder name."""
         classes_key = ",".join(record.classes)
         if classes_key not in self.cohort_keys:
             keys = []
-            for images in external_test_sets(
-                self.data_dir or Path(), record.classes, self.class_map
-            ):
-                key: tuple[str, ...] = (images.source, images.name, classes_key)
-                self.test_sets[key] = images
-                keys.append(key)
+            for folder in self.data_dirs:
+                for images in external_test_sets(folder, record.classes, self.class_map):
+                    if not images.name and len(self.data_dirs) > 1:
+                        images = dataclasses.replace(images, name=folder.expanduser().name)
+                    key: tuple[str, ...] = (images.source, images.name, classes_key)
+                    if key not in self.test_sets:  # a folder given twice is one set
+                        self.test_sets[key] = images
+                        keys.append(key)
             self.cohort_keys[classes_key] = keys
         return self.cohort_keys[classes_key]
 
