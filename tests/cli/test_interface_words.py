@@ -39,12 +39,13 @@ def test_a_stored_dataset_is_dataset_d_everywhere() -> None:
     assert {"download", "augment", "train", "reproduce"} <= set(takers)
 
 
-def test_a_labelled_folder_is_eval_data_and_audit_external() -> None:
+def test_a_labelled_folder_is_external_and_repeatable_everywhere() -> None:
     commands = dict(command_tree())
-    data = _option(commands["eval"], "--data")
-    external = _option(commands["audit"], "--external")
-    assert data is not None and data.type_descriptor.is_path
-    assert external is not None and external.multiple
+    for name in ("eval", "audit", "reproduce", "compare"):
+        external = _option(commands[name], "--external")
+        assert external is not None and external.multiple, name
+    old_name = _option(commands["eval"], "--data")  # eval's name before issue 21
+    assert old_name is not None and old_name.hidden and old_name.multiple
 
 
 def test_reproduce_takes_its_dataset_as_dataset_and_still_as_data(
