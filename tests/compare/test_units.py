@@ -29,10 +29,8 @@ def test_named_recipes_and_robust_is_the_presets() -> None:
     acquisition = {"balance_sources": True, "augment_acquisition": True}
     assert RECIPES["acquisition"].options == acquisition
     assert RECIPES["acquisition-markers"].options == {**acquisition, "augment_markers": True}
-    # The description names what the preset trains with, whatever round 5 chose.
-    assert (
-        RECIPES["robust"].flags() in RECIPES["robust"].description or not RECIPES["robust"].options
-    )
+    # Round 5 (docs/shortcut-audit.md): the preset is acquisition plus markers.
+    assert RECIPES["robust"].options == RECIPES["acquisition-markers"].options
 
 
 def test_recipe_flags_are_trains_own() -> None:

@@ -128,4 +128,8 @@ def test_api_evaluate_takes_one_folder_or_several(eval_home: Path, tmp_path: Pat
     one = cxr_covid.evaluate(GOOD, data=str(tree), save=False, bootstrap=0)
     assert [e.test_set.name for e in one.evaluations] == ["hannover-covid", "kermany-test"]
     both = cxr_covid.evaluate(GOOD, data=[tree, adults], save=False, bootstrap=0)
-    assert [e.test_set.name for e in both.evaluations] == ["hannover-covid", "kermany-test", "adults"]
+    assert [e.test_set.name for e in both.evaluations] == [
+        "hannover-covid",
+        "kermany-test",
+        "adults",
+    ]

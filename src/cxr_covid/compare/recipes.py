@@ -67,16 +67,15 @@ def options_to_flags(options: dict[str, Any]) -> str:
 _ACQUISITION = {"balance_sources": True, "augment_acquisition": True}
 
 
-def _robust_description() -> str:
-    flags = options_to_flags(study.PRESETS["robust"].recipe) or "nothing added"
-    return f"reproduce --preset robust ({flags}): compare's best in shortcut-audit round 5"
-
-
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe(PLAIN, {}, "the study's recipe: nothing added"),
-        Recipe("robust", dict(study.PRESETS["robust"].recipe), _robust_description()),
+        Recipe(
+            "robust",
+            dict(study.PRESETS["robust"].recipe),
+            "reproduce --preset robust's recipe: compare's best in shortcut-audit round 5",
+        ),
         Recipe("acquisition", _ACQUISITION, "sources balanced, acquisition augmentation"),
         Recipe("adversarial", {"adversarial_source": True}, "gradient-reversal source head"),
         Recipe("equalize", {"normalize": "equalize"}, "global histogram equalisation"),
