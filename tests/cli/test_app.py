@@ -73,6 +73,9 @@ def test_cli_import_and_help_do_not_import_tensorflow() -> None:
         "assert 'keras' not in sys.modules, 'keras imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+    # Importing the CLI does not even load NumPy (help texts are built from light modules).
+    light = "import sys\nimport cxr_covid.cli.app\nassert 'numpy' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", light], check=True)
 
 
 def test_python_dash_m_runs_the_cli() -> None:

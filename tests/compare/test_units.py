@@ -33,6 +33,20 @@ def test_named_recipes_and_robust_is_the_presets() -> None:
     assert RECIPES["robust"].options == RECIPES["acquisition-markers"].options
 
 
+def test_every_recipe_flag_is_its_field_with_hyphens() -> None:
+    """`training.flags.options_to_flags` writes a recipe back as flags by that rule alone."""
+    from cxr_covid.training.flags import options_to_flags
+
+    for flag, (field_name, _kind, _choices) in RECIPE_FLAGS.items():
+        assert flag == "--" + field_name.replace("_", "-")
+    options = {"balance_sources": True, "normalize": "clahe", "adversarial_weight": 0.5}
+    assert (
+        options_to_flags(options) == "--balance-sources --normalize clahe --adversarial-weight 0.5"
+    )
+    for r in RECIPES.values():  # and each reads back into the same options
+        assert r.name == "plain" or parse_recipe(f"x={r.flags()}").options == r.options
+
+
 def test_recipe_flags_are_trains_own() -> None:
     """A custom recipe is written with `train`'s own flags and choices."""
     import typer.main

@@ -12,8 +12,8 @@ from rich.table import Table
 from cxr_covid.cli.choices import Preset
 from cxr_covid.cli.console import MAX_SEED, out, print_json
 from cxr_covid.cli.options import BootstrapResamples, ExternalClassMap, ExternalFolders
-from cxr_covid.compare.recipes import options_to_flags
 from cxr_covid.study import PRESETS
+from cxr_covid.training.flags import options_to_flags
 from cxr_covid.training.limits import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,

@@ -20,6 +20,7 @@ from cxr_covid import study
 from cxr_covid.data.normalize import NORMALIZE_MODES
 from cxr_covid.errors import UsageError
 from cxr_covid.training import limits
+from cxr_covid.training.flags import options_to_flags
 
 PLAIN = "plain"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
@@ -52,17 +53,6 @@ RECIPE_FLAGS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "--learning-rate": ("learning_rate", "float", ()),
     "--arch": ("arch", "choice", ("baseline", "inception")),
 }
-_FIELD_FLAGS = {name: flag for flag, (name, _kind, _choices) in RECIPE_FLAGS.items()}
-
-
-def options_to_flags(options: dict[str, Any]) -> str:
-    parts = []
-    for name, value in options.items():
-        flag = _FIELD_FLAGS.get(name, f"--{name.replace('_', '-')}")
-        parts.append(flag if value is True else f"{flag} {value}")
-    return " ".join(parts)
-
-
 # Issue 9's recipe, the robust preset until round 5 of docs/shortcut-audit.md.
 _ACQUISITION = {"balance_sources": True, "augment_acquisition": True}
 
