@@ -12,9 +12,8 @@ from sklearn.metrics import roc_auc_score
 from cxr_covid import stats
 from cxr_covid.evaluation import report as eval_report
 from cxr_covid.evaluation.evaluate import compare
-from cxr_covid.evaluation.metrics import compute_metrics
 from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
-from cxr_covid.evaluation.testsets import EvalImages
+from tests.eval.hand import hand_evaluation
 
 CLASSES = ["covid", "normal", "viral_pneumonia"]
 # The hand-checked case of test_stats: predictions 0 0 1 2 | 1 1 0 | 2 2 1.
@@ -31,27 +30,7 @@ def _probabilities(pred: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _evaluation(model_id: str, pred: np.ndarray, seed: int = 0) -> ModelEvaluation:
-    probs = _probabilities(pred, seed)
-    metrics = compute_metrics(Y_TRUE, probs, CLASSES, bootstrap=200, seed=1)
-    paths = [f"/x/{i}.png" for i in range(len(Y_TRUE))]
-    return ModelEvaluation(
-        model_id=model_id,
-        architecture="baseline",
-        augmented=False,
-        image_size=32,
-        classes=CLASSES,
-        test_set=EvalImages(
-            paths=tuple(paths),  # type: ignore[arg-type]
-            labels=tuple(CLASSES[i] for i in Y_TRUE),
-            split="test",
-            source="dataset hand, test split",
-            dataset="hand",
-        ),
-        **metrics.by_name(),
-        paths=paths,  # type: ignore[arg-type]
-        y_true=Y_TRUE,
-        probabilities=probs,
-    )
+    return hand_evaluation(model_id, Y_TRUE, _probabilities(pred, seed), CLASSES, 200)
 
 
 def test_compute_metrics_matches_the_hand_checked_case() -> None:

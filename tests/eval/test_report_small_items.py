@@ -6,9 +6,8 @@ import numpy as np
 
 from cxr_covid.evaluation import report as eval_report
 from cxr_covid.evaluation.evaluate import compare
-from cxr_covid.evaluation.metrics import compute_metrics
 from cxr_covid.evaluation.results import EvaluationReport, ModelEvaluation
-from cxr_covid.evaluation.testsets import EvalImages
+from tests.eval.hand import hand_evaluation
 
 CLASSES = ["covid", "normal", "viral_pneumonia"]
 # No viral-pneumonia image at all; one normal image is called viral pneumonia.
@@ -19,26 +18,7 @@ Y_PRED = np.array([0, 0, 1, 1, 1, 2])
 def _evaluation(model_id: str, pred: np.ndarray) -> ModelEvaluation:
     probs = np.full((len(pred), 3), 0.1)
     probs[np.arange(len(pred)), pred] = 0.8
-    metrics = compute_metrics(Y_TRUE, probs, CLASSES, bootstrap=50, seed=1)
-    paths = [f"/x/{i}.png" for i in range(len(Y_TRUE))]
-    return ModelEvaluation(
-        model_id=model_id,
-        architecture="baseline",
-        augmented=False,
-        image_size=32,
-        classes=CLASSES,
-        test_set=EvalImages(
-            paths=tuple(paths),  # type: ignore[arg-type]
-            labels=tuple(CLASSES[i] for i in Y_TRUE),
-            split="test",
-            source="dataset hand, test split",
-            dataset="hand",
-        ),
-        **metrics.by_name(),
-        paths=paths,  # type: ignore[arg-type]
-        y_true=Y_TRUE,
-        probabilities=probs,
-    )
+    return hand_evaluation(model_id, Y_TRUE, probs, CLASSES, 50)
 
 
 def _report(*evaluations: ModelEvaluation) -> EvaluationReport:
